@@ -1,0 +1,114 @@
+"""Settings: ``POSTROOM_*`` environment variables over an optional ``postroom.toml``.
+
+This is the only module that reads the environment. Tunables carry their unit in
+their name (``poll_interval_s``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: where an optional config file is looked for; POSTROOM_CONFIG overrides it
+DEFAULT_CONFIG_FILE = "postroom.toml"
+
+
+class WorkerSettings(BaseSettings):
+    """How a worker process claims and sends."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    #: concurrent sends per worker process
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    #: jobs claimed per round trip
+    batch_size: int = Field(default=64, ge=1, le=1000)
+    #: how long an idle worker waits before looking again (when nothing wakes it)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    #: a claimed job's lease; heartbeats extend it while a send is in flight
+    lease_s: float = Field(default=60.0, gt=1)
+    #: on shutdown, how long in-flight sends may take before their jobs are released
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+
+class Settings(BaseSettings):
+    """All of Postroom's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POSTROOM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    #: runtime data: the SQLite database, the dev outbox, the generated dev secret
+    data_dir: Path = Path("var")
+    #: SQLAlchemy URL; empty means SQLite at ``<data_dir>/postroom.db``
+    database_url: str = ""
+    #: Fernet key for provider credentials; a dev key is generated when unset
+    secret_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    #: largest accepted message: content plus attachments, in bytes
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    #: the domain in generated Message-IDs when the sender's cannot be used
+    message_id_domain: str = "postroom.localhost"
+    #: default job attempts when a request does not say (spec default 3)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    #: the cap of the exponential retry backoff
+    retry_max_backoff_s: float = Field(default=3600.0, gt=0)
+    #: SQLite busy timeout
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    log_level: str = "INFO"
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept plain ``postgresql://`` / ``sqlite://`` URLs and pick the async driver."""
+        if value.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite://") and not value.startswith("sqlite+"):
+            return "sqlite+aiosqlite://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'postroom.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("POSTROOM_CONFIG", DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and ``postroom.toml``, then ``overrides``."""
+    return Settings(**overrides)

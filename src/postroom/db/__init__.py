@@ -1,0 +1,1 @@
+"""Database: the engine (SQLite pragmas, PostgreSQL pool), the tables and their migrations."""

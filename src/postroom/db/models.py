@@ -1,0 +1,346 @@
+"""The tables: the specification's schema, plus what DESIGN.md adds.
+
+Names and columns follow the spec. Additions are marked ``# added:``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from postroom.db.types import InetType, JSONType, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {  # noqa: RUF012
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class EmailProvider(Timestamps, Base):
+    __tablename__ = "email_providers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(50))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("100"))
+    config: Mapped[dict[str, Any]]
+    limits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+    #: credentials, Fernet-encrypted: ``{"encrypted": "<token>"}``
+    authentication: Mapped[dict[str, Any]]
+    encryption: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+    monitoring: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+
+    __table_args__ = (
+        Index("idx_email_providers_enabled", "enabled"),
+        Index("idx_email_providers_priority", text("priority DESC")),
+    )
+
+
+class EmailQueue(Timestamps, Base):
+    __tablename__ = "email_queues"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(50))
+    priority: Mapped[str] = mapped_column(String(20), server_default=text("'normal'"))
+    #: a disabled queue refuses new jobs (the spec's addJob check)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    #: added: a paused queue accepts jobs but its processors claim none
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    config: Mapped[dict[str, Any]]
+    processor: Mapped[dict[str, Any]]
+    retry: Mapped[dict[str, Any]]
+    monitoring: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+
+    __table_args__ = (Index("idx_email_queues_enabled", "enabled"),)
+
+
+class EmailJob(Base):
+    __tablename__ = "email_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    type: Mapped[str] = mapped_column(String(50))
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    data: Mapped[dict[str, Any]]
+    scheduled_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    processed_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # added: the lease. locked_by is "<worker id>" and, with attempts, fences late writes
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    locked_until: Mapped[datetime | None]
+    # added: a client-chosen key that makes a repeated request return the first result
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    last_error_code: Mapped[str | None] = mapped_column(String(100))
+    # added: for queue statistics (completed/failed in the last 24 h)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("idx_email_jobs_queue_status", "queue_id", "status"),
+        Index("idx_email_jobs_scheduled_at", "scheduled_at"),
+        # added: the claim scans pending jobs in claim order
+        Index("idx_email_jobs_claim", "status", text("priority DESC"), "scheduled_at", "id"),
+        Index("idx_email_jobs_lease", "status", "locked_until"),
+    )
+
+
+class EmailJobAttempt(Base):
+    """added: one row per send attempt (time, provider, outcome, error)."""
+
+    __tablename__ = "email_job_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("email_jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="SET NULL")
+    )
+    provider_name: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime]
+    #: sent | retry | failed | deferred | released
+    outcome: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Numeric(12, 3, asdecimal=False))
+
+    __table_args__ = (Index("idx_email_job_attempts_job", "job_id", "attempt"),)
+
+
+class EmailRecord(Base):
+    """One row per recipient of an email."""
+
+    __tablename__ = "email_records"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_jobs.id", ondelete="SET NULL")
+    )
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="SET NULL")
+    )
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    recipient_email: Mapped[str] = mapped_column(String(255))
+    # added: to | cc | bcc, and the display name
+    recipient_type: Mapped[str] = mapped_column(String(3), server_default=text("'to'"))
+    recipient_name: Mapped[str | None] = mapped_column(String(255))
+    sender_email: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(500))
+    type: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[str | None] = mapped_column(String(255))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    bounced_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONType, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("idx_email_records_recipient", "recipient_email"),
+        Index("idx_email_records_status", "status"),
+        Index("idx_email_records_sent_at", "sent_at"),
+        Index("idx_email_records_job", "job_id"),
+    )
+
+
+class EmailTracking(Base):
+    __tablename__ = "email_tracking"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    email_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_records.id", ondelete="CASCADE")
+    )
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    recipient_email: Mapped[str] = mapped_column(String(255))
+    tracking_enabled: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20))
+    events: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("idx_email_tracking_delivery_id", "delivery_id"),)
+
+
+class EmailTrackingEvent(Base):
+    __tablename__ = "email_tracking_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    tracking_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_tracking.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(50))
+    timestamp: Mapped[datetime] = mapped_column(server_default=func.now())
+    data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    ip_address: Mapped[str | None] = mapped_column(InetType)
+    location: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        Index("idx_email_tracking_events_tracking_id", "tracking_id"),
+        Index("idx_email_tracking_events_type", "type"),
+    )
+
+
+class EmailTemplate(Timestamps, Base):
+    __tablename__ = "email_templates"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(50))
+    subject: Mapped[str] = mapped_column(String(500))
+    content: Mapped[dict[str, Any]]
+    variables: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+
+class EmailTemplateVersion(Base):
+    """added: an immutable snapshot of each template version."""
+
+    __tablename__ = "email_template_versions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    template_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_templates.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(500))
+    content: Mapped[dict[str, Any]]
+    variables: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+
+class EmailAnalyticsDaily(Base):
+    __tablename__ = "email_analytics_daily"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    date: Mapped[date] = mapped_column(Date)
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="SET NULL")
+    )
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    total_sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_delivered: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_bounced: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_complained: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_unsubscribed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    avg_processing_time: Mapped[Decimal | None] = mapped_column(Numeric(8, 3))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("idx_email_analytics_daily_date", "date"),
+        Index("idx_email_analytics_daily_provider", "provider_id", "date"),
+    )
+
+
+class EmailSuppression(Base):
+    """added: addresses Postroom will not send to (hard bounces, complaints, unsubscribes)."""
+
+    __tablename__ = "email_suppressions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    email: Mapped[str] = mapped_column(String(255))
+    #: "global" or an EmailType such as "marketing"
+    scope: Mapped[str] = mapped_column(String(50), server_default=text("'global'"))
+    reason: Mapped[str] = mapped_column(String(50))
+    source_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("email", "scope", name="uq_email_suppressions_email_scope"),)
+
+
+class WebhookReceipt(Base):
+    """added: every ESP webhook body as received, for audit and deduplication."""
+
+    __tablename__ = "webhook_receipts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    provider_type: Mapped[str] = mapped_column(String(50))
+    provider_event_id: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    processed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint(
+            "provider_type", "provider_event_id", name="uq_webhook_receipts_provider_event"
+        ),
+    )
+
+
+class ApiKey(Base):
+    """added: API keys, stored as a public prefix plus a SHA-256 of the whole key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
