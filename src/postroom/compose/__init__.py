@@ -1,0 +1,1 @@
+"""Compose: turn a queued request into an ``OutgoingMessage`` with its MIME bytes."""

@@ -1,0 +1,1 @@
+"""The API's pydantic models: the spec's interfaces in camelCase JSON."""
