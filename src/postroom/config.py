@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8025, ge=1, le=65535)
     #: largest accepted message: content plus attachments, in bytes
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    #: sender used when a request has no ``from``, e.g. ``"Example <noreply@example.com>"``
+    default_from: str = ""
     #: the domain in generated Message-IDs when the sender's cannot be used
     message_id_domain: str = "postroom.localhost"
     #: default job attempts when a request does not say (spec default 3)

@@ -1,0 +1,158 @@
+"""``Postroom``: the in-process facade used by the API, the CLI and library users.
+
+::
+
+    async with Postroom() as postroom:
+        result = await postroom.send({"to": [{"email": "ann@example.com"}], ...})
+        status = await postroom.status(result.id)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.clock import Clock, SystemClock
+from postroom.config import Settings, load_settings
+from postroom.db import engine as db_engine
+from postroom.db import migrate
+from postroom.errors import ConfigError, MessageError
+from postroom.providers import credentials, registry
+from postroom.providers.routing import ProviderRouter
+from postroom.queue.worker import Worker
+from postroom.schemas.email import EmailRequest
+from postroom.schemas.results import EmailSendResult, EmailStatus
+from postroom.services import bootstrap, status
+from postroom.services.keys import KeyStore
+from postroom.services.router import QueueDirectory
+from postroom.services.sending import Sender
+
+log = logging.getLogger(__name__)
+
+
+class RequestInvalid(MessageError):
+    """The request is invalid."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(f"the request is invalid: {summary}")
+        self.errors = errors
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as ``[{"field": "to.0.email", "message": ...}]``."""
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        out.append({"field": field, "message": message})
+    return out
+
+
+class Postroom:
+    """One Postroom: database, queues, providers. Start it before use; close it after."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.clock = clock or SystemClock()
+        self._own_engine = engine is None
+        self.engine = engine or db_engine.create_engine(self.settings)
+        self.queues = QueueDirectory(self.engine)
+        self.sender = Sender(self.engine, self.settings, self.clock, self.queues)
+        self.keys = KeyStore(self.engine, self.clock)
+        self.fernet = credentials.load_fernet(self.settings)
+        self._workers: list[Worker] = []
+
+    async def start(self, *, migrate_schema: bool | None = None) -> Postroom:
+        """Check (or, on SQLite by default, apply) migrations and create the defaults."""
+        if migrate_schema is None:
+            migrate_schema = self.settings.is_sqlite
+        if migrate_schema:
+            await migrate.upgrade(self.engine)
+        elif not await migrate.is_current(self.engine):
+            raise ConfigError("the database schema is not up to date: run 'postroom migrate'")
+        await bootstrap.ensure_defaults(
+            self.engine, self.clock, max_attempts=self.settings.max_attempts
+        )
+        return self
+
+    async def aclose(self) -> None:
+        if self._own_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> Postroom:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- use cases ---------------------------------------------------------------------
+
+    def parse_request(self, data: Mapping[str, Any] | EmailRequest) -> EmailRequest:
+        """Validate a request; RequestInvalid lists every problem."""
+        if isinstance(data, EmailRequest):
+            data = data.model_dump(by_alias=True, exclude_none=True)
+        try:
+            return EmailRequest.model_validate(
+                data, context={"max_message_bytes": self.settings.max_message_bytes}
+            )
+        except ValidationError as exc:
+            raise RequestInvalid(validation_errors(exc)) from None
+
+    async def send(
+        self, request: Mapping[str, Any] | EmailRequest, *, idempotency_key: str | None = None
+    ) -> EmailSendResult:
+        """Accept one email; it is durable when this returns."""
+        parsed = self.parse_request(request)
+        result = await self.sender.send(parsed, idempotency_key=idempotency_key)
+        for worker in self._workers:
+            worker.wake()
+        return result
+
+    async def status(self, email_id: str) -> EmailStatus:
+        return await status.get_status(self.engine, email_id)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def provider_router(self) -> ProviderRouter:
+        return ProviderRouter(
+            self.engine,
+            fernet=self.fernet,
+            context=registry.ProviderContext(data_dir=self.settings.data_dir),
+            clock=self.clock,
+        )
+
+    def worker(
+        self, *, worker_id: str | None = None, queue_names: Sequence[str] | None = None
+    ) -> Worker:
+        """A worker bound to this Postroom; run it with ``await worker.run(stop_event)``."""
+        w = Worker(
+            self.engine,
+            self.settings,
+            self.provider_router(),
+            clock=self.clock,
+            worker_id=worker_id,
+            queue_names=queue_names,
+        )
+        self._workers.append(w)
+        return w

@@ -1,0 +1,484 @@
+"""All SQL that touches ``email_jobs`` (and the records and attempts that move with them).
+
+One module so that the queue's correctness can be read in one place:
+
+- ``enqueue`` writes a job and its records in the caller's transaction
+  (transactional outbox: a 202 is answered only after both are committed).
+- ``claim`` leases due jobs in claim order (priority desc, scheduled_at, id):
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the same ``UPDATE …
+  RETURNING`` runs inside ``BEGIN IMMEDIATE`` (see ``db.engine``), which
+  serializes writers.
+- Every write-back is fenced on ``(id, locked_by)``: each claim gets a fresh
+  lease token, so a worker whose lease expired cannot overwrite the job's newer
+  state.
+- ``reap`` returns expired leases to ``pending``; any worker runs it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Row,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from postroom.db.models import EmailJob, EmailJobAttempt, EmailQueue, EmailRecord
+from postroom.queue.jobs import Job, Result
+from postroom.types import JobStatus, RecordStatus
+
+jobs = cast(Table, EmailJob.__table__)
+records = cast(Table, EmailRecord.__table__)
+attempts_t = cast(Table, EmailJobAttempt.__table__)
+queues = cast(Table, EmailQueue.__table__)
+
+#: a job whose leases keep expiring (its worker crashes on it) is failed after
+#: this many more attempts than its budget, so one poison message cannot loop forever
+CRASH_ALLOWANCE = 5
+
+_CLAIM_COLUMNS = (
+    jobs.c.id,
+    jobs.c.queue_id,
+    jobs.c.type,
+    jobs.c.priority,
+    jobs.c.attempts,
+    jobs.c.max_attempts,
+    jobs.c.data,
+    jobs.c.scheduled_at,
+    jobs.c.locked_by,
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewJob:
+    id: uuid.UUID
+    queue_id: uuid.UUID
+    type: str
+    priority: int
+    max_attempts: int
+    data: dict[str, Any]
+    scheduled_at: datetime
+    created_at: datetime
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewRecord:
+    recipient_email: str
+    recipient_type: str
+    recipient_name: str | None
+    sender_email: str
+    subject: str
+    type: str
+    metadata: dict[str, Any]
+
+
+async def enqueue(conn: AsyncConnection, job: NewJob, new_records: Sequence[NewRecord]) -> None:
+    """Insert a pending job and its records in the caller's transaction."""
+    await conn.execute(
+        insert(jobs).values(
+            id=job.id,
+            queue_id=job.queue_id,
+            type=job.type,
+            priority=job.priority,
+            status=JobStatus.PENDING,
+            attempts=0,
+            max_attempts=job.max_attempts,
+            data=job.data,
+            scheduled_at=job.scheduled_at,
+            created_at=job.created_at,
+            idempotency_key=job.idempotency_key,
+        )
+    )
+    await conn.execute(
+        insert(records),
+        [
+            {
+                "id": uuid.uuid4(),
+                "job_id": job.id,
+                "queue_id": job.queue_id,
+                "recipient_email": r.recipient_email,
+                "recipient_type": r.recipient_type,
+                "recipient_name": r.recipient_name,
+                "sender_email": r.sender_email,
+                "subject": r.subject,
+                "type": r.type,
+                "status": RecordStatus.QUEUED,
+                "attempts": 0,
+                "metadata": r.metadata,
+                "created_at": job.created_at,
+            }
+            for r in new_records
+        ],
+    )
+
+
+async def job_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:
+    result = await conn.execute(select(jobs).where(jobs.c.idempotency_key == key))
+    return result.first()
+
+
+async def claim(
+    engine: AsyncEngine,
+    *,
+    token: str,
+    limit: int,
+    now: datetime,
+    lease_s: float,
+    queue_ids: Sequence[uuid.UUID] | None = None,
+) -> list[Job]:
+    """Lease up to ``limit`` due jobs from unpaused queues; each gets ``locked_by=token``."""
+    runnable = select(queues.c.id).where(queues.c.paused.is_(False))
+    if queue_ids is not None:
+        runnable = runnable.where(queues.c.id.in_(queue_ids))
+    due = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.status == JobStatus.PENDING,
+            jobs.c.scheduled_at <= now,
+            jobs.c.queue_id.in_(runnable.scalar_subquery()),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=JobStatus.PROCESSING,
+            locked_by=token,
+            locked_until=now + timedelta(seconds=lease_s),
+            attempts=jobs.c.attempts + 1,
+            processed_at=now,
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+    async with engine.begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    claimed = [Job.from_row(row) for row in rows]
+    claimed.sort(key=lambda j: (-j.priority, j.scheduled_at, j.id))
+    return claimed
+
+
+async def heartbeat(
+    engine: AsyncEngine, tokens: Iterable[str], *, now: datetime, lease_s: float
+) -> int:
+    """Extend the leases held under ``tokens``; returns how many jobs were extended."""
+    token_list = list(tokens)
+    if not token_list:
+        return 0
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(jobs)
+            .where(jobs.c.status == JobStatus.PROCESSING, jobs.c.locked_by.in_(token_list))
+            .values(locked_until=now + timedelta(seconds=lease_s))
+        )
+    return result.rowcount
+
+
+async def reap(engine: AsyncEngine, *, now: datetime) -> int:
+    """Return jobs whose lease expired to ``pending`` (or fail crash-looping ones).
+
+    The attempt the dead worker started stays counted, but a lost lease alone
+    never fails a job within its budget plus ``CRASH_ALLOWANCE``.
+    """
+    expired = and_(jobs.c.status == JobStatus.PROCESSING, jobs.c.locked_until < now)
+    crash_looping = jobs.c.attempts >= jobs.c.max_attempts + CRASH_ALLOWANCE
+    async with engine.begin() as conn:
+        rows = (
+            await conn.execute(
+                update(jobs)
+                .where(expired)
+                .values(
+                    status=case((crash_looping, JobStatus.FAILED), else_=JobStatus.PENDING),
+                    failed_at=case((crash_looping, now), else_=jobs.c.failed_at),
+                    locked_by=None,
+                    locked_until=None,
+                    last_error_code="lease-expired",
+                )
+                .returning(jobs.c.id, jobs.c.attempts, jobs.c.status)
+            )
+        ).all()
+        if rows:
+            await conn.execute(
+                insert(attempts_t),
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "job_id": row.id,
+                        "attempt": row.attempts,
+                        "finished_at": now,
+                        "outcome": "released",
+                        "error_code": "lease-expired",
+                        "error_message": "the worker's lease expired before it reported back",
+                    }
+                    for row in rows
+                ],
+            )
+            failed = [row.id for row in rows if row.status == JobStatus.FAILED]
+            if failed:
+                await _fail_records(conn, failed)
+    return len(rows)
+
+
+async def release(engine: AsyncEngine, held: Sequence[Job], *, now: datetime) -> int:
+    """Give claimed-but-unstarted jobs back (shutdown); their attempt is not counted."""
+    if not held:
+        return 0
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.status == JobStatus.PROCESSING,
+                tuple_(jobs.c.id, jobs.c.locked_by).in_([(j.id, j.locked_by) for j in held]),
+            )
+            .values(
+                status=JobStatus.PENDING,
+                attempts=jobs.c.attempts - 1,
+                locked_by=None,
+                locked_until=None,
+                scheduled_at=now,
+            )
+        )
+    return result.rowcount
+
+
+async def finish(engine: AsyncEngine, results: Sequence[Result]) -> set[uuid.UUID]:
+    """Write a batch of results back in one transaction; returns the job ids written.
+
+    A result whose lease was lost (the job was reaped and maybe re-claimed) is
+    dropped: its job row no longer carries the token.
+    """
+    if not results:
+        return set()
+    by_outcome: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        by_outcome[r.outcome].append(r)
+    written: set[uuid.UUID] = set()
+    async with engine.begin() as conn:
+        for outcome, group in by_outcome.items():
+            written |= await _finish_group(conn, outcome, group)
+        accepted = [r for r in results if r.job.id in written]
+        if accepted:
+            await conn.execute(insert(attempts_t), [_attempt_row(r) for r in accepted])
+    return written
+
+
+def _fenced(group: Sequence[Result]) -> Any:
+    return and_(
+        jobs.c.status == JobStatus.PROCESSING,
+        tuple_(jobs.c.id, jobs.c.locked_by).in_([(r.job.id, r.job.locked_by) for r in group]),
+    )
+
+
+async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]) -> set[uuid.UUID]:
+    now = max(r.finished_at for r in group)
+    released = {"locked_by": None, "locked_until": None}
+    if outcome == "sent":
+        stmt = (
+            update(jobs)
+            .where(_fenced(group))
+            .values(status=JobStatus.COMPLETED, completed_at=now, error=None, **released)
+        )
+        ids = {row.id for row in (await conn.execute(stmt.returning(jobs.c.id))).all()}
+        sent = [r for r in group if r.job.id in ids]
+        if sent:
+            await conn.execute(
+                update(records)
+                .where(records.c.job_id == bindparam("b_job_id"))
+                .values(
+                    status=RecordStatus.SENT,
+                    provider_id=bindparam("b_provider_id"),
+                    message_id=bindparam("b_message_id"),
+                    delivery_id=bindparam("b_message_id"),
+                    sent_at=bindparam("b_sent_at"),
+                    attempts=bindparam("b_attempts"),
+                ),
+                [
+                    {
+                        "b_job_id": r.job.id,
+                        "b_provider_id": r.provider_id,
+                        "b_message_id": r.message_id,
+                        "b_sent_at": r.finished_at,
+                        "b_attempts": r.job.attempts,
+                    }
+                    for r in sent
+                ],
+            )
+            rejected = [(r, addr) for r in sent for addr in r.rejected]
+            for r, addr in rejected:
+                await conn.execute(
+                    update(records)
+                    .where(records.c.job_id == r.job.id, records.c.recipient_email == addr)
+                    .values(status=RecordStatus.FAILED)
+                )
+        return ids
+    written: set[uuid.UUID] = set()
+    for r in group:  # retries and failures are rare: one statement each is fine
+        if outcome == "failed":
+            values: dict[str, Any] = {
+                "status": JobStatus.FAILED,
+                "failed_at": r.finished_at,
+            }
+        else:
+            values = {"status": JobStatus.PENDING, "scheduled_at": r.retry_at or r.finished_at}
+            if outcome == "deferred":  # not tried: give the attempt back
+                values["attempts"] = jobs.c.attempts - 1
+        values.update(released)
+        if r.error_code:
+            values["last_error_code"] = r.error_code
+            values["error"] = {
+                "code": r.error_code,
+                "message": r.error_message,
+                "provider": r.provider_name,
+                "attempts": r.job.attempts,
+                "timestamp": r.finished_at.isoformat(),
+                **r.error_detail,
+            }
+        row = (
+            await conn.execute(
+                update(jobs).where(_fenced([r])).values(**values).returning(jobs.c.id)
+            )
+        ).first()
+        if row is None:
+            continue
+        written.add(row.id)
+        record_values: dict[str, Any] = {"attempts": r.job.attempts}
+        if outcome == "failed":
+            record_values["status"] = RecordStatus.FAILED
+        await conn.execute(
+            update(records)
+            .where(records.c.job_id == r.job.id, records.c.status == RecordStatus.QUEUED)
+            .values(**record_values)
+        )
+    return written
+
+
+async def _fail_records(conn: AsyncConnection, job_ids: Sequence[uuid.UUID]) -> None:
+    await conn.execute(
+        update(records)
+        .where(records.c.job_id.in_(job_ids), records.c.status == RecordStatus.QUEUED)
+        .values(status=RecordStatus.FAILED)
+    )
+
+
+def _attempt_row(r: Result) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "job_id": r.job.id,
+        "attempt": r.job.attempts,
+        "provider_id": r.provider_id,
+        "provider_name": r.provider_name,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "outcome": r.outcome,
+        "error_code": r.error_code,
+        "error_message": (r.error_message or "")[:2000] or None,
+        "duration_ms": r.duration_ms,
+    }
+
+
+# -- queue management ---------------------------------------------------------------
+
+
+async def set_paused(engine: AsyncEngine, queue_id: uuid.UUID, paused: bool, now: datetime) -> bool:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(queues).where(queues.c.id == queue_id).values(paused=paused, updated_at=now)
+        )
+    return result.rowcount > 0
+
+
+async def retry_failed(engine: AsyncEngine, queue_id: uuid.UUID, *, now: datetime) -> int:
+    """Failed jobs of a queue back to pending with a fresh attempt budget."""
+    async with engine.begin() as conn:
+        ids = [
+            row.id
+            for row in (
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.queue_id == queue_id, jobs.c.status == JobStatus.FAILED)
+                    .values(
+                        status=JobStatus.PENDING,
+                        attempts=0,
+                        scheduled_at=now,
+                        failed_at=None,
+                        locked_by=None,
+                        locked_until=None,
+                    )
+                    .returning(jobs.c.id)
+                )
+            ).all()
+        ]
+        if ids:
+            await conn.execute(
+                update(records)
+                .where(records.c.job_id.in_(ids), records.c.status == RecordStatus.FAILED)
+                .values(status=RecordStatus.QUEUED)
+            )
+    return len(ids)
+
+
+async def queue_counts(
+    conn: AsyncConnection, *, since: datetime, hour_ago: datetime
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Per queue: pending and processing now, completed and failed since ``since``,
+    completed in the last hour, and the average send time."""
+    recent_done = and_(jobs.c.status == JobStatus.COMPLETED, jobs.c.completed_at >= since)
+    recent_failed = and_(jobs.c.status == JobStatus.FAILED, jobs.c.failed_at >= since)
+    last_hour = and_(jobs.c.status == JobStatus.COMPLETED, jobs.c.completed_at >= hour_ago)
+    active = or_(
+        jobs.c.status.in_([JobStatus.PENDING, JobStatus.PROCESSING]), recent_done, recent_failed
+    )
+
+    def count_if(cond: Any) -> Any:
+        return func.sum(case((cond, 1), else_=0))
+
+    stmt = (
+        select(
+            jobs.c.queue_id,
+            count_if(jobs.c.status == JobStatus.PENDING).label("pending"),
+            count_if(jobs.c.status == JobStatus.PROCESSING).label("processing"),
+            count_if(recent_done).label("completed"),
+            count_if(recent_failed).label("failed"),
+            count_if(last_hour).label("last_hour"),
+        )
+        .where(active)
+        .group_by(jobs.c.queue_id)
+    )
+    out: dict[uuid.UUID, dict[str, Any]] = {}
+    for row in (await conn.execute(stmt)).all():
+        out[row.queue_id] = {k: int(getattr(row, k) or 0) for k in row._fields if k != "queue_id"}
+    avg = (
+        select(attempts_t.c.job_id, jobs.c.queue_id, attempts_t.c.duration_ms)
+        .join(jobs, jobs.c.id == attempts_t.c.job_id)
+        .where(attempts_t.c.finished_at >= since, attempts_t.c.outcome == literal("sent"))
+        .subquery()
+    )
+    avg_stmt = select(avg.c.queue_id, func.avg(avg.c.duration_ms)).group_by(avg.c.queue_id)
+    for queue_id, avg_ms in (await conn.execute(avg_stmt)).all():
+        out.setdefault(queue_id, {})["avg_ms"] = float(avg_ms or 0.0)
+    return out
+
+
+async def purge_attempts(conn: AsyncConnection, *, before: datetime) -> int:
+    result = await conn.execute(delete(attempts_t).where(attempts_t.c.finished_at < before))
+    return result.rowcount

@@ -1,0 +1,354 @@
+"""The worker: claim, compose, send, write back. Loop, concurrency, heartbeat, shutdown.
+
+One asyncio loop drives up to ``concurrency`` sends at once. Claims and write-backs
+are batched: a claim leases up to ``batch_size`` jobs in one statement, and results
+are written back together every few milliseconds, because on a fast relay the
+database round trips, not SMTP, bound throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.clock import Clock, SystemClock
+from postroom.compose.message import compose
+from postroom.config import Settings
+from postroom.db.models import EmailQueue
+from postroom.errors import PostroomError, ProviderError
+from postroom.providers.routing import ProviderRouter
+from postroom.queue import store
+from postroom.queue.jobs import Job, Result
+from postroom.queue.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+queues_t = cast(Table, EmailQueue.__table__)
+
+#: how long to wait before trying a job again when no provider could take it
+NO_PROVIDER_DELAY_S = 15.0
+#: write results back at least this often
+FLUSH_INTERVAL_S = 0.02
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Processes jobs until told to stop."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        router: ProviderRouter,
+        *,
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+        queue_names: Sequence[str] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.router = router
+        self.clock = clock or SystemClock()
+        self.id = worker_id or default_worker_id()
+        self.queue_names = list(queue_names) if queue_names else None
+        self.retry = retry_policy or RetryPolicy(cap_s=settings.retry_max_backoff_s)
+        ws = settings.worker
+        self.concurrency = ws.concurrency
+        self.batch_size = ws.batch_size
+        self.lease_s = ws.lease_s
+        self._tokens = (f"{self.id}#{n}" for n in itertools.count(1))
+        self._inflight: dict[asyncio.Task[None], Job] = {}
+        self._results: list[Result] = []
+        self._unflushed_tokens: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._queue_limits: dict[uuid.UUID, int] = {}
+        self._queues_loaded_at = 0.0
+        #: counters for logs, the CLI and benchmarks
+        self.stats: Counter[str] = Counter()
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then shut down gracefully."""
+        log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
+        background = [
+            asyncio.create_task(self._every(self.lease_s / 3, self._heartbeat)),
+            asyncio.create_task(self._every(max(1.0, self.lease_s / 4), self._reap)),
+            asyncio.create_task(self._every(FLUSH_INTERVAL_S, self.flush)),
+        ]
+        try:
+            await self._reap()
+            while not stop.is_set():
+                claimed = await self._claim_if_room()
+                if claimed:
+                    continue
+                await self._idle(stop)
+        finally:
+            await self._shutdown()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self.flush()
+            await self.aclose()
+            log.info("worker %s stopped: %s", self.id, dict(self.stats))
+
+    async def drain(self, *, max_rounds: int = 10_000) -> int:
+        """Process every job that is due now, then return how many were processed.
+
+        For tests, ``postroom worker --burst`` and benchmarks.
+        """
+        done = 0
+        for _ in range(max_rounds):
+            claimed = await self._claim_if_room(force=True)
+            if not claimed and not self._inflight:
+                break
+            if self._inflight:
+                finished, _ = await asyncio.wait(
+                    list(self._inflight), return_when=asyncio.FIRST_COMPLETED
+                )
+                done += len(finished)
+        await self.flush()
+        return done
+
+    async def aclose(self) -> None:
+        """Close the provider connections this worker opened."""
+        await self.router.aclose()
+
+    def wake(self) -> None:
+        """Look for work now (a NOTIFY arrived or a job was enqueued in-process)."""
+        self._wake.set()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        room = len(self._inflight) < self.concurrency
+        if self._inflight:
+            waiters.extend(self._inflight)
+        timeout = self.settings.worker.poll_interval_s if room else None
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for fut in waiters[:2]:
+            if not fut.done():
+                fut.cancel()
+
+    async def _every(self, period_s: float, action: Any) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await action()
+            except Exception:  # keep the loop alive; the next period tries again
+                log.exception("worker %s: periodic %s failed", self.id, action.__name__)
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def _queue_ids(self) -> list[uuid.UUID] | None:
+        """Queues with room under their own concurrency limit (None: all queues)."""
+        now = time.monotonic()
+        if now - self._queues_loaded_at > 5.0:
+            stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.processor)
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(stmt)).all()
+            self._queue_limits = {
+                row.id: int((row.processor or {}).get("concurrency") or self.concurrency)
+                for row in rows
+                if self.queue_names is None or row.name in self.queue_names
+            }
+            self._queues_loaded_at = now
+        busy = Counter(job.queue_id for job in self._inflight.values())
+        ids = [qid for qid, limit in self._queue_limits.items() if busy[qid] < limit]
+        if self.queue_names is None and len(ids) == len(self._queue_limits):
+            return None
+        return ids
+
+    async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
+        room = self.concurrency - len(self._inflight)
+        # claim in batches: wait for a reasonable amount of room unless idle
+        if room <= 0 or (not force and self._inflight and room < min(self.batch_size, 8)):
+            return []
+        queue_ids = await self._queue_ids()
+        if queue_ids == []:
+            return []
+        token = next(self._tokens)
+        try:
+            claimed = await store.claim(
+                self.engine,
+                token=token,
+                limit=min(room, self.batch_size),
+                now=self.clock.now(),
+                lease_s=self.lease_s,
+                queue_ids=queue_ids,
+            )
+        except Exception:
+            log.exception("worker %s: claim failed", self.id)
+            await asyncio.sleep(self.settings.worker.poll_interval_s)
+            return []
+        for job in claimed:
+            task = asyncio.create_task(self._process(job))
+            self._inflight[task] = job
+            task.add_done_callback(self._done)
+        self.stats["claimed"] += len(claimed)
+        return claimed
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker %s: job task crashed", self.id, exc_info=task.exception())
+
+    # -- one job -----------------------------------------------------------------------
+
+    async def _process(self, job: Job) -> None:
+        started = self.clock.now()
+        candidate = None
+        try:
+            message = compose(
+                str(job.id),
+                job.request,
+                now=started,
+                message_id_domain=self.settings.message_id_domain,
+            )
+            await self.router.refresh()
+            candidate = self.router.choose(message)
+            if candidate is None:
+                result = Result(
+                    job=job,
+                    outcome="deferred",
+                    started_at=started,
+                    finished_at=self.clock.now(),
+                    retry_at=self.clock.now() + timedelta(seconds=NO_PROVIDER_DELAY_S),
+                    error_code="no-provider",
+                    error_message="no enabled provider can take this message now",
+                )
+            else:
+                sent = await candidate.provider.send(message)
+                result = Result(
+                    job=job,
+                    outcome="sent",
+                    started_at=started,
+                    finished_at=self.clock.now(),
+                    provider_id=candidate.id,
+                    provider_name=candidate.spec.name,
+                    message_id=sent.provider_message_id,
+                    rejected=dict(sent.rejected),
+                )
+        except Exception as exc:  # every failure becomes a recorded outcome
+            result = self._failure(job, exc, started, candidate)
+        self._record(result)
+
+    def _failure(self, job: Job, exc: BaseException, started: Any, candidate: Any) -> Result:
+        if not isinstance(exc, PostroomError):
+            log.error(
+                "job %s attempt %d: unexpected %s",
+                job.id,
+                job.attempts,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+        outcome, delay = self.retry.decide(
+            attempts=job.attempts, max_attempts=job.max_attempts, error=exc
+        )
+        now = self.clock.now()
+        detail: dict[str, Any] = {}
+        if isinstance(exc, ProviderError):
+            detail = {"status": exc.status, "retryable": exc.retryable}
+            if exc.retry_after:
+                detail["retryAfter"] = exc.retry_after
+        return Result(
+            job=job,
+            outcome=outcome,
+            started_at=started,
+            finished_at=now,
+            provider_id=candidate.id if candidate else None,
+            provider_name=candidate.spec.name if candidate else None,
+            retry_at=now + timedelta(seconds=delay) if outcome == "retry" else None,
+            error_code=exc.code if isinstance(exc, PostroomError) else "internal",
+            error_message=str(exc) or type(exc).__name__,
+            error_detail=detail,
+        )
+
+    def _record(self, result: Result) -> None:
+        self._results.append(result)
+        self._unflushed_tokens[result.job.locked_by] += 1
+        self.stats[result.outcome] += 1
+        if len(self._results) >= self.batch_size:
+            self.wake()
+
+    async def flush(self) -> None:
+        """Write buffered results back; on a database error keep them for the next try."""
+        if not self._results:
+            return
+        batch, self._results = self._results, []
+        try:
+            written = await store.finish(self.engine, batch)
+        except Exception:
+            log.exception("worker %s: writing %d results failed; will retry", self.id, len(batch))
+            self._results = batch + self._results
+            return
+        for result in batch:
+            self._unflushed_tokens[result.job.locked_by] -= 1
+        self._unflushed_tokens += Counter()  # drop zero counts
+        lost = len(batch) - len(written)
+        if lost:
+            self.stats["fenced"] += lost
+            log.warning("worker %s: %d results refused: their lease had expired", self.id, lost)
+
+    # -- leases ------------------------------------------------------------------------
+
+    def _held_tokens(self) -> set[str]:
+        return {job.locked_by for job in self._inflight.values()} | set(self._unflushed_tokens)
+
+    async def _heartbeat(self) -> None:
+        await store.heartbeat(
+            self.engine, self._held_tokens(), now=self.clock.now(), lease_s=self.lease_s
+        )
+
+    async def _reap(self) -> None:
+        reaped = await store.reap(self.engine, now=self.clock.now())
+        if reaped:
+            self.stats["reaped"] += reaped
+            log.warning("worker %s: returned %d jobs with expired leases", self.id, reaped)
+
+    async def _shutdown(self) -> None:
+        """Let in-flight sends finish within the grace period; give the rest back."""
+        if not self._inflight:
+            return
+        grace = self.settings.worker.shutdown_grace_s
+        log.info("worker %s: waiting up to %.0fs for %d sends", self.id, grace, len(self._inflight))
+        _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+        if not pending:
+            return
+        unfinished = [self._inflight[t] for t in pending if t in self._inflight]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        now = self.clock.now()
+        for job in unfinished:
+            self._record(
+                Result(
+                    job=job,
+                    outcome="retry",
+                    finished_at=now,
+                    retry_at=now,
+                    error_code="shutdown",
+                    error_message="the worker stopped before the send finished",
+                )
+            )
+        with contextlib.suppress(Exception):
+            await self.flush()

@@ -1,0 +1,1 @@
+"""Services: the use cases (send, status, bootstrap, keys) that API, CLI and library share."""

@@ -1,0 +1,75 @@
+"""First start: the four default queues and the development outbox provider."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.clock import Clock
+from postroom.db.models import EmailProvider, EmailQueue
+from postroom.types import ProviderType, QueuePriority, QueueType
+
+queues = cast(Table, EmailQueue.__table__)
+providers = cast(Table, EmailProvider.__table__)
+
+#: (name, type, priority, processor config)
+DEFAULT_QUEUES: tuple[tuple[str, QueueType, QueuePriority, dict[str, Any]], ...] = (
+    ("immediate", QueueType.IMMEDIATE, QueuePriority.CRITICAL, {"concurrency": 16}),
+    ("transactional", QueueType.TRANSACTIONAL, QueuePriority.HIGH, {"concurrency": 32}),
+    ("bulk", QueueType.BULK, QueuePriority.LOW, {"concurrency": 32}),
+    ("scheduled", QueueType.SCHEDULED, QueuePriority.NORMAL, {"concurrency": 16}),
+)
+
+
+async def ensure_defaults(engine: AsyncEngine, clock: Clock, *, max_attempts: int = 3) -> None:
+    """Create the default queues and, when there is no provider at all, the file outbox.
+
+    Idempotent, and safe when several processes start at once (names are unique).
+    """
+    try:
+        await _ensure(engine, clock, max_attempts)
+    except IntegrityError:  # another process created them at the same moment
+        await _ensure(engine, clock, max_attempts)
+
+
+async def _ensure(engine: AsyncEngine, clock: Clock, max_attempts: int) -> None:
+    now = clock.now()
+    async with engine.begin() as conn:
+        existing = set((await conn.execute(select(queues.c.name))).scalars())
+        for name, qtype, priority, processor in DEFAULT_QUEUES:
+            if name in existing:
+                continue
+            await conn.execute(
+                insert(queues).values(
+                    id=uuid.uuid4(),
+                    name=name,
+                    type=qtype,
+                    priority=priority,
+                    enabled=True,
+                    paused=False,
+                    config={},
+                    processor=processor,
+                    retry={"maxAttempts": max_attempts},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        count = (await conn.execute(select(func.count()).select_from(providers))).scalar_one()
+        if count == 0:
+            await conn.execute(
+                insert(providers).values(
+                    id=uuid.uuid4(),
+                    name="Development outbox",
+                    type=ProviderType.FILE,
+                    enabled=True,
+                    priority=1,
+                    config={"directory": "outbox"},
+                    authentication={},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )

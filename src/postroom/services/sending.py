@@ -1,0 +1,125 @@
+"""The spec's ``sendEmail``: validate, check, route, and enqueue in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from email.utils import parseaddr
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.clock import Clock
+from postroom.config import Settings
+from postroom.errors import ConfigError, Conflict, MessageError
+from postroom.queue import store
+from postroom.schemas.email import EmailRequest, EmailSender
+from postroom.schemas.results import EmailSendResult
+from postroom.services.router import QueueDirectory
+from postroom.types import JobPriority, JobStatus
+
+
+class Sender:
+    """Accepts requests and makes them durable."""
+
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, clock: Clock, directory: QueueDirectory
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.directory = directory
+
+    async def send(
+        self, request: EmailRequest, *, idempotency_key: str | None = None
+    ) -> EmailSendResult:
+        """Enqueue ``request``; returns once its job and records are committed."""
+        if idempotency_key is not None:
+            if len(idempotency_key) > 255:
+                raise MessageError("Idempotency-Key is longer than 255 characters")
+            async with self.engine.connect() as conn:
+                row = await store.job_by_idempotency_key(conn, idempotency_key)
+            if row is not None:
+                return _result_from_row(row)
+        sender = request.from_ or self._default_sender()
+        queue = await self.directory.for_request(request.type, request.queue)
+        now = self.clock.now()
+        scheduled_at = max(now, request.scheduled_at) if request.scheduled_at else now
+        job_id = uuid.uuid4()
+        payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        payload["from"] = sender.model_dump(mode="json", exclude_none=True)
+        job = store.NewJob(
+            id=job_id,
+            queue_id=queue.id,
+            type=request.type,
+            priority=request.priority or JobPriority.NORMAL,
+            max_attempts=request.max_attempts or queue.max_attempts or self.settings.max_attempts,
+            data={
+                "request": payload,
+                "metadata": {"source": request.source or "api", "userId": request.user_id},
+            },
+            scheduled_at=scheduled_at,
+            created_at=now,
+            idempotency_key=idempotency_key,
+        )
+        new_records = [
+            store.NewRecord(
+                recipient_email=r.email,
+                recipient_type=r.type,
+                recipient_name=r.name,
+                sender_email=sender.email,
+                subject=request.subject,
+                type=request.type,
+                metadata={**(request.metadata or {}), **(r.metadata or {})},
+            )
+            for r in request.to
+        ]
+        try:
+            async with self.engine.begin() as conn:
+                await store.enqueue(conn, job, new_records)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # the same key raced us; answer with the winner's result
+            async with self.engine.connect() as conn:
+                row = await store.job_by_idempotency_key(conn, idempotency_key)
+            if row is None:
+                raise Conflict("a request with this Idempotency-Key is being processed") from None
+            return _result_from_row(row)
+        return EmailSendResult(
+            id=str(job_id),
+            status="queued",
+            queue_id=str(queue.id),
+            job_id=str(job_id),
+            attempts=0,
+            created_at=now,
+            scheduled_at=scheduled_at,
+            recipients=len(new_records),
+        )
+
+    def _default_sender(self) -> EmailSender:
+        if not self.settings.default_from:
+            raise MessageError(
+                "the request has no 'from' address and POSTROOM_DEFAULT_FROM is not set",
+                field="from",
+            )
+        name, address = parseaddr(self.settings.default_from)
+        try:
+            return EmailSender(email=address, name=name or None)
+        except ValidationError as exc:
+            raise ConfigError(f"POSTROOM_DEFAULT_FROM is not a valid address: {exc}") from None
+
+
+def _result_from_row(row: Any) -> EmailSendResult:
+    status = "queued" if row.status in (JobStatus.PENDING, JobStatus.PROCESSING) else row.status
+    return EmailSendResult(
+        id=str(row.id),
+        status=status,
+        queue_id=str(row.queue_id) if row.queue_id else None,
+        job_id=str(row.id),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        scheduled_at=row.scheduled_at,
+        recipients=len(row.data.get("request", {}).get("to", [])),
+    )

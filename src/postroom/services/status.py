@@ -1,0 +1,126 @@
+"""The spec's ``getEmailStatus``: one email, its recipients and its attempts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailRecord
+from postroom.errors import NotFound
+from postroom.schemas.results import AttemptPublic, EmailStatus, RecipientStatus
+from postroom.types import JobStatus, RecordStatus
+
+jobs_t = cast(Table, EmailJob.__table__)
+records_t = cast(Table, EmailRecord.__table__)
+attempts_t = cast(Table, EmailJobAttempt.__table__)
+providers_t = cast(Table, EmailProvider.__table__)
+
+#: job status -> the email's status as clients see it
+EMAIL_STATUS = {
+    JobStatus.PENDING: "queued",
+    JobStatus.PROCESSING: "sending",
+    JobStatus.COMPLETED: "sent",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+}
+
+#: the spec's determineDeliveryStatus order, strongest first
+DELIVERY_ORDER = (
+    RecordStatus.BOUNCED,
+    RecordStatus.COMPLAINED,
+    RecordStatus.CLICKED,
+    RecordStatus.OPENED,
+    RecordStatus.DELIVERED,
+    RecordStatus.SENT,
+)
+
+
+def _not_found(ident: str) -> NotFound:
+    return NotFound(f"no email with id {ident!r}")
+
+
+async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
+    """Status by email (job) id, or by the id of one of its recipient records."""
+    try:
+        key = uuid.UUID(ident)
+    except ValueError:
+        raise _not_found(ident) from None
+    async with engine.connect() as conn:
+        job = (await conn.execute(select(jobs_t).where(jobs_t.c.id == key))).first()
+        if job is None:
+            job_id = (
+                await conn.execute(select(records_t.c.job_id).where(records_t.c.id == key))
+            ).scalar()
+            if job_id is not None:
+                job = (await conn.execute(select(jobs_t).where(jobs_t.c.id == job_id))).first()
+        if job is None:
+            raise _not_found(ident)
+        recs = (
+            await conn.execute(
+                select(records_t, providers_t.c.name.label("provider_name"))
+                .outerjoin(providers_t, providers_t.c.id == records_t.c.provider_id)
+                .where(records_t.c.job_id == job.id)
+                .order_by(records_t.c.created_at, records_t.c.recipient_email)
+            )
+        ).all()
+        attempts = (
+            await conn.execute(
+                select(attempts_t)
+                .where(attempts_t.c.job_id == job.id)
+                .order_by(attempts_t.c.finished_at, attempts_t.c.attempt)
+            )
+        ).all()
+    return _status(job, recs, attempts)
+
+
+def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStatus:
+    provider = next((r.provider_name for r in recs if r.provider_name), None)
+    sent_at = max((r.sent_at for r in recs if r.sent_at), default=None)
+    statuses = {r.status for r in recs}
+    delivery = next((s.value for s in DELIVERY_ORDER if s in statuses), None)
+    request = (job.data or {}).get("request", {})
+    return EmailStatus(
+        id=str(job.id),
+        status=EMAIL_STATUS.get(job.status, job.status),
+        job_status=job.status,
+        queue_id=str(job.queue_id) if job.queue_id else None,
+        provider=provider,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        subject=request.get("subject", ""),
+        created_at=job.created_at,
+        scheduled_at=job.scheduled_at,
+        sent_at=sent_at,
+        failed_at=job.failed_at,
+        error=job.error,
+        delivery_status=delivery,
+        recipients=[
+            RecipientStatus(
+                id=str(r.id),
+                email=r.recipient_email,
+                type=r.recipient_type,
+                status=r.status,
+                message_id=r.message_id,
+                provider=r.provider_name,
+                sent_at=r.sent_at,
+            )
+            for r in recs
+        ],
+        attempt_log=[
+            AttemptPublic(
+                attempt=a.attempt,
+                provider=a.provider_name,
+                outcome=a.outcome,
+                error_code=a.error_code,
+                error=a.error_message,
+                started_at=a.started_at,
+                finished_at=a.finished_at,
+                duration_ms=a.duration_ms,
+            )
+            for a in attempts
+        ],
+    )
