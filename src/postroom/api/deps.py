@@ -1,0 +1,41 @@
+"""Request dependencies: the running Postroom and the caller's API key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from postroom.app import Postroom
+from postroom.errors import AuthError
+from postroom.services.keys import KeyInfo
+from postroom.types import ApiScope
+
+
+def get_postroom(request: Request) -> Postroom:
+    return request.app.state.postroom  # type: ignore[no-any-return]
+
+
+PostroomDep = Annotated[Postroom, Depends(get_postroom)]
+
+
+async def current_key(request: Request, postroom: PostroomDep) -> KeyInfo:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError()
+    return await postroom.keys.verify(token.strip())
+
+
+CurrentKey = Annotated[KeyInfo, Depends(current_key)]
+
+
+def require(scope: ApiScope) -> Callable[..., Coroutine[Any, Any, KeyInfo]]:
+    """A dependency that admits keys with ``scope``."""
+
+    async def _check(key: CurrentKey) -> KeyInfo:
+        key.require(scope)
+        return key
+
+    return _check

@@ -1,0 +1,75 @@
+"""Every error leaves the API as ``application/problem+json`` (RFC 9457), never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from postroom.app import RequestInvalid, validation_errors
+from postroom.errors import AuthError, PostroomError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:postroom:problem:"
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    from http import HTTPStatus
+
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PostroomError)
+    async def _postroom(_request: Request, exc: PostroomError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if type(exc) is AuthError else None
+        errors = exc.errors if isinstance(exc, RequestInvalid) else None
+        if errors is None and "field" in exc.context:
+            errors = [{"field": exc.context["field"], "message": exc.message}]
+        if exc.http_status >= 500:
+            log.error("request failed: %s", exc.message)
+        return problem(exc.http_status, exc.code, exc.message, headers=headers, errors=errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                "message": str(e["msg"]).removeprefix("Value error, "),
+            }
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "invalid-request", f"the request is invalid: {summary}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "internal", "an internal error occurred; it has been logged")
+
+
+__all__ = ["PROBLEM_JSON", "install", "problem", "validation_errors"]
