@@ -25,7 +25,19 @@ from postroom.providers.base import OutgoingMessage, Provider, ProviderSpec
 from postroom.types import ProviderType
 
 log = logging.getLogger(__name__)
+#: how long to wait before trying a job again when no provider could take it
+NO_PROVIDER_DELAY_S = 15.0
 providers_t = cast(Table, EmailProvider.__table__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoProvider:
+    """No provider can take the message now; try again after ``retry_after_s``."""
+
+    retry_after_s: float
+    #: machine-readable reason: ``no-provider``, ``rate-limited``, ...
+    code: str
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,6 +126,30 @@ class ProviderRouter:
             return None
         self._broken.pop(row.id, None)
         return Candidate(id=row.id, spec=spec, provider=provider, updated_at=row.updated_at)
+
+    async def acquire(
+        self, message: OutgoingMessage, *, failed_provider_id: uuid.UUID | None = None
+    ) -> Candidate | NoProvider:
+        """The provider to send ``message`` through now, or why there is none.
+
+        When the previous attempt failed at ``failed_provider_id``, the next
+        provider is tried first (failover); the failed one stays last in line.
+        """
+        await self.refresh()
+        exclude = {failed_provider_id} if failed_provider_id else set()
+        candidate = self.choose(message, exclude=exclude) or self.choose(message)
+        if candidate is None:
+            return NoProvider(
+                retry_after_s=NO_PROVIDER_DELAY_S,
+                code="no-provider",
+                reason="no enabled provider can take this message now",
+            )
+        return candidate
+
+    def report(
+        self, candidate: Candidate, *, error: BaseException | None, latency_ms: float
+    ) -> None:
+        """Tell the router how a send through ``candidate`` went (health, breaker)."""
 
     def choose(
         self, message: OutgoingMessage, *, exclude: set[uuid.UUID] | None = None

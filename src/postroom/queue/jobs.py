@@ -23,6 +23,8 @@ class Job:
     scheduled_at: datetime
     #: the lease token this claim holds; every write back is fenced on it
     locked_by: str
+    #: the previous attempt's error (``providerId``, ``code``, ...), for failover
+    last_error: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -36,7 +38,14 @@ class Job:
             data=row.data,
             scheduled_at=row.scheduled_at,
             locked_by=row.locked_by,
+            last_error=row.error,
         )
+
+    @property
+    def failed_provider_id(self) -> uuid.UUID | None:
+        """The provider the previous attempt failed at, if any."""
+        raw = (self.last_error or {}).get("providerId")
+        return uuid.UUID(raw) if raw else None
 
     @property
     def request(self) -> dict[str, Any]:

@@ -63,6 +63,7 @@ _CLAIM_COLUMNS = (
     jobs.c.data,
     jobs.c.scheduled_at,
     jobs.c.locked_by,
+    jobs.c.error,
 )
 
 
@@ -349,6 +350,7 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
                 "code": r.error_code,
                 "message": r.error_message,
                 "provider": r.provider_name,
+                "providerId": str(r.provider_id) if r.provider_id else None,
                 "attempts": r.job.attempts,
                 "timestamp": r.finished_at.isoformat(),
                 **r.error_detail,

@@ -29,7 +29,7 @@ from postroom.compose.message import compose
 from postroom.config import Settings
 from postroom.db.models import EmailQueue
 from postroom.errors import PostroomError, ProviderError
-from postroom.providers.routing import ProviderRouter
+from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import store
 from postroom.queue.jobs import Job, Result
 from postroom.queue.retry import RetryPolicy
@@ -37,8 +37,6 @@ from postroom.queue.retry import RetryPolicy
 log = logging.getLogger(__name__)
 queues_t = cast(Table, EmailQueue.__table__)
 
-#: how long to wait before trying a job again when no provider could take it
-NO_PROVIDER_DELAY_S = 15.0
 #: write results back at least this often
 FLUSH_INTERVAL_S = 0.02
 
@@ -216,7 +214,7 @@ class Worker:
 
     async def _process(self, job: Job) -> None:
         started = self.clock.now()
-        candidate = None
+        candidate: Candidate | None = None
         try:
             message = compose(
                 str(job.id),
@@ -224,20 +222,31 @@ class Worker:
                 now=started,
                 message_id_domain=self.settings.message_id_domain,
             )
-            await self.router.refresh()
-            candidate = self.router.choose(message)
-            if candidate is None:
+            choice = await self.router.acquire(message, failed_provider_id=job.failed_provider_id)
+            if isinstance(choice, NoProvider):
+                now = self.clock.now()
                 result = Result(
                     job=job,
                     outcome="deferred",
                     started_at=started,
-                    finished_at=self.clock.now(),
-                    retry_at=self.clock.now() + timedelta(seconds=NO_PROVIDER_DELAY_S),
-                    error_code="no-provider",
-                    error_message="no enabled provider can take this message now",
+                    finished_at=now,
+                    retry_at=now + timedelta(seconds=choice.retry_after_s),
+                    error_code=choice.code,
+                    error_message=choice.reason,
                 )
             else:
-                sent = await candidate.provider.send(message)
+                candidate = choice
+                t0 = time.perf_counter()
+                try:
+                    sent = await candidate.provider.send(message)
+                except Exception as exc:
+                    self.router.report(
+                        candidate, error=exc, latency_ms=(time.perf_counter() - t0) * 1000
+                    )
+                    raise
+                self.router.report(
+                    candidate, error=None, latency_ms=(time.perf_counter() - t0) * 1000
+                )
                 result = Result(
                     job=job,
                     outcome="sent",
