@@ -23,6 +23,7 @@ ADAPTERS: dict[str, str] = {
     "ses": "postroom.providers.ses:SESProvider",
     "postmark": "postroom.providers.postmark:PostmarkProvider",
     "custom": "postroom.providers.custom:CustomProvider",
+    "fake": "postroom.providers.fake:FakeProvider",
 }
 
 

@@ -105,7 +105,8 @@ class KeyStore:
         cached = self._cache.get(digest)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        prefix = key.rsplit("_", 1)[0] if key.startswith(KEY_PREFIX) else ""
+        # pr_<8 hex>_<secret>; the secret itself may contain "_"
+        prefix = "_".join(key.split("_", 2)[:2]) if key.startswith(KEY_PREFIX) else ""
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(keys_t).where(keys_t.c.prefix == prefix))).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):

@@ -1,0 +1,1 @@
+"""Test support shared across the suite: databases and payload builders."""
