@@ -198,6 +198,12 @@ class Worker:
             log.exception("worker %s: claim failed", self.id)
             await asyncio.sleep(self.settings.worker.poll_interval_s)
             return []
+        if claimed:
+            # load providers once here, not concurrently from every task
+            try:
+                await self.router.refresh()
+            except Exception:
+                log.exception("worker %s: loading providers failed", self.id)
         for job in claimed:
             task = asyncio.create_task(self._process(job))
             self._inflight[task] = job

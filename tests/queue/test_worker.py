@@ -1,0 +1,159 @@
+"""The worker against scripted providers: outcomes, retries, deferrals, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from postroom.app import Postroom
+from postroom.clock import ManualClock
+from postroom.providers.fake import FakeProvider
+from postroom.queue.worker import Worker
+from tests.support.payloads import email
+from tests.support.providers import add_provider, disable_all
+
+
+async def fake(postroom: Postroom, script: list[str], **config: Any) -> None:
+    await disable_all(postroom)
+    await add_provider(postroom, name="fake", type="fake", config={"script": script, **config})
+
+
+def provider_of(worker: Worker) -> FakeProvider:
+    [candidate] = worker.router.candidates
+    assert isinstance(candidate.provider, FakeProvider)
+    return candidate.provider
+
+
+async def drain(worker: Worker) -> int:
+    return await worker.drain()
+
+
+async def test_transient_failures_retry_with_backoff_then_send(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    await fake(postroom, ["transient", "transient", "transient"])
+    result = await postroom.send(email(maxAttempts=5))
+    worker = postroom.worker()
+    try:
+        for attempt in range(1, 4):
+            assert await drain(worker) == 1
+            status = await postroom.status(result.id)
+            assert (status.status, status.attempts) == ("queued", attempt)
+            assert await drain(worker) == 0  # not due yet: backoff
+            clock.advance(2**attempt * 1.25 + 0.01)
+        assert await drain(worker) == 1
+    finally:
+        await worker.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("sent", 4)
+    assert [a.outcome for a in status.attempt_log] == ["retry", "retry", "retry", "sent"]
+    assert status.attempt_log[0].error_code == "provider-transient"
+
+
+async def test_out_of_attempts_fails_with_the_last_error(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    await fake(postroom, ["transient"] * 5)
+    result = await postroom.send(email(maxAttempts=2))
+    worker = postroom.worker()
+    try:
+        await drain(worker)
+        clock.advance(10)
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("failed", 2)
+    assert status.error is not None and status.error["code"] == "provider-transient"
+    assert status.recipients[0].status == "failed"
+
+
+async def test_permanent_rejection_fails_after_one_attempt(postroom: Postroom) -> None:
+    await fake(postroom, ["rejected"])
+    result = await postroom.send(email(maxAttempts=5))
+    worker = postroom.worker()
+    try:
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("failed", 1)
+    assert status.error is not None and status.error["code"] == "provider-rejected"
+
+
+async def test_retry_after_is_honoured(postroom: Postroom, clock: ManualClock) -> None:
+    await fake(postroom, ["transient"], retryAfter=300)
+    result = await postroom.send(email())
+    worker = postroom.worker()
+    try:
+        await drain(worker)
+        clock.advance(299)
+        assert await drain(worker) == 0
+        clock.advance(2)
+        assert await drain(worker) == 1
+    finally:
+        await worker.aclose()
+    assert (await postroom.status(result.id)).status == "sent"
+
+
+async def test_no_provider_defers_without_spending_attempts(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    await disable_all(postroom)
+    result = await postroom.send(email(maxAttempts=1))
+    worker = postroom.worker()
+    try:
+        for _ in range(3):
+            await drain(worker)
+            clock.advance(60)
+        status = await postroom.status(result.id)
+        assert (status.status, status.attempts) == ("queued", 0)
+        await add_provider(postroom, name="late", type="fake")
+        await worker.router.refresh(force=True)
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    assert (await postroom.status(result.id)).status == "sent"
+
+
+async def test_message_reaches_the_provider_composed(postroom: Postroom) -> None:
+    await fake(postroom, [])
+    body = email(
+        to=[
+            {"email": "ann@example.com", "name": "Ann"},
+            {"email": "bob@example.com", "type": "cc"},
+            {"email": "eve@example.com", "type": "bcc"},
+        ],
+        replyTo={"email": "help@example.com"},
+        headers={"X-Campaign": "spring"},
+    )
+    result = await postroom.send(body)
+    worker = postroom.worker()
+    try:
+        await drain(worker)
+        [message] = provider_of(worker).sent
+    finally:
+        await worker.aclose()
+    assert message.envelope_to == ("ann@example.com", "bob@example.com", "eve@example.com")
+    assert message.message_id == f"<{result.id}@example.com>"
+    head = message.mime.split(b"\r\n\r\n", 1)[0].decode()
+    assert "Bcc" not in head and "eve@example.com" not in head
+    assert "Cc: bob@example.com" in head and "Reply-To: help@example.com" in head
+    assert "X-Campaign: spring" in head and f"X-Postroom-Id: {result.id}" in head
+
+
+async def test_run_delivers_and_stops_gracefully(postroom: Postroom) -> None:
+    await fake(postroom, [])
+    ids = [(await postroom.send(email())).id for _ in range(20)]
+    worker = postroom.worker()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(200):
+        statuses = [await postroom.status(i) for i in ids]
+        if all(s.status == "sent" for s in statuses):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert all(s.status == "sent" for s in statuses)
+    assert worker.stats["sent"] == 20
