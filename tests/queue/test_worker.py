@@ -157,3 +157,26 @@ async def test_run_delivers_and_stops_gracefully(postroom: Postroom) -> None:
     await asyncio.wait_for(task, timeout=5)
     assert all(s.status == "sent" for s in statuses)
     assert worker.stats["sent"] == 20
+
+
+async def test_postgres_notify_wakes_an_idle_worker(postroom: Postroom, backend: str) -> None:
+    """With polling set to a minute, only NOTIFY can explain a prompt delivery."""
+    if backend != "postgres":
+        return  # SQLite has no NOTIFY; in-process sends wake workers directly
+    await fake(postroom, [])
+    postroom.settings.worker.poll_interval_s = 60
+    worker = postroom.worker()
+    postroom._workers.remove(worker)  # no in-process wake-up: only NOTIFY may wake it
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(0.3)  # let it go idle and LISTEN
+    result = await postroom.send(email(type="system"))
+    try:
+        for _ in range(100):
+            if (await postroom.status(result.id)).status == "sent":
+                break
+            await asyncio.sleep(0.05)
+        assert (await postroom.status(result.id)).status == "sent"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
