@@ -93,4 +93,3 @@ async def client(postroom: Postroom, admin_key: str) -> AsyncIterator[httpx.Asyn
         headers={"Authorization": f"Bearer {admin_key}"},
     ) as c:
         yield c
-

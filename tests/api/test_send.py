@@ -135,7 +135,9 @@ async def test_size_limit(client: httpx.AsyncClient, postroom: Postroom) -> None
 
 
 async def test_malformed_json_is_a_clear_error(client: httpx.AsyncClient) -> None:
-    response = await client.post(SEND, content=b"{nope", headers={"content-type": "application/json"})
+    response = await client.post(
+        SEND, content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["detail"]
 
