@@ -77,6 +77,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._queue_limits: dict[uuid.UUID, int] = {}
         self._queues_loaded_at = 0.0
+        self._processed = 0
         #: counters for logs, the CLI and benchmarks
         self.stats: Counter[str] = Counter()
 
@@ -113,18 +114,15 @@ class Worker:
 
         For tests, ``postroom worker --burst`` and benchmarks.
         """
-        done = 0
+        before = self._processed
         for _ in range(max_rounds):
             claimed = await self._claim_if_room(force=True)
             if not claimed and not self._inflight:
                 break
             if self._inflight:
-                finished, _ = await asyncio.wait(
-                    list(self._inflight), return_when=asyncio.FIRST_COMPLETED
-                )
-                done += len(finished)
+                await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
         await self.flush()
-        return done
+        return self._processed - before
 
     async def aclose(self) -> None:
         """Close the provider connections this worker opened."""
@@ -330,6 +328,7 @@ class Worker:
 
     def _record(self, result: Result) -> None:
         self._results.append(result)
+        self._processed += 1
         self._unflushed_tokens[result.job.locked_by] += 1
         self.stats[result.outcome] += 1
         if len(self._results) >= self.batch_size:
