@@ -84,7 +84,8 @@ def test_long_lines_are_wrapped_without_changing_the_text() -> None:
 def test_attachments_and_inline_parts() -> None:
     msg = build(
         attachments=[
-            Attachment(filename="report.pdf", content=b"%PDF" * 100, content_type="application/pdf"),
+            Attachment(filename="report.pdf", content=b"%PDF" * 100,
+                       content_type="application/pdf"),
             Attachment(filename="logo.png", content=b"\x89PNG", content_type="image/png",
                        disposition="inline", cid="logo"),
             Attachment(filename="naïve résumé.txt", content=b"hi", content_type="text/plain"),

@@ -91,8 +91,16 @@ class NewRecord:
     metadata: dict[str, Any]
 
 
+#: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
+NOTIFY_CHANNEL = "postroom_jobs"
+
+
 async def enqueue(conn: AsyncConnection, job: NewJob, new_records: Sequence[NewRecord]) -> None:
-    """Insert a pending job and its records in the caller's transaction."""
+    """Insert a pending job and its records in the caller's transaction.
+
+    On PostgreSQL this also queues a NOTIFY, which the server delivers only if
+    the transaction commits, so a worker never wakes for a job it cannot see.
+    """
     await conn.execute(
         insert(jobs).values(
             id=job.id,
@@ -129,6 +137,8 @@ async def enqueue(conn: AsyncConnection, job: NewJob, new_records: Sequence[NewR
             for r in new_records
         ],
     )
+    if conn.dialect.name == "postgresql" and job.scheduled_at <= job.created_at:
+        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(job.queue_id))))
 
 
 async def job_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:
@@ -484,3 +494,41 @@ async def queue_counts(
 async def purge_attempts(conn: AsyncConnection, *, before: datetime) -> int:
     result = await conn.execute(delete(attempts_t).where(attempts_t.c.finished_at < before))
     return result.rowcount
+
+
+# -- queue management: backlog and activity (queue status) --------------------------
+
+#: attempts that tried a provider: they count as processing activity
+_TRIED_OUTCOMES = ("sent", "retry", "failed")
+
+
+async def queue_activity(
+    conn: AsyncConnection, *, now: datetime, since: datetime
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Per queue: pending jobs due now (``due``), the oldest one's ``scheduled_at``
+    (``oldest_due``: how long the backlog has waited), and when a send attempt last
+    finished since ``since`` (``last_attempt_at``).
+
+    Future-scheduled jobs are not backlog, so they are left out of ``due``.
+    """
+    out: dict[uuid.UUID, dict[str, Any]] = {}
+    due_stmt = (
+        select(
+            jobs.c.queue_id,
+            func.count().label("due"),
+            func.min(jobs.c.scheduled_at).label("oldest_due"),
+        )
+        .where(jobs.c.status == JobStatus.PENDING, jobs.c.scheduled_at <= now)
+        .group_by(jobs.c.queue_id)
+    )
+    for row in (await conn.execute(due_stmt)).all():
+        out.setdefault(row.queue_id, {}).update(due=int(row.due), oldest_due=row.oldest_due)
+    last_stmt = (
+        select(jobs.c.queue_id, func.max(attempts_t.c.finished_at).label("last_attempt_at"))
+        .select_from(attempts_t.join(jobs, jobs.c.id == attempts_t.c.job_id))
+        .where(attempts_t.c.finished_at >= since, attempts_t.c.outcome.in_(_TRIED_OUTCOMES))
+        .group_by(jobs.c.queue_id)
+    )
+    for row in (await conn.execute(last_stmt)).all():
+        out.setdefault(row.queue_id, {})["last_attempt_at"] = row.last_attempt_at
+    return out
