@@ -10,7 +10,7 @@ import pytest
 
 from postroom.app import Postroom
 from postroom.clock import ManualClock
-from tests.providers.smtpd import HANG, SMTPServer
+from tests.providers.smtp_server import HANG, SMTPServer
 from tests.support.payloads import email
 from tests.support.providers import add_provider, disable_all
 

@@ -23,7 +23,7 @@ from postroom.providers.base import ProviderSpec
 from postroom.providers.custom import CustomProvider, IPAddress, refusal_reason, signature
 
 if TYPE_CHECKING:
-    from fake_esp import CustomFake
+    from tests.providers.fake_esp import CustomFake
 
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 LOOPBACK = ["127.0.0.0/8"]

@@ -19,7 +19,7 @@ from postroom.providers.base import ProviderSpec
 from postroom.providers.mailgun import MailgunProvider
 
 if TYPE_CHECKING:
-    from fake_esp import MailgunFake
+    from tests.providers.fake_esp import MailgunFake
 
 
 def spec_for(esp: MailgunFake, **config: Any) -> ProviderSpec:

@@ -18,7 +18,7 @@ from postroom.providers.base import ProviderSpec
 from postroom.providers.postmark import PostmarkProvider
 
 if TYPE_CHECKING:
-    from fake_esp import PostmarkFake
+    from tests.providers.fake_esp import PostmarkFake
 
 
 def spec_for(esp: PostmarkFake, **config: Any) -> ProviderSpec:

@@ -22,7 +22,7 @@ from postroom.providers.http import HTTPOptions
 from postroom.providers.sendgrid import SendGridProvider
 
 if TYPE_CHECKING:
-    from fake_esp import SendGridFake
+    from tests.providers.fake_esp import SendGridFake
 
 
 def spec_for(esp: SendGridFake, **config: Any) -> ProviderSpec:

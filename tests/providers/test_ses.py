@@ -20,7 +20,7 @@ from postroom.providers.base import ProviderSpec
 from postroom.providers.ses import SESProvider
 
 if TYPE_CHECKING:
-    from fake_esp import SESFake
+    from tests.providers.fake_esp import SESFake
 
 KEYS = {
     "accessKeyId": "AKIDEXAMPLE",
