@@ -97,14 +97,14 @@ async def test_list_shows_the_default_queues_with_their_counts(
     assert bulk["processor"] == {
         "queueId": bulk["id"],
         "status": "idle",
-        "concurrency": 32,
+        "concurrency": postroom.settings.worker.concurrency,
         "activeJobs": 0,
         "processedJobs": 3,
         "failedJobs": 0,
         "errorRate": 0.0,
         "lastProcessedAt": "2026-01-01T12:00:00Z",
     }
-    assert queues["immediate"]["processor"]["concurrency"] == 16
+    assert queues["immediate"]["processor"]["concurrency"] == postroom.settings.worker.concurrency
     # a job scheduled for tomorrow is not a backlog
     assert queues["scheduled"]["health"] == "healthy"
     assert queues["scheduled"]["processor"]["lastProcessedAt"] is None

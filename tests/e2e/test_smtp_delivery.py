@@ -126,3 +126,16 @@ async def test_shutdown_waits_for_sends_then_gives_back_the_rest(
     assert status.attempt_log[-1].error_code == "shutdown"
     assert await drain(postroom) == 1
     assert (await postroom.status(result.id)).status == "sent"
+
+
+async def test_throttling_defers_without_spending_attempts(
+    postroom: Postroom, smtp: SMTPServer, clock: ManualClock
+) -> None:
+    smtp.script("MAIL", "454 4.7.0 Throttling failure: Maximum sending rate exceeded", times=3)
+    result = await postroom.send(email(maxAttempts=1))
+    for _ in range(4):
+        await drain(postroom)
+        clock.advance(60)
+    status = await postroom.status(result.id)
+    assert status.status == "sent"
+    assert [a.outcome for a in status.attempt_log] == ["deferred"] * 3 + ["sent"]

@@ -31,7 +31,7 @@ from postroom.db.models import EmailQueue
 from postroom.errors import PostroomError, ProviderError
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import store
-from postroom.queue.jobs import Job, Result
+from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,11 @@ class Worker:
         """
         before = self._processed
         for _ in range(max_rounds):
+            # only a claim made with nothing in flight proves that nothing is due:
+            # with sends in flight, a busy queue may have been left out of it
+            idle = not self._inflight
             claimed = await self._claim_if_room(force=True)
-            if not claimed and not self._inflight:
+            if not claimed and idle:
                 break
             if self._inflight:
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
@@ -185,8 +188,8 @@ class Worker:
 
     # -- claiming ----------------------------------------------------------------------
 
-    async def _queue_ids(self) -> list[uuid.UUID] | None:
-        """Queues with room under their own concurrency limit (None: all queues)."""
+    async def _queue_room(self) -> tuple[list[uuid.UUID] | None, int]:
+        """Queues with room under their own concurrency limit (None: all), and how much."""
         now = time.monotonic()
         if now - self._queues_loaded_at > 5.0:
             stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.processor)
@@ -199,19 +202,22 @@ class Worker:
             }
             self._queues_loaded_at = now
         busy = Counter(job.queue_id for job in self._inflight.values())
-        ids = [qid for qid, limit in self._queue_limits.items() if busy[qid] < limit]
+        room = {qid: limit - busy[qid] for qid, limit in self._queue_limits.items()}
+        ids = [qid for qid, free in room.items() if free > 0]
+        total = sum(room[qid] for qid in ids)
         if self.queue_names is None and len(ids) == len(self._queue_limits):
-            return None
-        return ids
+            return None, total
+        return ids, total
 
     async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
         room = self.concurrency - len(self._inflight)
         # claim in batches: wait for a reasonable amount of room unless idle
         if room <= 0 or (not force and self._inflight and room < min(self.batch_size, 8)):
             return []
-        queue_ids = await self._queue_ids()
+        queue_ids, queue_room = await self._queue_room()
         if queue_ids == []:
             return []
+        room = min(room, queue_room)
         token = next(self._tokens)
         try:
             claimed = await store.claim(
@@ -304,9 +310,15 @@ class Worker:
                 type(exc).__name__,
                 exc_info=exc,
             )
-        outcome, delay = self.retry.decide(
-            attempts=job.attempts, max_attempts=job.max_attempts, error=exc
-        )
+        outcome: Outcome
+        if isinstance(exc, ProviderError) and exc.context.get("rate_limited"):
+            # throttled (429, SES 454, 421 4.7.x rate limits): the message was not
+            # at fault, so wait as asked without spending an attempt
+            outcome, delay = "deferred", exc.retry_after or self.retry.backoff(1)
+        else:
+            outcome, delay = self.retry.decide(
+                attempts=job.attempts, max_attempts=job.max_attempts, error=exc
+            )
         now = self.clock.now()
         detail: dict[str, Any] = {}
         if isinstance(exc, ProviderError):
@@ -320,7 +332,7 @@ class Worker:
             finished_at=now,
             provider_id=candidate.id if candidate else None,
             provider_name=candidate.spec.name if candidate else None,
-            retry_at=now + timedelta(seconds=delay) if outcome == "retry" else None,
+            retry_at=now + timedelta(seconds=delay) if outcome != "failed" else None,
             error_code=exc.code if isinstance(exc, PostroomError) else "internal",
             error_message=str(exc) or type(exc).__name__,
             error_detail=detail,

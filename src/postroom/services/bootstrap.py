@@ -16,12 +16,13 @@ from postroom.types import ProviderType, QueuePriority, QueueType
 queues = cast(Table, EmailQueue.__table__)
 providers = cast(Table, EmailProvider.__table__)
 
-#: (name, type, priority, processor config)
+#: (name, type, priority, processor config). No per-queue concurrency by default:
+#: each worker's own concurrency applies until an operator sets one.
 DEFAULT_QUEUES: tuple[tuple[str, QueueType, QueuePriority, dict[str, Any]], ...] = (
-    ("immediate", QueueType.IMMEDIATE, QueuePriority.CRITICAL, {"concurrency": 16}),
-    ("transactional", QueueType.TRANSACTIONAL, QueuePriority.HIGH, {"concurrency": 32}),
-    ("bulk", QueueType.BULK, QueuePriority.LOW, {"concurrency": 32}),
-    ("scheduled", QueueType.SCHEDULED, QueuePriority.NORMAL, {"concurrency": 16}),
+    ("immediate", QueueType.IMMEDIATE, QueuePriority.CRITICAL, {}),
+    ("transactional", QueueType.TRANSACTIONAL, QueuePriority.HIGH, {}),
+    ("bulk", QueueType.BULK, QueuePriority.LOW, {}),
+    ("scheduled", QueueType.SCHEDULED, QueuePriority.NORMAL, {}),
 )
 
 

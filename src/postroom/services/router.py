@@ -24,6 +24,9 @@ QUEUE_FOR_TYPE: dict[str, str] = {
     EmailType.NOTIFICATION: "immediate",
 }
 
+#: queue priority -> default job priority, so system mail overtakes a marketing backlog
+JOB_PRIORITY_FOR_QUEUE: dict[str, int] = {"critical": 5, "high": 4, "normal": 3, "low": 2}
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class QueueRef:
@@ -32,6 +35,13 @@ class QueueRef:
     type: str
     enabled: bool
     max_attempts: int | None
+    #: the queue's priority (critical, high, normal, low)
+    priority: str = "normal"
+
+    @property
+    def default_job_priority(self) -> int:
+        """Job priority for requests that give none: the queue's, on the 1..5 scale."""
+        return JOB_PRIORITY_FOR_QUEUE.get(self.priority, 3)
 
 
 class QueueDirectory:
@@ -54,6 +64,7 @@ class QueueDirectory:
                 type=row.type,
                 enabled=row.enabled,
                 max_attempts=(row.retry or {}).get("maxAttempts"),
+                priority=row.priority,
             )
             by_key[row.name] = ref
             by_key[str(row.id)] = ref

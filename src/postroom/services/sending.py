@@ -17,7 +17,7 @@ from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
 from postroom.services.router import QueueDirectory
-from postroom.types import JobPriority, JobStatus
+from postroom.types import JobStatus
 
 
 class Sender:
@@ -53,7 +53,7 @@ class Sender:
             id=job_id,
             queue_id=queue.id,
             type=request.type,
-            priority=request.priority or JobPriority.NORMAL,
+            priority=request.priority or queue.default_job_priority,
             max_attempts=request.max_attempts or queue.max_attempts or self.settings.max_attempts,
             data={
                 "request": payload,
