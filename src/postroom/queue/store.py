@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailQueue, EmailRecord
+from postroom.db.types import JSONType
 from postroom.queue.jobs import Job, Result
 from postroom.types import JobStatus, RecordStatus
 
@@ -48,6 +49,9 @@ jobs = cast(Table, EmailJob.__table__)
 records = cast(Table, EmailRecord.__table__)
 attempts_t = cast(Table, EmailJobAttempt.__table__)
 queues = cast(Table, EmailQueue.__table__)
+
+#: results written per statement: bounds the size of the fenced ``IN`` list
+FINISH_CHUNK = 500
 
 #: a job whose leases keep expiring (its worker crashes on it) is failed after
 #: this many more attempts than its budget, so one poison message cannot loop forever
@@ -280,16 +284,20 @@ async def finish(engine: AsyncEngine, results: Sequence[Result]) -> set[uuid.UUI
     """
     if not results:
         return set()
-    by_outcome: dict[str, list[Result]] = defaultdict(list)
-    for r in results:
-        by_outcome[r.outcome].append(r)
     written: set[uuid.UUID] = set()
     async with engine.begin() as conn:
-        for outcome, group in by_outcome.items():
-            written |= await _finish_group(conn, outcome, group)
-        accepted = [r for r in results if r.job.id in written]
-        if accepted:
-            await conn.execute(insert(attempts_t), [_attempt_row(r) for r in accepted])
+        for start in range(0, len(results), FINISH_CHUNK):
+            chunk = results[start : start + FINISH_CHUNK]
+            by_outcome: dict[str, list[Result]] = defaultdict(list)
+            for r in chunk:
+                by_outcome[r.outcome].append(r)
+            done: set[uuid.UUID] = set()
+            for outcome, group in by_outcome.items():
+                done |= await _finish_group(conn, outcome, group)
+            accepted = [r for r in chunk if r.job.id in done]
+            if accepted:
+                await conn.execute(insert(attempts_t), [_attempt_row(r) for r in accepted])
+            written |= done
     return written
 
 
@@ -342,46 +350,69 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
                     .values(status=RecordStatus.FAILED)
                 )
         return ids
-    written: set[uuid.UUID] = set()
-    for r in group:  # retries and failures are rare: one statement each is fine
-        if outcome == "failed":
-            values: dict[str, Any] = {
-                "status": JobStatus.FAILED,
-                "failed_at": r.finished_at,
+    # retry, deferred, failed: lock the rows still ours, then one executemany
+    mine_ids = set(
+        (await conn.execute(select(jobs.c.id).where(_fenced(group)).with_for_update())).scalars()
+    )
+    mine = [r for r in group if r.job.id in mine_ids]
+    if not mine:
+        return set()
+    await conn.execute(
+        update(jobs)
+        .where(jobs.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            scheduled_at=bindparam("b_scheduled_at"),
+            failed_at=bindparam("b_failed_at"),
+            # a deferral was not a real attempt: give it back
+            attempts=jobs.c.attempts - bindparam("b_give_back"),
+            last_error_code=bindparam("b_code"),
+            error=bindparam("b_error", type_=JSONType),
+            **released,
+        ),
+        [
+            {
+                "b_id": r.job.id,
+                "b_status": JobStatus.FAILED if outcome == "failed" else JobStatus.PENDING,
+                "b_scheduled_at": r.retry_at or r.finished_at,
+                "b_failed_at": r.finished_at if outcome == "failed" else None,
+                "b_give_back": 1 if outcome == "deferred" else 0,
+                "b_code": r.error_code,
+                "b_error": _error_json(r),
             }
-        else:
-            values = {"status": JobStatus.PENDING, "scheduled_at": r.retry_at or r.finished_at}
-            if outcome == "deferred":  # not tried: give the attempt back
-                values["attempts"] = jobs.c.attempts - 1
-        values.update(released)
-        if r.error_code:
-            values["last_error_code"] = r.error_code
-            values["error"] = {
-                "code": r.error_code,
-                "message": r.error_message,
-                "provider": r.provider_name,
-                "providerId": str(r.provider_id) if r.provider_id else None,
-                "attempts": r.job.attempts,
-                "timestamp": r.finished_at.isoformat(),
-                **r.error_detail,
+            for r in mine
+        ],
+    )
+    record_values: dict[str, Any] = {"attempts": bindparam("b_attempts")}
+    if outcome == "failed":
+        record_values["status"] = RecordStatus.FAILED
+    await conn.execute(
+        update(records)
+        .where(records.c.job_id == bindparam("b_job_id"), records.c.status == RecordStatus.QUEUED)
+        .values(**record_values),
+        [
+            {
+                "b_job_id": r.job.id,
+                "b_attempts": r.job.attempts - (1 if outcome == "deferred" else 0),
             }
-        row = (
-            await conn.execute(
-                update(jobs).where(_fenced([r])).values(**values).returning(jobs.c.id)
-            )
-        ).first()
-        if row is None:
-            continue
-        written.add(row.id)
-        record_values: dict[str, Any] = {"attempts": r.job.attempts}
-        if outcome == "failed":
-            record_values["status"] = RecordStatus.FAILED
-        await conn.execute(
-            update(records)
-            .where(records.c.job_id == r.job.id, records.c.status == RecordStatus.QUEUED)
-            .values(**record_values)
-        )
-    return written
+            for r in mine
+        ],
+    )
+    return mine_ids
+
+
+def _error_json(r: Result) -> dict[str, Any] | None:
+    if not r.error_code:
+        return None
+    return {
+        "code": r.error_code,
+        "message": r.error_message,
+        "provider": r.provider_name,
+        "providerId": str(r.provider_id) if r.provider_id else None,
+        "attempts": r.job.attempts,
+        "timestamp": r.finished_at.isoformat(),
+        **r.error_detail,
+    }
 
 
 async def _fail_records(conn: AsyncConnection, job_ids: Sequence[uuid.UUID]) -> None:

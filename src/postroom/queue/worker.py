@@ -37,6 +37,8 @@ from postroom.queue.retry import RetryPolicy
 log = logging.getLogger(__name__)
 queues_t = cast(Table, EmailQueue.__table__)
 
+#: longest claim pause after no provider could take a message
+MAX_CLAIM_PAUSE_S = 5.0
 #: write results back at least this often
 FLUSH_INTERVAL_S = 0.02
 
@@ -78,6 +80,7 @@ class Worker:
         self._queue_limits: dict[uuid.UUID, int] = {}
         self._queues_loaded_at = 0.0
         self._processed = 0
+        self._claims_paused_until = 0.0
         #: counters for logs, the CLI and benchmarks
         self.stats: Counter[str] = Counter()
 
@@ -124,6 +127,8 @@ class Worker:
                 break
             if self._inflight:
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+            if len(self._results) >= self.batch_size:
+                await self.flush()
         await self.flush()
         return self._processed - before
 
@@ -210,6 +215,8 @@ class Worker:
         return ids, total
 
     async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
+        if not force and time.monotonic() < self._claims_paused_until:
+            return []
         room = self.concurrency - len(self._inflight)
         # claim in batches: wait for a reasonable amount of room unless idle
         if room <= 0 or (not force and self._inflight and room < min(self.batch_size, 8)):
@@ -264,6 +271,12 @@ class Worker:
             )
             choice = await self.router.acquire(message, failed_provider_id=job.failed_provider_id)
             if isinstance(choice, NoProvider):
+                # nothing can send now: stop claiming for a while instead of claiming
+                # and deferring the whole backlog batch after batch
+                pause = min(choice.retry_after_s, MAX_CLAIM_PAUSE_S)
+                self._claims_paused_until = max(
+                    self._claims_paused_until, time.monotonic() + pause
+                )
                 now = self.clock.now()
                 result = Result(
                     job=job,
