@@ -180,3 +180,35 @@ async def test_postgres_notify_wakes_an_idle_worker(postroom: Postroom, backend:
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=5)
+
+
+async def test_queue_concurrency_and_batch_size_bound_each_claim(postroom: Postroom) -> None:
+    from sqlalchemy import Table, update
+
+    from postroom.db.models import EmailQueue
+
+    queues_t: Table = EmailQueue.__table__  # type: ignore[assignment]
+    await fake(postroom, [])
+    async with postroom.engine.begin() as conn:
+        await conn.execute(
+            update(queues_t).where(queues_t.c.name == "bulk").values(processor={"concurrency": 2})
+        )
+        await conn.execute(
+            update(queues_t)
+            .where(queues_t.c.name == "transactional")
+            .values(processor={"batchSize": 3})
+        )
+    ids = [(await postroom.send(email(type="marketing"))).id for _ in range(5)]
+    ids += [(await postroom.send(email())).id for _ in range(5)]
+    bulk = await postroom.queues.get("bulk")
+    assert bulk is not None
+    worker = postroom.worker()
+    try:
+        first = await worker._claim_if_room(force=True)
+        per_queue = {q: sum(j.queue_id == q for j in first) for q in {j.queue_id for j in first}}
+        assert per_queue.get(bulk.id, 0) == 2
+        assert sum(per_queue.values()) == 2 + 3  # transactional: its batch of 3
+        await worker.drain()
+    finally:
+        await worker.aclose()
+    assert all((await postroom.status(i)).status == "sent" for i in ids)

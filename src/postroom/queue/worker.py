@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
@@ -45,6 +46,17 @@ FLUSH_INTERVAL_S = 0.02
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+#: queue priority -> claim order when queues are claimed one by one
+QUEUE_RANK = {"critical": 4, "high": 3, "normal": 2, "low": 1}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _QueueLimits:
+    concurrency: int
+    batch_size: int | None
+    rank: int
 
 
 class Worker:
@@ -77,7 +89,7 @@ class Worker:
         self._results: list[Result] = []
         self._unflushed_tokens: Counter[str] = Counter()
         self._wake = asyncio.Event()
-        self._queue_limits: dict[uuid.UUID, int] = {}
+        self._queue_limits: dict[uuid.UUID, _QueueLimits] = {}
         self._queues_loaded_at = 0.0
         self._processed = 0
         self._claims_paused_until = 0.0
@@ -193,26 +205,51 @@ class Worker:
 
     # -- claiming ----------------------------------------------------------------------
 
-    async def _queue_room(self) -> tuple[list[uuid.UUID] | None, int]:
-        """Queues with room under their own concurrency limit (None: all), and how much."""
+    async def _load_queues(self) -> None:
+        """Each queue's processor settings, reloaded every few seconds."""
         now = time.monotonic()
-        if now - self._queues_loaded_at > 5.0:
-            stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.processor)
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(stmt)).all()
-            self._queue_limits = {
-                row.id: int((row.processor or {}).get("concurrency") or self.concurrency)
-                for row in rows
-                if self.queue_names is None or row.name in self.queue_names
-            }
-            self._queues_loaded_at = now
+        if now - self._queues_loaded_at <= 5.0:
+            return
+        stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.priority, queues_t.c.processor)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        limits: dict[uuid.UUID, _QueueLimits] = {}
+        for row in rows:
+            if self.queue_names is not None and row.name not in self.queue_names:
+                continue
+            processor = row.processor or {}
+            limits[row.id] = _QueueLimits(
+                concurrency=int(processor.get("concurrency") or self.concurrency),
+                batch_size=int(processor["batchSize"]) if processor.get("batchSize") else None,
+                rank=QUEUE_RANK.get(row.priority, 2),
+            )
+        self._queue_limits = limits
+        self._queues_loaded_at = now
+
+    async def _claim_plan(self, room: int) -> list[tuple[list[uuid.UUID] | None, int]]:
+        """The claims to make now: (queue ids or None for all, how many).
+
+        One claim over every queue with room, unless a queue sets its own
+        ``batchSize``: then one claim per queue, most urgent queue first.
+        """
+        await self._load_queues()
         busy = Counter(job.queue_id for job in self._inflight.values())
-        room = {qid: limit - busy[qid] for qid, limit in self._queue_limits.items()}
-        ids = [qid for qid, free in room.items() if free > 0]
-        total = sum(room[qid] for qid in ids)
-        if self.queue_names is None and len(ids) == len(self._queue_limits):
-            return None, total
-        return ids, total
+        free = {qid: q.concurrency - busy[qid] for qid, q in self._queue_limits.items()}
+        open_ids = [qid for qid, n in free.items() if n > 0]
+        if not open_ids:
+            return []
+        if all(q.batch_size is None for q in self._queue_limits.values()):
+            limit = min(room, self.batch_size, sum(free[qid] for qid in open_ids))
+            everything = self.queue_names is None and len(open_ids) == len(self._queue_limits)
+            return [(None if everything else open_ids, limit)]
+        plan: list[tuple[list[uuid.UUID] | None, int]] = []
+        for qid in sorted(open_ids, key=lambda q: -self._queue_limits[q].rank):
+            q = self._queue_limits[qid]
+            limit = min(room, free[qid], q.batch_size or self.batch_size)
+            if limit > 0:
+                plan.append(([qid], limit))
+                room -= limit
+        return plan
 
     async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
         if not force and time.monotonic() < self._claims_paused_until:
@@ -221,24 +258,20 @@ class Worker:
         # claim in batches: wait for a reasonable amount of room unless idle
         if room <= 0 or (not force and self._inflight and room < min(self.batch_size, 8)):
             return []
-        queue_ids, queue_room = await self._queue_room()
-        if queue_ids == []:
-            return []
-        room = min(room, queue_room)
-        token = next(self._tokens)
+        claimed: list[Job] = []
         try:
-            claimed = await store.claim(
-                self.engine,
-                token=token,
-                limit=min(room, self.batch_size),
-                now=self.clock.now(),
-                lease_s=self.lease_s,
-                queue_ids=queue_ids,
-            )
+            for queue_ids, limit in await self._claim_plan(room):
+                claimed += await store.claim(
+                    self.engine,
+                    token=next(self._tokens),
+                    limit=limit,
+                    now=self.clock.now(),
+                    lease_s=self.lease_s,
+                    queue_ids=queue_ids,
+                )
         except Exception:
             log.exception("worker %s: claim failed", self.id)
             await asyncio.sleep(self.settings.worker.poll_interval_s)
-            return []
         if claimed:
             # load providers once here, not concurrently from every task
             try:
@@ -274,9 +307,7 @@ class Worker:
                 # nothing can send now: stop claiming for a while instead of claiming
                 # and deferring the whole backlog batch after batch
                 pause = min(choice.retry_after_s, MAX_CLAIM_PAUSE_S)
-                self._claims_paused_until = max(
-                    self._claims_paused_until, time.monotonic() + pause
-                )
+                self._claims_paused_until = max(self._claims_paused_until, time.monotonic() + pause)
                 now = self.clock.now()
                 result = Result(
                     job=job,
