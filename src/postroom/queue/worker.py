@@ -227,7 +227,7 @@ class Worker:
         self._queues_loaded_at = now
 
     async def _claim_plan(self, room: int) -> list[tuple[list[uuid.UUID] | None, int]]:
-        """The claims to make now: (queue ids or None for all, how many).
+        """The claims to make now: (queue ids or None for all, at most how many).
 
         One claim over every queue with room, unless a queue sets its own
         ``batchSize``: then one claim per queue, most urgent queue first.
@@ -242,14 +242,10 @@ class Worker:
             limit = min(room, self.batch_size, sum(free[qid] for qid in open_ids))
             everything = self.queue_names is None and len(open_ids) == len(self._queue_limits)
             return [(None if everything else open_ids, limit)]
-        plan: list[tuple[list[uuid.UUID] | None, int]] = []
-        for qid in sorted(open_ids, key=lambda q: -self._queue_limits[q].rank):
-            q = self._queue_limits[qid]
-            limit = min(room, free[qid], q.batch_size or self.batch_size)
-            if limit > 0:
-                plan.append(([qid], limit))
-                room -= limit
-        return plan
+        return [
+            ([qid], min(free[qid], self._queue_limits[qid].batch_size or self.batch_size))
+            for qid in sorted(open_ids, key=lambda q: -self._queue_limits[q].rank)
+        ]
 
     async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
         if not force and time.monotonic() < self._claims_paused_until:
@@ -260,7 +256,10 @@ class Worker:
             return []
         claimed: list[Job] = []
         try:
-            for queue_ids, limit in await self._claim_plan(room):
+            for queue_ids, cap in await self._claim_plan(room):
+                limit = min(cap, room - len(claimed))
+                if limit <= 0:
+                    break
                 claimed += await store.claim(
                     self.engine,
                     token=next(self._tokens),
