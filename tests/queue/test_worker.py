@@ -212,3 +212,32 @@ async def test_queue_concurrency_and_batch_size_bound_each_claim(postroom: Postr
     finally:
         await worker.aclose()
     assert [(await postroom.status(i)).status for i in ids] == ["sent"] * 10
+
+
+async def test_frozen_worker_loses_its_lease_and_its_late_result_is_refused(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    await fake(postroom, ["hang"])
+    result = await postroom.send(email())
+    frozen, rescuer = postroom.worker(worker_id="frozen"), postroom.worker(worker_id="rescuer")
+    try:
+        await frozen.router.refresh(force=True)
+        frozen_task = asyncio.create_task(frozen.drain())
+        await provider_of(frozen).hanging.wait()
+
+        clock.advance(postroom.settings.worker.lease_s + 1)  # no heartbeat came
+        await rescuer.router.refresh(force=True)
+        provider_of(rescuer).release.set()  # its own scripted hang passes at once
+        await rescuer._reap()
+        assert await rescuer.drain() == 1
+        assert (await postroom.status(result.id)).status == "sent"
+
+        provider_of(frozen).release.set()  # the frozen send finally returns
+        await asyncio.wait_for(frozen_task, timeout=5)
+        assert frozen.stats["fenced"] == 1
+    finally:
+        await frozen.aclose()
+        await rescuer.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("sent", 2)
+    assert [a.outcome for a in status.attempt_log] == ["released", "sent"]

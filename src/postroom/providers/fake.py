@@ -1,12 +1,13 @@
 """A scripted provider for tests and demos: it keeps what it "sends" in memory.
 
 ``config.script`` lists outcomes consumed one per send: ``"ok"``, ``"transient"``,
-``"rejected"``, ``"auth"`` or ``"timeout"``; once the script is used up every send
-succeeds. ``config.retryAfter`` sets the ``retry_after`` of transient failures.
+``"rejected"``, ``"auth"``, ``"timeout"`` or ``"hang"`` (wait until ``release`` is
+set, then succeed); once the script is used up every send succeeds. ``config.retryAfter`` sets the ``retry_after`` of transient failures.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import ClassVar
 
@@ -38,6 +39,10 @@ class FakeProvider:
         self.script = deque(script or ())
         self.retry_after = retry_after
         self.sent: list[OutgoingMessage] = []
+        #: set it to let sends scripted to ``"hang"`` finish
+        self.release = asyncio.Event()
+        #: set when a send starts hanging
+        self.hanging = asyncio.Event()
         self.calls = 0
         self.closed = False
 
@@ -52,7 +57,10 @@ class FakeProvider:
     async def send(self, message: OutgoingMessage) -> SendResult:
         self.calls += 1
         step = self.script.popleft() if self.script else "ok"
-        if step != "ok":
+        if step == "hang":
+            self.hanging.set()
+            await self.release.wait()
+        elif step != "ok":
             error = _ERRORS[step]
             raise error(
                 f"scripted {step} failure",
