@@ -2,7 +2,8 @@
 
 ``config.script`` lists outcomes consumed one per send: ``"ok"``, ``"transient"``,
 ``"rejected"``, ``"auth"``, ``"timeout"`` or ``"hang"`` (wait until ``release`` is
-set, then succeed); once the script is used up every send succeeds. ``config.retryAfter`` sets the ``retry_after`` of transient failures.
+set, then succeed); once the script is used up every send succeeds.
+``config.retryAfter`` sets the ``retry_after`` of transient failures.
 """
 
 from __future__ import annotations
