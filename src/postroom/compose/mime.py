@@ -12,6 +12,7 @@ output back with the stdlib parser.
 from __future__ import annotations
 
 import binascii
+import functools
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -26,6 +27,12 @@ _MAX_PLAIN_HEADER = 998 - 80
 
 def _is_ascii(text: str) -> bool:
     return text.isascii()
+
+
+@functools.lru_cache(maxsize=8)
+def _date_header(date: datetime) -> str:
+    """RFC 5322 date; cached because a busy worker formats the same second many times."""
+    return format_datetime(date)
 
 
 def encode_header_value(value: str) -> str:
@@ -166,7 +173,7 @@ def build_message(
     """A complete message. Bcc recipients are deliberately absent: they live in the envelope."""
     head = [
         f"Message-ID: {message_id}",
-        f"Date: {format_datetime(date)}",
+        f"Date: {_date_header(date.replace(microsecond=0))}",
         f"From: {format_address(from_)}",
     ]
     if to:
