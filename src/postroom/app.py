@@ -131,7 +131,7 @@ class Postroom:
 
     async def ping(self) -> None:
         """Raise unless the database answers."""
-        async with self.engine.connect() as conn:
+        async with db_engine.reader(self.engine).connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     def provider_router(self) -> ProviderRouter:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=100)
     #: the cap of the exponential retry backoff
     retry_max_backoff_s: float = Field(default=3600.0, gt=0)
+    #: PostgreSQL connections kept open per process, and extra ones allowed at peaks
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_max_overflow: int = Field(default=10, ge=0, le=500)
     #: SQLite busy timeout
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     log_level: str = "INFO"

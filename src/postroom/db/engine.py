@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import event
@@ -10,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from postroom.config import Settings
+
+#: execution option marking read-only work (see ``reader``)
+READ_ONLY_OPTION = "postroom_read_only"
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
@@ -20,8 +24,10 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    # a pool large enough for the API's concurrency: overflow connections are
+    # opened and closed per checkout, which is costly under steady load
+    kwargs.setdefault("pool_size", settings.database_pool_size)
+    kwargs.setdefault("max_overflow", settings.database_max_overflow)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 
@@ -33,6 +39,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     such transactions that both read first can deadlock with SQLITE_BUSY, which
     the busy timeout does not retry. Taking the lock at BEGIN makes writers queue
     behind the busy timeout instead, so "database is locked" does not happen.
+    Read-only work goes through :func:`reader`, whose transactions stay deferred:
+    in WAL mode readers need no lock and never wait for writers.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -47,7 +55,18 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@functools.lru_cache(maxsize=32)
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (same pool) for read-only work.
+
+    On SQLite its transactions do not take the write lock; on PostgreSQL it is the
+    engine itself in all but name.
+    """
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

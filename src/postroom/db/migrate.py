@@ -46,3 +46,13 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def is_current(engine: AsyncEngine) -> bool:
     return await current_revision(engine) == head_revision()
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Take the schema back to ``revision`` (``base``: drop everything)."""
+
+    def _downgrade(conn: Connection) -> None:
+        command.downgrade(alembic_config(conn), revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade)

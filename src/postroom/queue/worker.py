@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from postroom.clock import Clock, SystemClock
 from postroom.compose.message import compose
 from postroom.config import Settings
+from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import PostroomError, ProviderError
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
@@ -211,7 +212,7 @@ class Worker:
         if now - self._queues_loaded_at <= 5.0:
             return
         stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.priority, queues_t.c.processor)
-        async with self.engine.connect() as conn:
+        async with reader(self.engine).connect() as conn:
             rows = (await conn.execute(stmt)).all()
         limits: dict[uuid.UUID, _QueueLimits] = {}
         for row in rows:

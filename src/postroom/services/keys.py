@@ -20,6 +20,7 @@ from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
+from postroom.db.engine import reader
 from postroom.db.models import ApiKey
 from postroom.errors import AuthError, ForbiddenError, MessageError, NotFound
 from postroom.types import ApiScope
@@ -107,7 +108,7 @@ class KeyStore:
             return cached[0]
         # pr_<8 hex>_<secret>; the secret itself may contain "_"
         prefix = "_".join(key.split("_", 2)[:2]) if key.startswith(KEY_PREFIX) else ""
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             row = (await conn.execute(select(keys_t).where(keys_t.c.prefix == prefix))).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             raise AuthError("the API key is not valid")
@@ -118,7 +119,7 @@ class KeyStore:
         return info
 
     async def list(self) -> list[KeyInfo]:
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             rows = (await conn.execute(select(keys_t).order_by(keys_t.c.created_at))).all()
         return [_info(row) for row in rows]
 

@@ -10,6 +10,7 @@ from typing import cast
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import MessageError
 from postroom.types import EmailType
@@ -54,7 +55,7 @@ class QueueDirectory:
         self._loaded = 0.0
 
     async def _load(self) -> None:
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             rows = (await conn.execute(select(queues_t))).all()
         by_key: dict[str, QueueRef] = {}
         for row in rows:

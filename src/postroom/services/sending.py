@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.config import Settings
+from postroom.db.engine import reader
 from postroom.errors import ConfigError, Conflict, MessageError
 from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
@@ -38,7 +39,7 @@ class Sender:
         if idempotency_key is not None:
             if len(idempotency_key) > 255:
                 raise MessageError("Idempotency-Key is longer than 255 characters")
-            async with self.engine.connect() as conn:
+            async with reader(self.engine).connect() as conn:
                 row = await store.job_by_idempotency_key(conn, idempotency_key)
             if row is not None:
                 return _result_from_row(row)
@@ -82,7 +83,7 @@ class Sender:
             if idempotency_key is None:
                 raise
             # the same key raced us; answer with the winner's result
-            async with self.engine.connect() as conn:
+            async with reader(self.engine).connect() as conn:
                 row = await store.job_by_idempotency_key(conn, idempotency_key)
             if row is None:
                 raise Conflict("a request with this Idempotency-Key is being processed") from None

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from postroom.db.engine import reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailRecord
 from postroom.errors import NotFound
 from postroom.schemas.results import AttemptPublic, EmailStatus, RecipientStatus
@@ -49,7 +50,7 @@ async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
         key = uuid.UUID(ident)
     except ValueError:
         raise _not_found(ident) from None
-    async with engine.connect() as conn:
+    async with reader(engine).connect() as conn:
         job = (await conn.execute(select(jobs_t).where(jobs_t.c.id == key))).first()
         if job is None:
             job_id = (
