@@ -100,25 +100,40 @@ NOTIFY_CHANNEL = "postroom_jobs"
 
 
 async def enqueue(conn: AsyncConnection, job: NewJob, new_records: Sequence[NewRecord]) -> None:
-    """Insert a pending job and its records in the caller's transaction.
+    """Insert a pending job and its records in the caller's transaction."""
+    await enqueue_many(conn, [(job, new_records)])
 
-    On PostgreSQL this also queues a NOTIFY, which the server delivers only if
-    the transaction commits, so a worker never wakes for a job it cannot see.
+
+async def enqueue_many(
+    conn: AsyncConnection, items: Sequence[tuple[NewJob, Sequence[NewRecord]]]
+) -> None:
+    """Insert pending jobs and their records in the caller's transaction.
+
+    One multi-row INSERT per table, whatever the number of jobs. On PostgreSQL
+    this also queues a NOTIFY per queue that got due work, which the server
+    delivers only if the transaction commits: a worker never wakes for a job it
+    cannot see yet.
     """
+    if not items:
+        return
     await conn.execute(
-        insert(jobs).values(
-            id=job.id,
-            queue_id=job.queue_id,
-            type=job.type,
-            priority=job.priority,
-            status=JobStatus.PENDING,
-            attempts=0,
-            max_attempts=job.max_attempts,
-            data=job.data,
-            scheduled_at=job.scheduled_at,
-            created_at=job.created_at,
-            idempotency_key=job.idempotency_key,
-        )
+        insert(jobs),
+        [
+            {
+                "id": job.id,
+                "queue_id": job.queue_id,
+                "type": job.type,
+                "priority": job.priority,
+                "status": JobStatus.PENDING,
+                "attempts": 0,
+                "max_attempts": job.max_attempts,
+                "data": job.data,
+                "scheduled_at": job.scheduled_at,
+                "created_at": job.created_at,
+                "idempotency_key": job.idempotency_key,
+            }
+            for job, _ in items
+        ],
     )
     await conn.execute(
         insert(records),
@@ -138,11 +153,14 @@ async def enqueue(conn: AsyncConnection, job: NewJob, new_records: Sequence[NewR
                 "metadata": r.metadata,
                 "created_at": job.created_at,
             }
+            for job, new_records in items
             for r in new_records
         ],
     )
-    if conn.dialect.name == "postgresql" and job.scheduled_at <= job.created_at:
-        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(job.queue_id))))
+    if conn.dialect.name == "postgresql":
+        due = sorted({str(job.queue_id) for job, _ in items if job.scheduled_at <= job.created_at})
+        for queue_id in due:
+            await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_id)))
 
 
 async def job_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:

@@ -17,6 +17,7 @@ from postroom.errors import ConfigError, Conflict, MessageError
 from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
+from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
 from postroom.types import JobStatus
 
@@ -31,6 +32,7 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.directory = directory
+        self.batcher = EnqueueBatcher(engine)
 
     async def send(
         self, request: EmailRequest, *, idempotency_key: str | None = None
@@ -77,8 +79,7 @@ class Sender:
             for r in request.to
         ]
         try:
-            async with self.engine.begin() as conn:
-                await store.enqueue(conn, job, new_records)
+            await self.batcher.submit(job, new_records)
         except IntegrityError:
             if idempotency_key is None:
                 raise
