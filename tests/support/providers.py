@@ -23,6 +23,7 @@ async def add_provider(
     config: dict[str, Any] | None = None,
     authentication: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    monitoring: dict[str, Any] | None = None,
     enabled: bool = True,
 ) -> uuid.UUID:
     provider_id = uuid.uuid4()
@@ -38,6 +39,7 @@ async def add_provider(
                 config=config or {},
                 authentication=credentials.encrypt(postroom.fernet, authentication or {}),
                 limits=limits or {},
+                monitoring=monitoring or {},
                 created_at=now,
                 updated_at=now,
             )

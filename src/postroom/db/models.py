@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -344,3 +345,66 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+# -- added: provider limits, outcome statistics and health checks (migration 0002) -----
+# Shared by every worker process, so limits and health hold across the whole cluster.
+
+
+class ProviderLimitCounter(Base):
+    """Slots reserved per provider and limit window (``providers.ratelimit``)."""
+
+    __tablename__ = "provider_limit_counters"
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: rate | hourly | daily
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    #: windows are aligned to the Unix epoch: rate windows to multiples of rateDelta,
+    #: hourly and daily ones to UTC hours and days
+    window_start: Mapped[datetime] = mapped_column(primary_key=True)
+    #: the limit as configured when the window was last written
+    cap: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer)
+    #: what the latest reservation got, read back through RETURNING
+    granted: Mapped[int] = mapped_column(Integer)
+
+
+class ProviderStat(Base):
+    """Send outcomes per provider and UTC minute, summed over every worker."""
+
+    __tablename__ = "provider_stats"
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: failures that count against the provider's health (not permanent rejections)
+    failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: failures the provider itself called throttling (SMTP 421 "too many", HTTP 429)
+    throttled: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: messages the provider refused for good (a verdict on the message, not on it)
+    rejected: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    latency_ms_total: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    latency_samples: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_success_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]
+    #: ``<error code>: <message>`` of the latest failure in the minute
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ProviderCheck(Base):
+    """The latest ``check()`` of each provider; ``started_at`` lets one process claim it."""
+
+    __tablename__ = "provider_checks"
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    started_at: Mapped[datetime]
+    checked_at: Mapped[datetime | None]
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[str | None] = mapped_column(Text)

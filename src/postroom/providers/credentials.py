@@ -76,7 +76,16 @@ def mask(value: str) -> str:
 
 
 def masked(secrets: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: value if key in PUBLIC_FIELDS or not isinstance(value, str) else mask(value)
-        for key, value in secrets.items()
-    }
+    """``secrets`` fit to show: every value masked, at any depth (header maps too),
+    except the identifiers in PUBLIC_FIELDS, booleans and nulls."""
+    return {key: _masked_value(key, value) for key, value in secrets.items()}
+
+
+def _masked_value(key: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return masked(value)
+    if isinstance(value, list | tuple):
+        return [_masked_value(key, item) for item in value]
+    if key in PUBLIC_FIELDS or value is None or isinstance(value, bool):
+        return value
+    return mask(str(value))

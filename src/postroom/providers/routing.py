@@ -1,33 +1,88 @@
-"""Choose the provider for a message: highest priority first, among those that can take it.
+"""Choose the provider for a message: the highest priority one that is healthy,
+within its limits and able to take the message.
+
+- **Health**: a circuit breaker per provider and process (``providers.breaker``).
+  A provider whose breaker is open is skipped until its cool-down is over; then
+  its ``check()`` must pass and one message goes through before it gets traffic
+  again, which is how traffic fails back to a recovered primary.
+- **Limits**: ``rateLimit``/``hourly``/``daily`` are counted in the database for the
+  whole cluster (``providers.ratelimit``); size, attachments and recipients are
+  checked here. A message no enabled provider can ever take fails at once.
+- **Failover**: when the previous attempt failed at a provider, the others are
+  tried first. When no provider can take a message now, :class:`NoProvider` says
+  when to try again, and the worker defers the job without spending an attempt.
+- **Statistics**: outcomes are added up in memory and written every few seconds by
+  a background task, which also runs the periodic health checks
+  (``providers.health``).
 
 Provider rows are reloaded periodically, so providers added or changed through the
-API reach running workers without a restart; instances are rebuilt only when
-their row changed.
+API reach running workers without a restart; instances are rebuilt (and their
+breaker and limit state reset) only when their row changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, cast
 
 from cryptography.fernet import Fernet
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
+from postroom.db.engine import reader
 from postroom.db.models import EmailProvider
-from postroom.errors import PostroomError
-from postroom.providers import credentials, registry
-from postroom.providers.base import OutgoingMessage, Provider, ProviderSpec
+from postroom.errors import PostroomError, ProviderAuthError, ProviderError, UnsupportedFeature
+from postroom.providers import credentials, health, ratelimit, registry
+from postroom.providers.base import HealthResult, OutgoingMessage, Provider, ProviderSpec
+from postroom.providers.breaker import BreakerSettings, CircuitBreaker
 from postroom.types import ProviderType
 
 log = logging.getLogger(__name__)
-#: how long to wait before trying a job again when no provider could take it
+#: how long to wait before trying a job again when no provider is enabled at all
 NO_PROVIDER_DELAY_S = 15.0
+#: how often statistics are written and due health checks looked for
+MAINTENANCE_S = 5.0
+#: how long a provider that asked us to slow down, without saying how long, is left alone
+THROTTLE_S = 60.0
+#: how often old limit counters and statistics are deleted
+PURGE_EVERY = timedelta(minutes=10)
 providers_t = cast(Table, EmailProvider.__table__)
+
+
+#: the enabled providers, in the order they are tried
+ENABLED_IN_ORDER = (
+    select(providers_t)
+    .where(providers_t.c.enabled.is_(True))
+    .order_by(providers_t.c.priority.desc(), providers_t.c.created_at)
+)
+T = TypeVar("T")
+
+
+def routable(providers: Sequence[T], type_of: Callable[[T], str]) -> list[T]:
+    """The providers mail may go to: the development outbox is never a fallback for
+    real providers, so it takes mail only when nothing else is enabled."""
+    real = [p for p in providers if type_of(p) != ProviderType.FILE]
+    return real or list(providers)
+
+
+def spec_of(row: Any, fernet: Fernet) -> ProviderSpec:
+    """The spec of an ``email_providers`` row, credentials decrypted."""
+    return ProviderSpec(
+        id=str(row.id),
+        name=row.name,
+        type=row.type,
+        priority=row.priority,
+        config=row.config or {},
+        authentication=credentials.decrypt(fernet, row.authentication or {}),
+        encryption=row.encryption or {},
+        limits=row.limits or {},
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,9 +90,19 @@ class NoProvider:
     """No provider can take the message now; try again after ``retry_after_s``."""
 
     retry_after_s: float
-    #: machine-readable reason: ``no-provider``, ``rate-limited``, ...
+    #: machine-readable reason: ``no-provider``, ``rate-limited``, ``unavailable``
     code: str
     reason: str
+
+
+@dataclass(kw_only=True, slots=True)
+class ProviderState:
+    """What this process knows about one provider's health and limits."""
+
+    breaker: CircuitBreaker
+    allowance: ratelimit.Allowance
+    #: the provider said "slow down" (SMTP 421 throttling, HTTP 429): not before then
+    throttled_until: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,6 +111,20 @@ class Candidate:
     spec: ProviderSpec
     provider: Provider
     updated_at: datetime
+    limits: ratelimit.Limits
+    state: ProviderState
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Wait:
+    """Why a candidate cannot take the message now, and until when."""
+
+    candidate: Candidate
+    code: Literal["rate-limited", "unavailable"]
+    until: datetime
+    detail: str
+    #: the provider's own limits are full: deferrals are spread over its windows
+    limited: bool = False
 
 
 class ProviderRouter:
@@ -59,37 +138,54 @@ class ProviderRouter:
         context: registry.ProviderContext,
         clock: Clock,
         refresh_s: float = 5.0,
+        maintenance_s: float = MAINTENANCE_S,
     ) -> None:
         self._engine = engine
         self._fernet = fernet
         self._context = context
         self._clock = clock
         self._refresh_s = refresh_s
+        self._maintenance_s = maintenance_s
         self._loaded_at: datetime | None = None
+        self._loading = asyncio.Lock()
         self._candidates: list[Candidate] = []
+        #: the providers messages may go to: the file outbox only when nothing else is enabled
+        self._pool: list[Candidate] = []
         self._broken: dict[uuid.UUID, str] = {}
+        self._limiter = ratelimit.Limiter(engine)
+        self._outcomes = health.OutcomeBuffer()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._checks: dict[uuid.UUID, asyncio.Task[bool]] = {}
+        self._next_claim: dict[uuid.UUID, datetime] = {}
+        self._purged_at: datetime | None = None
 
     @property
     def candidates(self) -> list[Candidate]:
         return list(self._candidates)
 
+    # -- provider rows -----------------------------------------------------------------
+
+    def _fresh(self) -> bool:
+        loaded = self._loaded_at
+        return loaded is not None and (self._clock.now() - loaded).total_seconds() < self._refresh_s
+
     async def refresh(self, *, force: bool = False) -> None:
-        now = self._clock.now()
-        if (
-            not force
-            and self._loaded_at is not None
-            and (now - self._loaded_at).total_seconds() < self._refresh_s
-        ):
+        """Reload the enabled providers when the last load is older than ``refresh_s``.
+
+        Concurrent callers wait for the first load; later, while one caller reloads,
+        the others go on with the providers loaded before.
+        """
+        if not force and (self._fresh() or (self._loading.locked() and self._loaded_at)):
             return
-        self._loaded_at = now
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(providers_t)
-                    .where(providers_t.c.enabled.is_(True))
-                    .order_by(providers_t.c.priority.desc(), providers_t.c.created_at)
-                )
-            ).all()
+        async with self._loading:
+            if not force and self._fresh():
+                return
+            await self._load()
+            self._loaded_at = self._clock.now()
+
+    async def _load(self) -> None:
+        async with reader(self._engine).connect() as conn:
+            rows = (await conn.execute(ENABLED_IN_ORDER)).all()
         current = {c.id: c for c in self._candidates}
         fresh: list[Candidate] = []
         for row in rows:
@@ -105,69 +201,230 @@ class ProviderRouter:
         for gone in current.values():
             await gone.provider.aclose()
         self._candidates = fresh
+        self._pool = routable(fresh, lambda c: c.spec.type)
 
     def _build(self, row: Any) -> Candidate | None:
         try:
-            spec = ProviderSpec(
-                id=str(row.id),
-                name=row.name,
-                type=row.type,
-                priority=row.priority,
-                config=row.config or {},
-                authentication=credentials.decrypt(self._fernet, row.authentication or {}),
-                encryption=row.encryption or {},
-                limits=row.limits or {},
-            )
+            spec = spec_of(row, self._fernet)
+            limits = ratelimit.Limits.parse(spec.limits)
+            breaker = CircuitBreaker(BreakerSettings.from_monitoring(row.monitoring))
             provider = registry.build(spec, self._context)
-        except PostroomError as exc:
-            if self._broken.get(row.id) != exc.message:
-                log.error("provider %r is misconfigured: %s", row.name, exc.message)
-            self._broken[row.id] = exc.message
+        except Exception as exc:  # one bad row must not stop the others
+            message = exc.message if isinstance(exc, PostroomError) else repr(exc)
+            if self._broken.get(row.id) != message:
+                log.error("provider %r is misconfigured: %s", row.name, message)
+            self._broken[row.id] = message
             return None
         self._broken.pop(row.id, None)
-        return Candidate(id=row.id, spec=spec, provider=provider, updated_at=row.updated_at)
+        allowance = ratelimit.Allowance(windows=limits.windows)
+        return Candidate(
+            id=row.id,
+            spec=spec,
+            provider=provider,
+            updated_at=row.updated_at,
+            limits=limits,
+            state=ProviderState(breaker=breaker, allowance=allowance),
+        )
+
+    # -- choosing ----------------------------------------------------------------------
 
     async def acquire(
         self, message: OutgoingMessage, *, failed_provider_id: uuid.UUID | None = None
     ) -> Candidate | NoProvider:
         """The provider to send ``message`` through now, or why there is none.
 
-        When the previous attempt failed at ``failed_provider_id``, the next
-        provider is tried first (failover); the failed one stays last in line.
+        A slot under the provider's limits is taken for the message. When the
+        previous attempt failed at ``failed_provider_id``, the other providers are
+        tried first (failover); the failed one stays last in line.
+
+        Raises:
+            UnsupportedFeature: no enabled provider can ever take this message
+                (too large, attachments, too many recipients).
         """
         await self.refresh()
-        exclude = {failed_provider_id} if failed_provider_id else set()
-        candidate = self.choose(message, exclude=exclude) or self.choose(message)
-        if candidate is None:
+        self._start_maintenance()
+        if not self._pool:
             return NoProvider(
                 retry_after_s=NO_PROVIDER_DELAY_S,
                 code="no-provider",
-                reason="no enabled provider can take this message now",
+                reason="no provider is enabled",
             )
-        return candidate
+        fitting = [c for c in self._pool if c.limits.refusal(message) is None]
+        if not fitting:
+            why = "; ".join(f"{c.spec.name}: {c.limits.refusal(message)}" for c in self._pool)
+            raise UnsupportedFeature(f"no enabled provider can take this message ({why})")
+        # stable sort: priority order, the provider that just failed last
+        ordered = sorted(fitting, key=lambda c: c.id == failed_provider_id)
+        waits: list[_Wait] = []
+        for candidate in ordered:
+            wait = await self._admit(candidate)
+            if wait is None:
+                return candidate
+            waits.append(wait)
+        return self._defer(waits)
+
+    async def _admit(self, c: Candidate) -> _Wait | None:
+        """Take ``c`` for one message (None), or say why not."""
+        now = self._clock.now()
+        state = c.state
+        if state.throttled_until is not None and now < state.throttled_until:
+            return _Wait(
+                candidate=c,
+                code="rate-limited",
+                until=state.throttled_until,
+                detail="the provider asked to slow down",
+            )
+        gate = state.breaker.gate(now)
+        if gate == "check":
+            ok = await self._check(c)
+            now = self._clock.now()
+            state.breaker.checked_result(ok, now)
+            gate = "probe" if ok else "wait"
+        if gate == "wait":
+            return _Wait(
+                candidate=c,
+                code="unavailable",
+                until=state.breaker.wait_until(now),
+                detail=f"circuit {state.breaker.state} after failures",
+            )
+        if c.limits.windows:
+            until = await self._limiter.take(c.id, state.allowance, now)
+            if until is not None:
+                return _Wait(
+                    candidate=c,
+                    code="rate-limited",
+                    until=max(until, state.allowance.spread(now)),
+                    detail=f"limit reached until {until:%H:%M:%S}Z",
+                    limited=True,
+                )
+        if gate == "probe":
+            state.breaker.dispatched(now)
+        return None
+
+    def _defer(self, waits: list[_Wait]) -> NoProvider:
+        now = self._clock.now()
+        first = min(waits, key=lambda w: w.until)
+        if first.limited:
+            first.candidate.state.allowance.count_deferral()
+        reason = "; ".join(f"{w.candidate.spec.name}: {w.detail}" for w in waits)
+        return NoProvider(
+            retry_after_s=max(0.0, (first.until - now).total_seconds()),
+            code="rate-limited" if any(w.code == "rate-limited" for w in waits) else "unavailable",
+            reason=f"no provider can take the message now ({reason})",
+        )
 
     def report(
         self, candidate: Candidate, *, error: BaseException | None, latency_ms: float
     ) -> None:
-        """Tell the router how a send through ``candidate`` went (health, breaker)."""
+        """Tell the router how a send through ``candidate`` went (breaker, statistics)."""
+        now = self._clock.now()
+        breaker = candidate.state.breaker
+        before = breaker.state
+        if error is None:
+            breaker.success(now)
+            self._outcomes.record(candidate.id, now, "sent", latency_ms=latency_ms)
+            return self._log_transition(candidate, before, None)
+        detail = health.describe(error)
+        outcome = health.outcome_of(error)
+        if outcome == "rejected":  # the provider answered; the message was the problem
+            breaker.success(now)
+            self._outcomes.record(candidate.id, now, outcome, latency_ms=latency_ms)
+        elif outcome == "throttled":
+            breaker.success(now)
+            retry_after = error.retry_after if isinstance(error, ProviderError) else None
+            candidate.state.throttled_until = now + timedelta(seconds=retry_after or THROTTLE_S)
+            self._outcomes.record(candidate.id, now, outcome, error=detail)
+        else:
+            if isinstance(error, ProviderAuthError):
+                breaker.trip(now)
+            else:
+                breaker.failure(now)
+            self._outcomes.record(candidate.id, now, outcome, error=detail)
+        self._log_transition(candidate, before, detail)
 
-    def choose(
-        self, message: OutgoingMessage, *, exclude: set[uuid.UUID] | None = None
-    ) -> Candidate | None:
-        """The first candidate in priority order that may take ``message``.
+    def _log_transition(self, c: Candidate, before: str, detail: str | None) -> None:
+        after = c.state.breaker.state
+        if after == before:
+            return
+        if after == "open":
+            retry = c.state.breaker.retry_at
+            log.warning(
+                "provider %r: circuit opened until %s: %s",
+                c.spec.name,
+                f"{retry:%H:%M:%S}Z" if retry else "?",
+                detail,
+            )
+        elif after == "closed":
+            log.info("provider %r: circuit closed, traffic resumes", c.spec.name)
 
-        The development ``file`` provider is never a fallback for real providers:
-        once any other provider is enabled, file providers are skipped.
-        """
-        real = [c for c in self._candidates if c.spec.type != ProviderType.FILE]
-        pool = real or self._candidates
-        for candidate in pool:
-            if exclude and candidate.id in exclude:
+    # -- checks, statistics, housekeeping ----------------------------------------------
+
+    async def check(self, candidate: Candidate) -> HealthResult:
+        """Run the provider's ``check()`` (bounded in time, never raises) and record it."""
+        result = await health.run_check(candidate.provider)
+        try:
+            await health.record_check(self._engine, candidate.id, result, self._clock.now())
+        except Exception:
+            log.exception("provider %r: cannot record its check", candidate.spec.name)
+        return result
+
+    async def _check(self, candidate: Candidate) -> bool:
+        return (await self.check(candidate)).ok
+
+    async def _periodic_check(self, candidate: Candidate) -> bool:
+        try:
+            return await self._check(candidate)
+        finally:
+            self._checks.pop(candidate.id, None)
+
+    async def flush(self) -> None:
+        """Write the outcomes recorded so far to the database."""
+        await self._outcomes.flush(self._engine)
+
+    async def maintain(self) -> None:
+        """Write statistics, start the health checks that are due, purge old counters."""
+        await self.refresh()
+        await self.flush()
+        now = self._clock.now()
+        for c in self._candidates:
+            interval = c.state.breaker.settings.check_interval_s
+            if interval <= 0 or c.id in self._checks or now < self._next_claim.get(c.id, now):
                 continue
-            return candidate
-        return None
+            due = await health.claim_check(self._engine, c.id, now, interval)
+            self._next_claim[c.id] = due or now + timedelta(seconds=interval)
+            if due is None:
+                self._checks[c.id] = asyncio.create_task(self._periodic_check(c))
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            self._purged_at = now
+            rate_windows = [
+                (c.id, w) for c in self._candidates for w in c.limits.windows if w.kind == "rate"
+            ]
+            await ratelimit.purge(self._engine, rate_windows, now)
+            await health.purge(self._engine, now)
+
+    def _start_maintenance(self) -> None:
+        if self._maintenance is None and self._maintenance_s > 0:
+            self._maintenance = asyncio.create_task(self._maintain_forever())
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._maintenance_s)
+            try:
+                await self.maintain()
+            except Exception:  # the next round tries again
+                log.exception("provider maintenance failed")
 
     async def aclose(self) -> None:
+        tasks = [t for t in (self._maintenance, *self._checks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._maintenance = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("provider statistics could not be written at shutdown")
         for candidate in self._candidates:
             await candidate.provider.aclose()
         self._candidates = []
+        self._pool = []
