@@ -12,6 +12,7 @@ from postroom import __version__
 from postroom.app import Postroom
 from postroom.cli.common import configure_logging, fail, run, settings_or_exit
 from postroom.cli.keys import keys_app
+from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
 from postroom.config import Settings
 from postroom.errors import PostroomError
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(queues_app, name="queues")
+app.add_typer(providers_app, name="providers")
 
 
 def _version(value: bool) -> None:
