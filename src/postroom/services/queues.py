@@ -16,6 +16,7 @@ from sqlalchemy import Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.clock import Clock
+from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import NotFound
 from postroom.queue import store
@@ -91,14 +92,14 @@ class QueueManager:
 
     async def list_queues(self) -> list[schemas.QueueStatus]:
         """Every queue with its status, most urgent first."""
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             rows = (await conn.execute(select(queues_t))).all()
             statuses = await self._statuses(conn, rows)
         return sorted(statuses, key=lambda q: (_PRIORITY_RANK.get(q.priority, 9), q.name))
 
     async def status(self, key: str) -> schemas.QueueStatus:
         """One queue's status; NotFound when no queue has that id or name."""
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             row = await self._find(conn, key)
             (status,) = await self._statuses(conn, [row])
         return status
@@ -113,7 +114,7 @@ class QueueManager:
 
     async def retry_failed(self, key: str) -> schemas.RetryResult:
         """Move the queue's failed jobs back to pending, each with a fresh attempt budget."""
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             row = await self._find(conn, key)
         retried = await store.retry_failed(self._engine, row.id, now=self._clock.now())
         return schemas.RetryResult(queue_id=str(row.id), retried=retried)
@@ -121,7 +122,7 @@ class QueueManager:
     # -- helpers -----------------------------------------------------------------------
 
     async def _set_paused(self, key: str, *, paused: bool) -> schemas.QueueStatus:
-        async with self._engine.connect() as conn:
+        async with reader(self._engine).connect() as conn:
             row = await self._find(conn, key)
         if not await store.set_paused(self._engine, row.id, paused, self._clock.now()):
             raise _not_found(key)  # deleted in the meantime
