@@ -88,7 +88,7 @@ async def test_failover_to_the_secondary_and_failback_after_cooldown(
             assert {s["provider"] for s in statuses} == {"secondary"}
 
             # the primary recovers; within the cool-down it still gets nothing
-            primary._rules.clear()  # answer normally again
+            primary.unscript()
             await send(api, 3)
             await worker.drain()
             assert primary.received == [] and len(secondary.received) == 23

@@ -270,6 +270,10 @@ class SMTPServer:
         """Answer ``command`` (for MAIL/RCPT: only for ``address``) with ``reply``."""
         self._rules.append(_Rule(command.upper(), reply, times, address))
 
+    def unscript(self) -> None:
+        """Forget every scripted reply: answer normally again."""
+        self._rules.clear()
+
     def take(self, command: str, address: str | None) -> str | None:
         for rule in self._rules:
             if rule.command == command and rule.address in (None, address):
