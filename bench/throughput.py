@@ -67,6 +67,7 @@ from harness import (
     smtp_config,
     stop_process,
 )
+from httpload import KeepAliveClient
 from sink import Sink, free_port
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -205,17 +206,23 @@ async def enqueue_http(
 
             async def lane() -> None:
                 nonlocal done
-                for i in todo:
-                    try:
-                        response = await client.post("/api/system/email/send", json=request_for(i))
-                    except httpx.TransportError as exc:
-                        failed(type(exc).__name__, repr(exc))
-                    else:
-                        if response.status_code != 202:
-                            failed(f"HTTP {response.status_code}", response.text)
-                    done += 1
-                    if ticker.due():
-                        log(f"  HTTP: {done}/{len(indexes)} enqueued")
+                conn = KeepAliveClient("127.0.0.1", port, {"Authorization": f"Bearer {key}"})
+                try:
+                    for i in todo:
+                        body = json.dumps(request_for(i)).encode()
+                        try:
+                            status, payload = await conn.post("/api/system/email/send", body)
+                        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+                            failed(type(exc).__name__, repr(exc))
+                            await conn.aclose()
+                        else:
+                            if status != 202:
+                                failed(f"HTTP {status}", payload.decode(errors="replace"))
+                        done += 1
+                        if ticker.due():
+                            log(f"  HTTP: {done}/{len(indexes)} enqueued")
+                finally:
+                    await conn.aclose()
 
             start = time.perf_counter()
             await asyncio.gather(*(lane() for _ in range(concurrency)))
