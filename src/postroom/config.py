@@ -28,9 +28,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid")
 
     #: concurrent sends per worker process
-    concurrency: int = Field(default=32, ge=1, le=1000)
+    concurrency: int = Field(default=100, ge=1, le=1000)
     #: jobs claimed per round trip
-    batch_size: int = Field(default=64, ge=1, le=1000)
+    batch_size: int = Field(default=100, ge=1, le=1000)
     #: how long an idle worker waits before looking again (when nothing wakes it)
     poll_interval_s: float = Field(default=0.5, gt=0)
     #: a claimed job's lease; heartbeats extend it while a send is in flight

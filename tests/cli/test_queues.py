@@ -105,7 +105,7 @@ def test_show_by_name_or_id(runner: CliRunner) -> None:
     assert fields["Priority"] == "low"
     assert fields["State"] == "idle"
     assert fields["Health"] == "healthy"
-    assert fields["Concurrency"] == "32 per worker"  # the worker default: no queue limit set
+    assert fields["Concurrency"] == "100 per worker"  # the worker default: no queue limit set
     assert fields["Pending"] == "1"
     assert fields["Completed"] == "0 in the last 24 hours"
     assert fields["Last processed"] == "-"

@@ -82,7 +82,7 @@ class QueueManager:
         clock: Clock,
         directory: QueueDirectory | None = None,
         *,
-        default_concurrency: int = 32,
+        default_concurrency: int = 100,
     ) -> None:
         self._engine = engine
         self._clock = clock
