@@ -93,6 +93,8 @@ class Worker:
         self._queue_limits: dict[uuid.UUID, _QueueLimits] = {}
         self._queues_loaded_at = 0.0
         self._processed = 0
+        #: claim once this many slots are free (or when idle): fewer, fuller claims
+        self._claim_threshold = max(1, min(self.batch_size, self.concurrency) // 4)
         self._claims_paused_until = 0.0
         #: counters for logs, the CLI and benchmarks
         self.stats: Counter[str] = Counter()
@@ -253,7 +255,7 @@ class Worker:
             return []
         room = self.concurrency - len(self._inflight)
         # claim in batches: wait for a reasonable amount of room unless idle
-        if room <= 0 or (not force and self._inflight and room < min(self.batch_size, 8)):
+        if room <= 0 or (not force and self._inflight and room < self._claim_threshold):
             return []
         claimed: list[Job] = []
         try:
