@@ -35,7 +35,7 @@ async def test_sigterm_releases_a_stuck_send_and_exits_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        out, err = proc.communicate()
+        _, err = proc.communicate()
     assert returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err
     status = await postroom.status(result.id)

@@ -33,7 +33,8 @@ def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     )
     settings = load_settings()
     assert settings.effective_database_url == "postgresql+asyncpg://app@db.internal/mail"
-    assert (settings.port, settings.worker.concurrency, settings.worker.batch_size) == (9000, 7, 11)
+    worker = settings.worker
+    assert (settings.port, worker.concurrency, worker.batch_size) == (9000, 7, 11)
 
     monkeypatch.setenv("POSTROOM_PORT", "9100")
     monkeypatch.setenv("POSTROOM_WORKER__CONCURRENCY", "64")
