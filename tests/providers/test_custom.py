@@ -15,12 +15,12 @@ from postroom.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderRejected,
-    ProviderTimeout,
     ProviderTransientError,
 )
 from postroom.providers import registry
 from postroom.providers.base import ProviderSpec
 from postroom.providers.custom import CustomProvider, IPAddress, refusal_reason, signature
+from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
     from tests.providers.fake_esp import CustomFake
@@ -323,22 +323,6 @@ async def test_429_is_transient_with_retry_after(provider, custom_esp, outgoing)
     assert info.value.retry_after == 5.0
 
 
-async def test_500_is_transient(provider, custom_esp, outgoing):
-    custom_esp.script(500, {"error": "boom"})
-    with pytest.raises(ProviderTransientError):
-        await provider.send(outgoing)
-
-
-async def test_no_answer_is_a_timeout(custom_esp, provider_context, outgoing):
-    provider = registry.build(spec_for(custom_esp, socketTimeout=250), provider_context)
-    custom_esp.script(200, {"id": "x"}, hang=True)
-    try:
-        with pytest.raises(ProviderTimeout):
-            await provider.send(outgoing)
-    finally:
-        await provider.aclose()
-
-
 # -- health and configuration ------------------------------------------------------
 
 
@@ -376,3 +360,8 @@ async def test_check_calls_the_signed_health_url(custom_esp, provider_context):
 def test_bad_config_is_refused(custom_esp, provider_context, config):
     with pytest.raises(ConfigError):
         registry.build(spec_for(custom_esp, **config), provider_context)
+
+
+class TestContract(HTTPProviderContract):
+    esp_fixture = "custom_esp"
+    spec_for = staticmethod(spec_for)

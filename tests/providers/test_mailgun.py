@@ -11,12 +11,12 @@ from postroom.errors import (
     ConfigError,
     ProviderAuthError,
     ProviderRejected,
-    ProviderTimeout,
     ProviderTransientError,
 )
 from postroom.providers import registry
 from postroom.providers.base import ProviderSpec
 from postroom.providers.mailgun import MailgunProvider
+from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
     from tests.providers.fake_esp import MailgunFake
@@ -142,22 +142,6 @@ async def test_429_is_transient_with_retry_after(provider, mailgun_esp, outgoing
     assert info.value.retry_after == 12.0
 
 
-async def test_500_is_transient(provider, mailgun_esp, outgoing):
-    mailgun_esp.script(500, {"message": "Internal error"})
-    with pytest.raises(ProviderTransientError):
-        await provider.send(outgoing)
-
-
-async def test_no_answer_is_a_timeout(mailgun_esp, provider_context, outgoing):
-    provider = registry.build(spec_for(mailgun_esp, socketTimeout=250), provider_context)
-    mailgun_esp.script(200, {"id": "x"}, hang=True)
-    try:
-        with pytest.raises(ProviderTimeout):
-            await provider.send(outgoing)
-    finally:
-        await provider.aclose()
-
-
 async def test_check_reads_the_domain(provider, mailgun_esp):
     health = await provider.check()
     assert health.ok and "active" in health.detail
@@ -179,3 +163,8 @@ async def test_check_is_unhealthy_with_a_wrong_key(mailgun_esp, provider_context
         assert not health.ok and "401" in health.detail
     finally:
         await provider.aclose()
+
+
+class TestContract(HTTPProviderContract):
+    esp_fixture = "mailgun_esp"
+    spec_for = staticmethod(spec_for)

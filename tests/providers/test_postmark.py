@@ -10,12 +10,12 @@ import pytest
 from postroom.errors import (
     ProviderAuthError,
     ProviderRejected,
-    ProviderTimeout,
     ProviderTransientError,
 )
 from postroom.providers import registry
 from postroom.providers.base import ProviderSpec
 from postroom.providers.postmark import PostmarkProvider
+from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
     from tests.providers.fake_esp import PostmarkFake
@@ -159,23 +159,6 @@ async def test_429_is_transient_with_retry_after(provider, postmark_esp, outgoin
     assert info.value.retry_after == 30.0
 
 
-@pytest.mark.parametrize("status", [500, 503])
-async def test_5xx_is_transient(provider, postmark_esp, outgoing, status):
-    postmark_esp.script(status, body=b"Service Unavailable")
-    with pytest.raises(ProviderTransientError):
-        await provider.send(outgoing)
-
-
-async def test_no_answer_is_a_timeout(postmark_esp, provider_context, outgoing):
-    provider = registry.build(spec_for(postmark_esp, socketTimeout=250), provider_context)
-    postmark_esp.script(200, {"MessageID": "x", "ErrorCode": 0}, hang=True)
-    try:
-        with pytest.raises(ProviderTimeout):
-            await provider.send(outgoing)
-    finally:
-        await provider.aclose()
-
-
 async def test_check_reads_the_server(provider, postmark_esp):
     health = await provider.check()
     assert health.ok and health.detail == "server Postroom Test"
@@ -187,3 +170,8 @@ async def test_check_reads_the_server(provider, postmark_esp):
 async def test_check_is_unhealthy_on_server_error(provider, postmark_esp):
     postmark_esp.script(500, body=b"oops")
     assert not (await provider.check()).ok
+
+
+class TestContract(HTTPProviderContract):
+    esp_fixture = "postmark_esp"
+    spec_for = staticmethod(spec_for)

@@ -20,6 +20,7 @@ from postroom.providers import registry
 from postroom.providers.base import Address, Provider, ProviderSpec
 from postroom.providers.http import HTTPOptions
 from postroom.providers.sendgrid import SendGridProvider
+from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
     from tests.providers.fake_esp import SendGridFake
@@ -170,24 +171,6 @@ async def test_429_is_transient_with_retry_after(provider, sendgrid_esp, outgoin
     assert info.value.retryable
 
 
-@pytest.mark.parametrize("status", [500, 503])
-async def test_5xx_is_transient(provider, sendgrid_esp, outgoing, status):
-    sendgrid_esp.script(status, {"errors": [{"message": "server error"}]})
-    with pytest.raises(ProviderTransientError) as info:
-        await provider.send(outgoing)
-    assert info.value.status == status
-
-
-async def test_no_answer_is_a_timeout(sendgrid_esp, provider_context, outgoing):
-    provider = registry.build(spec_for(sendgrid_esp, socketTimeout=250), provider_context)
-    sendgrid_esp.script(202, hang=True)
-    try:
-        with pytest.raises(ProviderTimeout):
-            await provider.send(outgoing)
-    finally:
-        await provider.aclose()
-
-
 async def test_check_is_healthy_with_mail_send_scope(provider, sendgrid_esp):
     health = await provider.check()
     assert health.ok and health.latency_ms is not None
@@ -290,3 +273,8 @@ async def test_every_http_adapter_is_a_provider(
         assert provider.name == "p"
     finally:
         await provider.aclose()
+
+
+class TestContract(HTTPProviderContract):
+    esp_fixture = "sendgrid_esp"
+    spec_for = staticmethod(spec_for)

@@ -12,12 +12,12 @@ from postroom.errors import (
     ConfigError,
     ProviderAuthError,
     ProviderRejected,
-    ProviderTimeout,
     ProviderTransientError,
 )
 from postroom.providers import registry, sigv4
 from postroom.providers.base import ProviderSpec
 from postroom.providers.ses import SESProvider
+from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
     from tests.providers.fake_esp import SESFake
@@ -178,22 +178,6 @@ async def test_429_is_transient_with_retry_after(provider, ses_esp, outgoing):
     assert info.value.context["rate_limited"] is True
 
 
-async def test_500_without_error_type_is_transient(provider, ses_esp, outgoing):
-    ses_esp.script(500, body=b"Internal Server Error")
-    with pytest.raises(ProviderTransientError):
-        await provider.send(outgoing)
-
-
-async def test_no_answer_is_a_timeout(ses_esp, provider_context, outgoing):
-    provider = registry.build(spec_for(ses_esp, socketTimeout=250), provider_context)
-    ses_esp.script(200, {"MessageId": "x"}, hang=True)
-    try:
-        with pytest.raises(ProviderTimeout):
-            await provider.send(outgoing)
-    finally:
-        await provider.aclose()
-
-
 async def test_check_reads_the_account(provider, ses_esp):
     health = await provider.check()
     assert health.ok and "50000" in health.detail
@@ -232,3 +216,8 @@ def test_region_and_keys_are_required(provider_context):
             ),
             provider_context,
         )
+
+
+class TestContract(HTTPProviderContract):
+    esp_fixture = "ses_esp"
+    spec_for = staticmethod(spec_for)
