@@ -200,3 +200,29 @@ async def test_openapi_documents_the_request(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     assert "/api/system/email/send" in schema["paths"]
     assert "from" in schema["components"]["schemas"]["EmailRequest"]["properties"]
+
+
+async def test_a_request_may_pin_a_provider_even_the_outbox(
+    client: httpx.AsyncClient, postroom: Postroom, tmp_path: Path
+) -> None:
+    from tests.support.providers import add_provider
+
+    await add_provider(postroom, name="relay", type="fake")  # a real provider is enabled
+    routed = (await client.post(SEND, json=email_body())).json()
+    pinned = (await client.post(SEND, json=email_body(provider="Development outbox"))).json()
+    worker = postroom.worker()
+    try:
+        assert await worker.drain() == 2
+    finally:
+        await worker.aclose()
+
+    assert (await postroom.status(routed["id"])).provider == "relay"
+    assert (await postroom.status(pinned["id"])).provider == "Development outbox"
+    outbox = tmp_path / "var" / "outbox"
+    assert [p.stem for p in outbox.glob("*.eml")] == [pinned["id"]]
+
+    unknown = await client.post(SEND, json=email_body(provider="nope"))
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"] == [
+        {"field": "provider", "message": "there is no provider 'nope'"}
+    ]

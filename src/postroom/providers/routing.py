@@ -229,13 +229,19 @@ class ProviderRouter:
     # -- choosing ----------------------------------------------------------------------
 
     async def acquire(
-        self, message: OutgoingMessage, *, failed_provider_id: uuid.UUID | None = None
+        self,
+        message: OutgoingMessage,
+        *,
+        failed_provider_id: uuid.UUID | None = None,
+        only: str | None = None,
     ) -> Candidate | NoProvider:
         """The provider to send ``message`` through now, or why there is none.
 
         A slot under the provider's limits is taken for the message. When the
         previous attempt failed at ``failed_provider_id``, the other providers are
-        tried first (failover); the failed one stays last in line.
+        tried first (failover); the failed one stays last in line. ``only`` (a
+        provider's name or id) pins the message to that provider: the request
+        chose it explicitly, so no other provider is tried, not even as failover.
 
         Raises:
             UnsupportedFeature: no enabled provider can ever take this message
@@ -243,15 +249,18 @@ class ProviderRouter:
         """
         await self.refresh()
         self._start_maintenance()
-        if not self._pool:
+        pool = self._pool
+        if only is not None:
+            pool = [c for c in self._candidates if only in (c.spec.id, c.spec.name)]
+        if not pool:
             return NoProvider(
                 retry_after_s=NO_PROVIDER_DELAY_S,
                 code="no-provider",
-                reason="no provider is enabled",
+                reason=f"provider {only!r} is not enabled" if only else "no provider is enabled",
             )
-        fitting = [c for c in self._pool if c.limits.refusal(message) is None]
+        fitting = [c for c in pool if c.limits.refusal(message) is None]
         if not fitting:
-            why = "; ".join(f"{c.spec.name}: {c.limits.refusal(message)}" for c in self._pool)
+            why = "; ".join(f"{c.spec.name}: {c.limits.refusal(message)}" for c in pool)
             raise UnsupportedFeature(f"no enabled provider can take this message ({why})")
         # stable sort: priority order, the provider that just failed last
         ordered = sorted(fitting, key=lambda c: c.id == failed_provider_id)

@@ -304,7 +304,9 @@ class Worker:
                 now=started,
                 message_id_domain=self.settings.message_id_domain,
             )
-            choice = await self.router.acquire(message, failed_provider_id=job.failed_provider_id)
+            choice = await self.router.acquire(
+                message, failed_provider_id=job.failed_provider_id, only=job.request.get("provider")
+            )
             if isinstance(choice, NoProvider):
                 # nothing can send now: stop claiming for a while instead of claiming
                 # and deferring the whole backlog batch after batch

@@ -127,6 +127,8 @@ class EmailRequest(ApiModel):
     headers: dict[str, str] = Field(default_factory=dict)
     #: extension: put the job on this queue (by name or id) instead of routing by type
     queue: Annotated[str, Field(max_length=255)] | None = None
+    #: extension: send only through this provider (by name or id), no failover
+    provider: Annotated[str, Field(max_length=255)] | None = None
 
     @field_validator("scheduled_at")
     @classmethod

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
+from sqlalchemy import Table, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.config import Settings
 from postroom.db.engine import reader
+from postroom.db.models import EmailProvider
 from postroom.errors import ConfigError, Conflict, MessageError
 from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
@@ -20,6 +22,8 @@ from postroom.schemas.results import EmailSendResult
 from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
 from postroom.types import JobStatus
+
+providers_t = cast(Table, EmailProvider.__table__)
 
 
 class Sender:
@@ -47,6 +51,8 @@ class Sender:
                 return _result_from_row(row)
         sender = request.from_ or self._default_sender()
         queue = await self.directory.for_request(request.type, request.queue)
+        if request.provider is not None:
+            await self._check_provider(request.provider)
         now = self.clock.now()
         scheduled_at = max(now, request.scheduled_at) if request.scheduled_at else now
         job_id = uuid.uuid4()
@@ -99,6 +105,18 @@ class Sender:
             scheduled_at=scheduled_at,
             recipients=len(new_records),
         )
+
+    async def _check_provider(self, ident: str) -> None:
+        """A request may pin a provider that exists (enabled or not: it may come back)."""
+        cond = providers_t.c.name == ident
+        try:
+            cond = or_(cond, providers_t.c.id == uuid.UUID(ident))
+        except ValueError:
+            pass
+        async with reader(self.engine).connect() as conn:
+            found = (await conn.execute(select(providers_t.c.id).where(cond))).first()
+        if found is None:
+            raise MessageError(f"there is no provider {ident!r}", field="provider")
 
     def _default_sender(self) -> EmailSender:
         if not self.settings.default_from:
