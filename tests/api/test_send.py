@@ -226,3 +226,24 @@ async def test_a_request_may_pin_a_provider_even_the_outbox(
     assert unknown.json()["errors"] == [
         {"field": "provider", "message": "there is no provider 'nope'"}
     ]
+
+
+async def test_an_unexpected_error_is_a_500_problem_not_a_traceback(
+    postroom: Postroom, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom.api.app import create_app
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("database exploded: secret internals")
+
+    monkeypatch.setattr(postroom.sender, "send", broken)
+    # as a real server does: answer, then let the error reach the server's log
+    transport = httpx.ASGITransport(app=create_app(postroom, workers=0), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test") as client:
+        response = await client.post(
+            SEND, json=email_body(), headers={"Authorization": f"Bearer {admin_key}"}
+        )
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret internals" not in response.text and "Traceback" not in response.text
+    assert response.json()["type"] == "urn:postroom:problem:internal"

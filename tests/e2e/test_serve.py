@@ -90,3 +90,11 @@ def test_cli_errors_are_one_line_and_nonzero(env: dict[str, str]) -> None:
     assert revoke.returncode != 0 and "no API key" in revoke.stderr
     broken = run_cli(["keys", "list"], {**env, "POSTROOM_PORT": "not-a-port"})
     assert broken.returncode == 2 and "invalid configuration" in broken.stderr
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    env = env_for(tmp_path / "var", "postgresql://postroom@127.0.0.1:1/none")
+    result = run_cli(["keys", "list"], env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "cannot reach the database" in result.stderr
