@@ -74,6 +74,8 @@ class Postroom:
         self.keys = KeyStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
         self._workers: list[Worker] = []
+        #: set once :meth:`start` has succeeded
+        self.started = False
 
     async def start(self, *, migrate_schema: bool | None = None) -> Postroom:
         """Check (or, on SQLite by default, apply) migrations and create the defaults."""
@@ -86,6 +88,7 @@ class Postroom:
         await bootstrap.ensure_defaults(
             self.engine, self.clock, max_attempts=self.settings.max_attempts
         )
+        self.started = True
         return self
 
     async def aclose(self) -> None:

@@ -28,7 +28,8 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await pr.start()
+        if not pr.started:
+            await pr.start()
         stop = asyncio.Event()
         tasks = [asyncio.create_task(pr.worker().run(stop)) for _ in range(workers)]
         app.state.worker_tasks = tasks

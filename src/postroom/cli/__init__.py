@@ -96,18 +96,25 @@ def serve(
     except PostroomError as exc:
         raise fail(exc.message, exc.exit_code) from None
     api = create_app(postroom, workers=0 if no_workers else workers)
-    typer.echo(f"Postroom {__version__} on http://{host}:{port}  (API: /api/system/email)")
-    typer.echo(f"Database: {_safe_url(settings)}")
-    if not no_workers and workers:
-        typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
     config = uvicorn.Config(api, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
+
+    async def main() -> None:
+        # start (migrate or check the schema, create defaults) before serving, so
+        # that a problem is one clear line here rather than a failed ASGI lifespan
+        await postroom.start()
+        typer.echo(f"Postroom {__version__} on http://{host}:{port}  (API: /api/system/email)")
+        typer.echo(f"Database: {_safe_url(settings)}")
+        if not no_workers and workers:
+            typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
+        await server.serve()
+
     try:
-        asyncio.run(server.serve())
+        asyncio.run(main())
     except PostroomError as exc:
         raise fail(exc.message, exc.exit_code) from None
     except OSError as exc:
-        raise fail(str(exc)) from None
+        raise fail(f"cannot start: {exc}") from None
     if not server.started:
         raise typer.Exit(1)
 

@@ -61,6 +61,8 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # alembic's "Context impl" lines on every start are noise; upgrades still show
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
