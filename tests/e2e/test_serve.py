@@ -79,6 +79,10 @@ def test_cli_send_and_burst_worker(env: dict[str, str], tmp_path: Path) -> None:
     assert worked.returncode == 0, worked.stderr
     assert "Processed 1 jobs" in worked.stdout
     assert (tmp_path / "var" / "outbox" / f"{email_id}.eml").exists()
+    shown = run_cli(["status", email_id], env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{email_id}  sent  'Hi'" in shown.stdout
+    assert "ann@example.com  to    sent" in shown.stdout
 
 
 def test_cli_errors_are_one_line_and_nonzero(env: dict[str, str]) -> None:

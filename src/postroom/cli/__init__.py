@@ -10,7 +10,7 @@ import typer
 
 from postroom import __version__
 from postroom.app import Postroom
-from postroom.cli.common import configure_logging, fail, run, settings_or_exit
+from postroom.cli.common import configure_logging, fail, run, settings_or_exit, table
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
@@ -202,6 +202,46 @@ async def send(
     finally:
         await postroom.aclose()
     typer.echo(f"Queued {result.id} on queue {result.queue_id} for {result.recipients} recipients.")
+
+
+@app.command()
+@run
+async def status(
+    email_id: Annotated[str, typer.Argument(help="The email's id (or a recipient record's).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Show an email's status, its recipients and every delivery attempt."""
+    import json
+
+    postroom = Postroom(settings_or_exit())
+    try:
+        await postroom.start()
+        found = await postroom.status(email_id)
+    finally:
+        await postroom.aclose()
+    if as_json:
+        typer.echo(json.dumps(found.dump(), indent=2))
+        return
+    typer.echo(f"{found.id}  {found.status}  {found.subject!r}")
+    typer.echo(f"attempts {found.attempts}/{found.max_attempts}, provider {found.provider or '-'}")
+    if found.error:
+        typer.echo(f"last error: {found.error.get('code')}: {found.error.get('message')}")
+    rows = [("RECIPIENT", "TYPE", "STATUS", "MESSAGE-ID")]
+    rows += [(r.email, r.type, r.status, r.message_id or "-") for r in found.recipients]
+    typer.echo(table(rows))
+    if found.attempt_log:
+        log_rows = [("#", "FINISHED", "PROVIDER", "OUTCOME", "ERROR")]
+        log_rows += [
+            (
+                str(a.attempt),
+                f"{a.finished_at:%Y-%m-%d %H:%M:%S}",
+                a.provider or "-",
+                a.outcome,
+                f"{a.error_code}: {a.error}"[:80] if a.error_code else "",
+            )
+            for a in found.attempt_log
+        ]
+        typer.echo(table(log_rows))
 
 
 def main() -> None:
