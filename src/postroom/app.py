@@ -22,7 +22,7 @@ from postroom.clock import Clock, SystemClock
 from postroom.config import Settings, load_settings
 from postroom.db import engine as db_engine
 from postroom.db import migrate
-from postroom.errors import ConfigError, MessageError
+from postroom.errors import ConfigError, RequestInvalid
 from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
 from postroom.queue.worker import Worker
@@ -34,15 +34,6 @@ from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
 
 log = logging.getLogger(__name__)
-
-
-class RequestInvalid(MessageError):
-    """The request is invalid."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        super().__init__(f"the request is invalid: {summary}")
-        self.errors = errors
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, str]]:

@@ -8,7 +8,10 @@
     │   └── ForbiddenError             key lacks the scope (403)
     ├── NotFound                       404
     ├── Conflict                       409
+    ├── RateLimited                    a limit is full right now (429)
+    ├── InvalidProvider                a provider's settings are invalid (422)
     ├── MessageError                   the message itself is unacceptable (422)
+    │   ├── RequestInvalid             .errors: every problem of a request, by field
     │   ├── InvalidAddress(ValueError)
     │   ├── TemplateError
     │   ├── Suppressed
@@ -80,11 +83,36 @@ class Conflict(PostroomError):
     code = "conflict"
 
 
+class RateLimited(PostroomError):
+    """A limit is full; try again when its window resets."""
+
+    http_status = 429
+    code = "rate-limited"
+
+
+class InvalidProvider(PostroomError):
+    """The provider's settings are invalid."""
+
+    http_status = 422
+    exit_code = 2
+    code = "invalid-provider"
+
+
 class MessageError(PostroomError):
     """The message cannot be sent as given."""
 
     http_status = 422
     code = "invalid-message"
+
+
+class RequestInvalid(MessageError):
+    """The request is invalid."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(f"the request is invalid: {summary}")
+        #: ``[{"field": "to.0.email", "message": "..."}]``
+        self.errors = errors
 
 
 class InvalidAddress(MessageError, ValueError):

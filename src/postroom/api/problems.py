@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from postroom.app import RequestInvalid, validation_errors
-from postroom.errors import AuthError, PostroomError
+from postroom.app import validation_errors
+from postroom.errors import AuthError, PostroomError, RequestInvalid
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"

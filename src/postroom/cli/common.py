@@ -12,9 +12,8 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 
-from postroom.app import RequestInvalid
 from postroom.config import Settings, load_settings
-from postroom.errors import PostroomError
+from postroom.errors import PostroomError, RequestInvalid
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from postroom.compose.message import compose
 from postroom.config import Settings
 from postroom.db.engine import reader
-from postroom.errors import MessageError, NotFound, PostroomError
+from postroom.errors import MessageError, NotFound, PostroomError, RateLimited
 from postroom.providers import health, ratelimit, routing
 from postroom.schemas import providers as schemas
 from postroom.schemas.email import EmailSender
@@ -29,13 +29,6 @@ TEST_TEXT = (
     "This is a test email from Postroom.\r\n\r\n"
     "It was sent through the provider named in the subject line to check its settings.\r\n"
 )
-
-
-class ProviderBusy(PostroomError):
-    """The provider is at its limit; try again when the window resets."""
-
-    http_status = 429
-    code = "rate-limited"
 
 
 class ProviderTester:
@@ -144,6 +137,6 @@ class ProviderTester:
         full = [w for w in limits.windows if granted.get(w.kind, 0) <= 0]
         if full:
             resets = max(w.end(w.start(now)) for w in full)
-            raise ProviderBusy(
+            raise RateLimited(
                 f"{row.name} is at its {full[0].kind} limit until {resets:%Y-%m-%dT%H:%M:%SZ}"
             )

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.models import EmailProvider
-from postroom.errors import ConfigError, Conflict, NotFound, PostroomError
+from postroom.errors import ConfigError, Conflict, InvalidProvider, NotFound, PostroomError
 from postroom.providers import credentials, health, ratelimit, registry, routing
 from postroom.providers.base import Provider, ProviderSpec
 from postroom.providers.breaker import BreakerSettings
@@ -39,14 +39,6 @@ providers_t = cast(Table, EmailProvider.__table__)
 
 #: ``config`` keys that hold secrets belong in ``authentication``
 _SECRET_KEY = re.compile(r"pass(word)?$|secret|api_?key|token$|private_?key|credential", re.I)
-
-
-class InvalidProvider(PostroomError):
-    """The provider's settings are invalid."""
-
-    http_status = 422
-    exit_code = 2
-    code = "invalid-provider"
 
 
 def _invalid(exc: Exception, field: str) -> InvalidProvider:

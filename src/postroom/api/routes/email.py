@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from postroom.api.deps import PostroomDep, require
-from postroom.app import RequestInvalid
+from postroom.errors import RequestInvalid
 from postroom.schemas.results import EmailSendResult, EmailStatus
 from postroom.types import ApiScope
 
