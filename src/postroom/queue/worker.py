@@ -32,7 +32,7 @@ from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import PostroomError, ProviderError
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
-from postroom.queue import store
+from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryPolicy
 
@@ -110,7 +110,7 @@ class Worker:
             asyncio.create_task(self._every(FLUSH_INTERVAL_S, self.flush)),
         ]
         if self.engine.dialect.name == "postgresql":
-            background.append(asyncio.create_task(self._listen()))
+            background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
         try:
             await self._reap()
             while not stop.is_set():
@@ -177,34 +177,6 @@ class Worker:
                 await action()
             except Exception:  # keep the loop alive; the next period tries again
                 log.exception("worker %s: periodic %s failed", self.id, action.__name__)
-
-    async def _listen(self) -> None:
-        """Wake on PostgreSQL NOTIFY from enqueues, so idle queues start at once.
-
-        A dedicated asyncpg connection (not from the pool: it stays LISTENing);
-        reconnects after a loss. Polling remains the fallback while it is down.
-        """
-        import asyncpg
-
-        url = self.engine.url.set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(dsn)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(store.NOTIFY_CHANNEL, lambda *_args: self.wake())
-                self.wake()  # catch up with anything enqueued while not listening
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("worker %s: LISTEN connection failed: %s", self.id, exc)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
-            await asyncio.sleep(1.0)
 
     # -- claiming ----------------------------------------------------------------------
 
