@@ -82,6 +82,8 @@ class Settings(BaseSettings):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         if value.startswith("sqlite://") and not value.startswith("sqlite+"):
             return "sqlite+aiosqlite://" + value.split("://", 1)[1]
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must be a sqlite:///path or postgresql://user@host/db URL")
         return value
 
     @property

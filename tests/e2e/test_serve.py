@@ -102,3 +102,14 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "cannot reach the database" in result.stderr
+
+
+def test_broken_database_file_is_one_clear_line(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    data.mkdir()
+    (data / "postroom.db").write_bytes(b"this is not a database" * 100)
+    env = env_for(data, f"sqlite:///{data / 'postroom.db'}")
+    result = run_cli(["keys", "list"], env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "database error: file is not a database" in result.stderr

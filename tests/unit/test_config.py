@@ -63,3 +63,9 @@ def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
     (tmp_path / "postroom.toml").write_text("databse_url = 'typo'\n")
     with pytest.raises(ValidationError, match="databse_url"):
         load_settings()
+
+
+def test_unsupported_database_urls_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTROOM_DATABASE_URL", "mysql://app@db/mail")
+    with pytest.raises(ValidationError, match="sqlite:///path or postgresql://"):
+        load_settings()

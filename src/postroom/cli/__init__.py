@@ -10,7 +10,7 @@ import typer
 
 from postroom import __version__
 from postroom.app import Postroom
-from postroom.cli.common import configure_logging, fail, run, settings_or_exit, table
+from postroom.cli.common import configure_logging, describe, fail, run, settings_or_exit, table
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
@@ -111,10 +111,11 @@ def serve(
 
     try:
         asyncio.run(main())
-    except PostroomError as exc:
-        raise fail(exc.message, exc.exit_code) from None
-    except OSError as exc:
-        raise fail(f"cannot start: {exc}") from None
+    except Exception as exc:
+        message = describe(exc)
+        if message is None:
+            raise
+        raise fail(message, exc.exit_code if isinstance(exc, PostroomError) else 1) from None
     if not server.started:
         raise typer.Exit(1)
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from postroom.config import Settings, load_settings
 from postroom.errors import PostroomError, RequestInvalid
@@ -44,14 +45,33 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
             for err in exc.errors:
                 typer.secho(f"Error: {err['field']}: {err['message']}", err=True, fg="red")
             raise typer.Exit(exc.exit_code) from None
-        except PostroomError as exc:
-            raise fail(exc.message, exc.exit_code) from None
-        except (OSError, ConnectionError) as exc:
-            raise fail(f"cannot reach the database: {exc}") from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except Exception as exc:
+            message = describe(exc)
+            if message is None:
+                raise
+            code = exc.exit_code if isinstance(exc, PostroomError) else 1
+            raise fail(message, code) from None
 
     return wrapper
+
+
+def describe(exc: BaseException) -> str | None:
+    """One line for the errors an operator can cause and fix; None for real bugs."""
+    if isinstance(exc, PostroomError):
+        return exc.message
+    if isinstance(exc, DBAPIError):
+        # the driver's own words: "database "x" does not exist", "role "y" does not exist"
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        return f"database error: {detail}"
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error: {str(exc).splitlines()[0]}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError):
+        return f"cannot reach the database: {exc.strerror or exc}"
+    return None
 
 
 def configure_logging(settings: Settings) -> None:
