@@ -247,3 +247,24 @@ async def test_an_unexpected_error_is_a_500_problem_not_a_traceback(
     assert response.headers["content-type"] == "application/problem+json"
     assert "secret internals" not in response.text and "Traceback" not in response.text
     assert response.json()["type"] == "urn:postroom:problem:internal"
+
+
+async def test_database_outage_is_503_problem_and_says_retry(
+    postroom: Postroom, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from postroom.api.app import create_app
+
+    async def down(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("INSERT ...", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(postroom.sender, "send", down)
+    transport = httpx.ASGITransport(app=create_app(postroom, workers=0), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test") as client:
+        response = await client.post(
+            SEND, json=email_body(), headers={"Authorization": f"Bearer {admin_key}"}
+        )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["type"] == "urn:postroom:problem:unavailable"
