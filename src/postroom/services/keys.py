@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.db.engine import reader
+from postroom.db.lookup import by_name_or_id
 from postroom.db.models import ApiKey
 from postroom.errors import AuthError, ForbiddenError, MessageError, NotFound
 from postroom.types import ApiScope
@@ -125,11 +126,7 @@ class KeyStore:
 
     async def revoke(self, ident: str) -> KeyInfo:
         """Revoke by prefix or id."""
-        cond = keys_t.c.prefix == ident
-        try:
-            cond = or_(cond, keys_t.c.id == uuid.UUID(ident))
-        except ValueError:
-            pass
+        cond = by_name_or_id(keys_t, "prefix", ident)
         async with self._engine.begin() as conn:
             row = (await conn.execute(select(keys_t).where(cond))).first()
             if row is None:

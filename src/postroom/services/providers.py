@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.db.engine import reader
+from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
 from postroom.errors import ConfigError, Conflict, InvalidProvider, NotFound, PostroomError
 from postroom.providers import credentials, health, ratelimit, registry, routing
@@ -91,11 +92,7 @@ class ProviderService:
 
     async def row(self, ident: str) -> Any:
         """A provider by id or by (unique) name."""
-        cond = providers_t.c.name == ident
-        try:
-            cond = cond | (providers_t.c.id == uuid.UUID(ident))
-        except ValueError:
-            pass
+        cond = by_name_or_id(providers_t, "name", ident)
         async with reader(self.engine).connect() as conn:
             rows = (await conn.execute(select(providers_t).where(cond))).all()
         if not rows:

@@ -7,16 +7,16 @@ worker processes; the 24-hour and one-hour windows end at the injected clock's n
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.clock import Clock
 from postroom.db.engine import reader
+from postroom.db.lookup import as_uuid, by_name_or_id
 from postroom.db.models import EmailQueue
 from postroom.errors import NotFound
 from postroom.queue import store
@@ -132,18 +132,13 @@ class QueueManager:
         return await self.status(str(row.id))
 
     async def _find(self, conn: AsyncConnection, key: str) -> Any:
-        try:
-            as_id: uuid.UUID | None = uuid.UUID(key)
-        except ValueError:
-            as_id = None
-        match = queues_t.c.name == key
-        if as_id is not None:
-            match = or_(match, queues_t.c.id == as_id)
-        rows = (await conn.execute(select(queues_t).where(match))).all()
+        rows = (
+            await conn.execute(select(queues_t).where(by_name_or_id(queues_t, "name", key)))
+        ).all()
         if not rows:
             raise _not_found(key)
         # an id is unambiguous; prefer it over a queue that happens to be named like one
-        return next((r for r in rows if r.id == as_id), rows[0])
+        return next((r for r in rows if r.id == as_uuid(key)), rows[0])
 
     async def _statuses(
         self, conn: AsyncConnection, rows: Sequence[Any]

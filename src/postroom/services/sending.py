@@ -7,13 +7,14 @@ from email.utils import parseaddr
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.config import Settings
 from postroom.db.engine import reader
+from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
 from postroom.errors import ConfigError, Conflict, MessageError
 from postroom.queue import store
@@ -108,11 +109,7 @@ class Sender:
 
     async def _check_provider(self, ident: str) -> None:
         """A request may pin a provider that exists (enabled or not: it may come back)."""
-        cond = providers_t.c.name == ident
-        try:
-            cond = or_(cond, providers_t.c.id == uuid.UUID(ident))
-        except ValueError:
-            pass
+        cond = by_name_or_id(providers_t, "name", ident)
         async with reader(self.engine).connect() as conn:
             found = (await conn.execute(select(providers_t.c.id).where(cond))).first()
         if found is None:
