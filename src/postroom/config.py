@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     #: SQLite busy timeout
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     log_level: str = "INFO"
+    #: ``text`` for people, ``json`` (one object per line) for log shippers
+    log_format: Literal["text", "json"] = "text"
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @field_validator("database_url")
