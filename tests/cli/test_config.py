@@ -48,8 +48,15 @@ def test_config_shows_effective_settings_with_secrets_masked(env: Path) -> None:
     assert SECRET not in as_json.stdout and PASSWORD not in as_json.stdout
 
 
-def test_config_refuses_an_invalid_log_format(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POSTROOM_LOG_FORMAT", "xml")
-    result = CliRunner().invoke(app, ["config"])
-    assert result.exit_code == 2
-    assert "invalid configuration: log_format" in result.stderr
+@pytest.mark.parametrize(
+    ("variable", "value"), [("POSTROOM_LOG_FORMAT", "xml"), ("POSTROOM_LOG_LEVEL", "loud")]
+)
+def test_config_refuses_an_invalid_log_setting(
+    env: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for command in (["config"], ["serve"], ["worker", "--burst"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"Error: invalid configuration: {variable[9:].lower()}:")
