@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from postroom.queue.jobs import Result
 
 LogFormat = Literal["text", "json"]
-FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 #: attributes every LogRecord has; anything else was passed with ``extra=`` and is data
+#: (except uvicorn's ``color_message``: the same message with terminal colours)
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

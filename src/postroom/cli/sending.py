@@ -84,7 +84,7 @@ async def send(
         str | None,
         typer.Option(metavar="PROVIDER", help="Send only through this provider (name or id)."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the id alone.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print the id alone.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON result.")] = False,
 ) -> None:
     """Queue one email through the same path as the API; prints its id and queue."""
