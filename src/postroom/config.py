@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -71,8 +71,19 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=10, ge=0, le=500)
     #: SQLite busy timeout
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    #: DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_level: str = "INFO"
+    #: ``text`` for people, ``json`` (one object per line) for log shippers
+    log_format: Literal["text", "json"] = "text"
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_name(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
 
     @field_validator("database_url")
     @classmethod

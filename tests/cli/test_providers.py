@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from postroom.cli import app
-from postroom.config import Settings
-from postroom.db.engine import create_engine
-from tests.support import databases
 
 SECRET = "correct-horse-battery-staple"
-
-
-@pytest.fixture
-def runner(
-    settings: Settings, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> CliRunner:
-    if backend == "postgres":
-        asyncio.run(_empty(settings))
-    monkeypatch.setenv("POSTROOM_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("POSTROOM_DATABASE_URL", settings.effective_database_url)
-    monkeypatch.setenv("POSTROOM_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.setenv("POSTROOM_LOG_LEVEL", "WARNING")
-    cli = CliRunner()
-    migrated = cli.invoke(app, ["migrate"])
-    assert migrated.exit_code == 0, migrated.output
-    return cli
-
-
-async def _empty(settings: Settings) -> None:
-    engine = create_engine(settings)
-    try:
-        await databases.empty_tables(engine)
-    finally:
-        await engine.dispose()
 
 
 def invoke(runner: CliRunner, *args: str, code: int = 0, stdin: str | None = None) -> Result:
@@ -77,13 +48,14 @@ def add_relay(runner: CliRunner, *extra: str) -> Result:
         f"password={SECRET}",
         "--limit",
         "rateLimit=5",
+        "--no-check",  # nothing listens there: the point of most tests
         *extra,
     )
 
 
 def test_add_then_list_shows_a_table_without_secrets(runner: CliRunner) -> None:
     added = add_relay(runner)
-    assert "Added provider Relay (smtp, priority 200, enabled)" in added.output
+    assert "Added provider Relay (smtp, priority 200, enabled, not checked)" in added.output
     assert "Credentials stored encrypted: password, user" in added.output
 
     listed = invoke(runner, "list").output
@@ -115,6 +87,7 @@ def test_json_options_and_credentials_from_stdin(runner: CliRunner) -> None:
         "-",
         "--limits-json",
         '{"hourly": 10000}',
+        "--no-check",
         stdin=json.dumps({"apiKey": SECRET}),
     )
     [shown] = [
@@ -166,3 +139,48 @@ def test_disable_and_enable(runner: CliRunner) -> None:
     assert invoke(runner, "enable", "Relay").output.strip() == "Enabled provider Relay."
     result = invoke(runner, "enable", "Nobody", code=1)
     assert "no provider 'Nobody'" in result.output
+
+
+def test_add_refuses_a_provider_whose_connection_check_fails(runner: CliRunner) -> None:
+    port = closed_port()
+    args = ["add", "--type", "smtp", "--name", "Relay", "--config", "host=127.0.0.1"]
+    args += ["--config", f"port={port}", "--auth", "user=ann", "--auth", f"password={SECRET}"]
+    refused = invoke(runner, *args, code=1)
+    [line] = refused.output.strip().splitlines()
+    assert line.startswith("Error: connection check failed, provider not added:")
+    assert "--no-check" in line
+    assert "Relay" not in invoke(runner, "list").output
+
+    added = invoke(runner, *args, "--no-check")
+    assert "not checked" in added.output
+    assert "Relay" in invoke(runner, "list").output
+
+
+def test_add_checks_the_connection_before_storing(runner: CliRunner) -> None:
+    added = invoke(runner, "add", "--type", "fake", "--name", "Fake")
+    assert "connection checked" in added.output
+
+
+def test_show_update_remove(runner: CliRunner) -> None:
+    add_relay(runner)
+    shown = invoke(runner, "show", "Relay").output
+    assert "Type         smtp" in shown
+    assert '"password": "co****ple"' in shown and '"user": "ann"' in shown
+
+    new_secret = "another-long-password"
+    invoke(runner, "update", "Relay", "--priority", "300", "--auth", f"password={new_secret}")
+    changed = json.loads(invoke(runner, "show", "Relay", "--json").output)
+    assert changed["priority"] == 300
+    # --auth changes one credential and keeps the others
+    assert changed["authentication"] == {"user": "ann", "password": "an****ord"}
+    assert changed["limits"] == {"rateLimit": 5}
+
+    nothing = invoke(runner, "update", "Relay", code=2)
+    assert "nothing to change" in nothing.output
+    bad = invoke(runner, "update", "Relay", "--limit", "perSecond=3", code=2)
+    assert "unknown limits key" in bad.output
+
+    removed = invoke(runner, "remove", "Relay")
+    assert removed.output.startswith("Removed provider Relay (smtp)")
+    gone = invoke(runner, "show", "Relay", code=1)
+    assert "no provider 'Relay'" in gone.output

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -113,3 +115,25 @@ def test_broken_database_file_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "database error: file is not a database" in result.stderr
+
+
+def test_busy_port_is_one_line_before_anything_starts(env: dict[str, str], tmp_path: Path) -> None:
+    queued = run_cli(
+        ["send", "--to", "ann@example.com", "--from", "app@example.com", "--subject", "Hi",
+         "--text", "Hello", "--quiet"],
+        env,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    email_id = queued.stdout.strip()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(["serve", "--port", str(port)], env, timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "--port" in line and "POSTROOM_PORT" in line
+    assert result.stdout == ""  # no banner for a server that never ran
+    # no worker started: the queued message is still waiting
+    assert not (tmp_path / "var" / "outbox" / f"{email_id}.eml").exists()
+    shown = run_cli(["status", email_id, "--json"], env)
+    assert json.loads(shown.stdout)["status"] == "queued"

@@ -44,13 +44,20 @@ def run_cli(
 
 
 @contextmanager
-def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``postroom serve`` on a free port; yields its base URL and the process."""
+def serving(
+    env: dict[str, str], *args: str, output: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``postroom serve`` on a free port; yields its base URL and the process.
+
+    With ``output``, everything it prints (stdout and stderr) goes to that file, to be
+    read once the process has stopped.
+    """
     port = free_port()
+    sink = output.open("w") if output else None
     proc = subprocess.Popen(
         [*POSTROOM, "serve", "--port", str(port), *args],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=sink or subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -59,7 +66,7 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.P
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                out = proc.stdout.read() if proc.stdout else ""
+                out = proc.stdout.read() if proc.stdout else output.read_text() if output else ""
                 raise AssertionError(f"postroom serve exited early:\n{out}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
@@ -80,3 +87,5 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.P
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
+        if sink:
+            sink.close()

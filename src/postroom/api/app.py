@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from postroom import __version__
-from postroom.api import problems
+from postroom.api import docs, problems
+from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
 from postroom.api.routes import email, health, providers, queues
 from postroom.app import Postroom
@@ -45,9 +46,13 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
         version=__version__,
         description="Self-hosted email delivery: one API over SMTP relays and ESPs.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.postroom = pr
     problems.install(app)
+    docs.install(app)
+    app.add_middleware(AccessLog)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_key)])
     api.include_router(email.router)

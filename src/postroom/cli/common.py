@@ -1,20 +1,23 @@
-"""What every command shares: settings, error rendering, tables."""
+"""What every command shares: settings, error rendering, tables.
+
+Nothing heavy is imported at module level (no pydantic, SQLAlchemy, FastAPI): the
+command line imports this for ``--version`` and ``--help`` too, which must start at
+once. Each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import logging
-import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from postroom.config import Settings, load_settings
-from postroom.errors import PostroomError, RequestInvalid
+if TYPE_CHECKING:
+    from postroom.app import Postroom
+    from postroom.config import Settings
 
 T = TypeVar("T")
 
@@ -24,9 +27,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from postroom.config import load_settings
+
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -34,11 +41,26 @@ def settings_or_exit() -> Settings:
         raise fail(f"invalid configuration: {problems}", 2) from None
 
 
+@contextlib.asynccontextmanager
+async def started(settings: Settings | None = None) -> AsyncIterator[Postroom]:
+    """A started Postroom on the configured database, closed afterwards."""
+    from postroom.app import Postroom
+
+    postroom = Postroom(settings or settings_or_exit())
+    try:
+        await postroom.start()
+        yield postroom
+    finally:
+        await postroom.aclose()
+
+
 def run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     """Run an async command; turn every error into one line and an exit status."""
 
     @functools.wraps(coro_fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        from postroom.errors import PostroomError, RequestInvalid
+
         try:
             return asyncio.run(coro_fn(*args, **kwargs))
         except RequestInvalid as exc:
@@ -59,6 +81,10 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
 def describe(exc: BaseException) -> str | None:
     """One line for the errors an operator can cause and fix; None for real bugs."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from postroom.errors import PostroomError
+
     if isinstance(exc, PostroomError):
         return exc.message
     if isinstance(exc, DBAPIError):
@@ -74,14 +100,11 @@ def describe(exc: BaseException) -> str | None:
     return None
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # alembic's "Context impl" lines on every start are noise; upgrades still show
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+def configure_logging(settings: Settings, log_format: str | None = None) -> None:
+    from postroom import logs
+
+    fmt = log_format or settings.log_format
+    logs.configure(settings.log_level, "json" if fmt == "json" else "text")
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -90,4 +113,21 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
+    )
+
+
+def when(value: Any) -> str:
+    """A timestamp for tables: ``2026-11-30 04:52`` (UTC), or ``-``."""
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+def new_typer(help_text: str) -> typer.Typer:
+    """A command group with plain help (no rich rendering: it is slow to import and
+    prints Python types such as ``<list[str]>`` instead of our metavars)."""
+    return typer.Typer(
+        help=help_text,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
     )

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from postroom.app import Postroom
-from postroom.cli.common import run, settings_or_exit, table
+from postroom.cli.common import new_typer, run, started, table, when
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = new_typer("Create, list and revoke API keys.")
 
 
 # -- keys ------------------------------------------------------------------------------
@@ -19,40 +18,48 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 @run
 async def keys_create(
     scopes: Annotated[
-        list[str], typer.Option("--scopes", help="send, read, manage, admin (comma-separated).")
+        list[str],
+        typer.Option(
+            "--scopes", metavar="SCOPES", help="send, read, manage, admin (comma-separated)."
+        ),
     ],
-    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "default",
+    name: Annotated[
+        str, typer.Option(metavar="NAME", help="A label to recognise the key by.")
+    ] = "default",
 ) -> None:
-    """Create an API key. The key is printed once, alone on the last line."""
-    postroom = Postroom(settings_or_exit())
-    try:
-        await postroom.start()
+    """Create an API key. Only the key goes to stdout (KEY=$(postroom keys create ...));
+    the notice goes to stderr."""
+    async with started() as postroom:
         key, info = await postroom.keys.create(name, scopes)
-    finally:
-        await postroom.aclose()
-    typer.echo(f"Created key {info.prefix} ({name}) with scopes {', '.join(sorted(info.scopes))}.")
-    typer.echo("Store it now; it cannot be shown again:", err=True)
+    typer.echo(
+        f"Created key {info.prefix} ({name}) with scopes {', '.join(sorted(info.scopes))}. "
+        "Store it now; it cannot be shown again.",
+        err=True,
+    )
     typer.echo(key)
 
 
 @keys_app.command("list")
 @run
 async def keys_list() -> None:
-    """List API keys (prefixes only; keys themselves are never stored)."""
-    postroom = Postroom(settings_or_exit())
-    try:
-        await postroom.start()
+    """List API keys (prefixes only; keys themselves are never stored) and their last use."""
+    async with started() as postroom:
         infos = await postroom.keys.list()
-    finally:
-        await postroom.aclose()
     if not infos:
         typer.echo("No API keys. Create one with: postroom keys create --scopes admin")
         return
-    rows = [("PREFIX", "NAME", "SCOPES", "CREATED", "STATUS")]
+    rows = [("PREFIX", "NAME", "SCOPES", "CREATED", "LAST USED", "STATUS")]
     for k in infos:
-        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        state = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"
         rows.append(
-            (k.prefix, k.name, ",".join(sorted(k.scopes)), f"{k.created_at:%Y-%m-%d %H:%M}", state)
+            (
+                k.prefix,
+                k.name,
+                ",".join(sorted(k.scopes)),
+                when(k.created_at),
+                when(k.last_used_at) if k.last_used_at else "never",
+                state,
+            )
         )
     typer.echo(table(rows))
 
@@ -60,13 +67,9 @@ async def keys_list() -> None:
 @keys_app.command("revoke")
 @run
 async def keys_revoke(
-    key: Annotated[str, typer.Argument(help="The key's prefix (pr_...) or id.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", hidden=True)],
 ) -> None:
-    """Revoke an API key; it stops working within seconds."""
-    postroom = Postroom(settings_or_exit())
-    try:
-        await postroom.start()
+    """Revoke an API key (KEY: its prefix, pr_..., or id); it stops working within seconds."""
+    async with started() as postroom:
         info = await postroom.keys.revoke(key)
-    finally:
-        await postroom.aclose()
     typer.echo(f"Revoked key {info.prefix} ({info.name}).")

@@ -5,21 +5,23 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from postroom.app import Postroom
-from postroom.cli.common import run, settings_or_exit, table
-from postroom.schemas.queues import QueueStatus
-from postroom.services.queues import QueueManager
+from postroom.cli.common import new_typer, run, started, table
 
-queues_app = typer.Typer(
-    help="Show queues and their statistics; pause, resume, retry failed jobs.",
-    no_args_is_help=True,
+if TYPE_CHECKING:
+    from postroom.schemas.queues import QueueStatus
+    from postroom.services.queues import QueueManager
+
+queues_app = new_typer(
+    "Show queues and their statistics; pause, resume, retry failed jobs. "
+    "QUEUE is a queue's name (e.g. bulk) or id."
 )
 
-QueueArg = Annotated[str, typer.Argument(help="The queue's name (e.g. bulk) or id.")]
+#: QUEUE: a name (e.g. bulk) or an id (hidden from the Arguments list, which would print ``<str>``)
+QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", hidden=True)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead.")]
 
 _WINDOWS = "Completed, failed, average send time: last 24 hours. Per minute: last hour."
@@ -27,17 +29,15 @@ _WINDOWS = "Completed, failed, average send time: last 24 hours. Per minute: las
 
 @contextlib.asynccontextmanager
 async def _manager() -> AsyncIterator[QueueManager]:
-    postroom = Postroom(settings_or_exit())
-    try:
-        await postroom.start()
+    from postroom.services.queues import QueueManager
+
+    async with started() as postroom:
         yield QueueManager(
             postroom.engine,
             postroom.clock,
             postroom.queues,
             default_concurrency=postroom.settings.worker.concurrency,
         )
-    finally:
-        await postroom.aclose()
 
 
 # -- queues ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from postroom import logs
 from postroom.clock import Clock, SystemClock
 from postroom.compose.message import compose
 from postroom.config import Settings
@@ -359,6 +360,7 @@ class Worker:
         )
 
     def _record(self, result: Result) -> None:
+        logs.delivery(log, result)
         self._results.append(result)
         self._processed += 1
         self._unflushed_tokens[result.job.locked_by] += 1

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, insert, select, update
@@ -23,13 +23,15 @@ from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import ApiKey
-from postroom.errors import AuthError, ForbiddenError, MessageError, NotFound
+from postroom.errors import AuthError, Conflict, ForbiddenError, MessageError, NotFound
 from postroom.types import ApiScope
 
 keys_t = cast(Table, ApiKey.__table__)
 KEY_PREFIX = "pr_"
 #: verified keys are remembered this long, so a revoked key stops working within it
 CACHE_TTL_S = 5.0
+#: ``last_used_at`` is written at most this often per key (a write per request would not do)
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -115,6 +117,12 @@ class KeyStore:
             raise AuthError("the API key is not valid")
         if row.revoked_at is not None:
             raise AuthError("the API key has been revoked")
+        now = self._clock.now()
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(keys_t).where(keys_t.c.id == row.id).values(last_used_at=now)
+                )
         info = _info(row)
         self._cache[digest] = (info, time.monotonic() + CACHE_TTL_S)
         return info
@@ -131,6 +139,11 @@ class KeyStore:
             row = (await conn.execute(select(keys_t).where(cond))).first()
             if row is None:
                 raise NotFound(f"no API key {ident!r}")
+            if row.revoked_at is not None:
+                raise Conflict(
+                    f"API key {row.prefix} ({row.name}) was already revoked on "
+                    f"{row.revoked_at:%Y-%m-%d %H:%M} UTC"
+                )
             await conn.execute(
                 update(keys_t).where(keys_t.c.id == row.id).values(revoked_at=self._clock.now())
             )

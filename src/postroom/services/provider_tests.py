@@ -55,6 +55,22 @@ class ProviderTester:
             checked_at=now,
         )
 
+    async def check_unsaved(self, data: schemas.ProviderCreate) -> schemas.ProviderTestResult:
+        """Run ``check()`` for a provider before it is stored (nothing is recorded)."""
+        provider = await self.service.build_unsaved(data)
+        try:
+            result = await health.run_check(provider)
+        finally:
+            await provider.aclose()
+        return schemas.ProviderTestResult(
+            provider_id="",
+            provider=data.name,
+            ok=result.ok,
+            latency_ms=None if result.latency_ms is None else round(result.latency_ms, 1),
+            detail=scrub(result.detail, data.authentication) or "",
+            checked_at=self.service.clock.now(),
+        )
+
     async def send(self, request: schemas.TestEmailRequest) -> schemas.TestEmailResult:
         """Send one test message through the chosen (or the default) provider."""
         row = await self._target(request.provider_id)

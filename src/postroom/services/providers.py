@@ -119,6 +119,28 @@ class ProviderService:
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
             raise _invalid(exc, "config") from None
 
+    async def build_unsaved(self, data: schemas.ProviderCreate) -> Provider:
+        """A validated adapter for a provider not stored yet, so that it can be checked
+        before it is stored (the caller closes it)."""
+        config, secrets = _split_secrets(data.config, data.authentication)
+        await self._validate(
+            data.name, data.type, config, secrets, data.limits, data.encryption, data.monitoring
+        )
+        spec = ProviderSpec(
+            id="new",
+            name=data.name,
+            type=data.type,
+            priority=data.priority,
+            config=config,
+            authentication=secrets,
+            encryption=data.encryption,
+            limits=data.limits,
+        )
+        try:
+            return registry.build(spec, self.context)
+        except (ConfigError, ValueError, TypeError, KeyError) as exc:
+            raise _invalid(exc, "config") from None
+
     def _to_public(self, row: Any, summary: health.HealthSummary) -> schemas.ProviderPublic:
         try:
             secrets = self.secrets(row)

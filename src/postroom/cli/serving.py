@@ -1,0 +1,176 @@
+"""``postroom migrate``, ``serve`` and ``worker``: the long-running processes.
+
+``serve`` binds its socket before it starts anything else: a busy port is one line
+naming ``--port`` / ``POSTROOM_PORT``, and no worker has claimed a job by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import socket
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from postroom import __version__
+from postroom.cli.common import configure_logging, describe, fail, run, settings_or_exit
+
+if TYPE_CHECKING:
+    from postroom.config import Settings
+
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option("--log-format", metavar="text|json", help="Log lines for people or for machines."),
+]
+
+
+def _log_format(value: str | None) -> str | None:
+    if value is not None and value not in ("text", "json"):
+        raise fail(f"--log-format must be text or json, not {value!r}", 2)
+    return value
+
+
+@run
+async def migrate() -> None:
+    """Create or upgrade the database schema, and the default queues and provider."""
+    from postroom.app import Postroom
+    from postroom.db import migrate as db_migrate
+
+    settings = settings_or_exit()
+    pr = Postroom(settings)
+    try:
+        await pr.start(migrate_schema=True)
+        revision = await db_migrate.current_revision(pr.engine)
+    finally:
+        await pr.aclose()
+    typer.echo(f"Database is at revision {revision} ({safe_url(settings)}).")
+
+
+def safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.effective_database_url).render_as_string(hide_password=True)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a one-line error naming the settings."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise fail(
+                f"cannot listen on {host}:{port}: the port is in use; "
+                "choose another with --port or POSTROOM_PORT",
+                2,
+            ) from None
+        reason = exc.strerror or str(exc)
+        raise fail(
+            f"cannot listen on {host}:{port}: {reason}; "
+            "check --host/--port or POSTROOM_HOST/POSTROOM_PORT",
+            2,
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(metavar="ADDR", help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="Port to listen on.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, metavar="N", help="Workers to run in this process (0 = API only).")
+    ] = 1,
+    no_workers: Annotated[
+        bool, typer.Option("--no-workers", help="Serve the API only; run 'postroom worker' apart.")
+    ] = False,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Run the API (and, by default, a worker) in one process."""
+    settings = settings_or_exit()
+    configure_logging(settings, _log_format(log_format))
+    host = host or settings.host
+    port = port or settings.port
+    sock = listen(host, port)
+
+    import uvicorn
+
+    from postroom.api.app import create_app
+    from postroom.app import Postroom
+    from postroom.errors import PostroomError
+
+    try:
+        postroom = Postroom(settings)
+    except PostroomError as exc:
+        sock.close()
+        raise fail(exc.message, exc.exit_code) from None
+    api = create_app(postroom, workers=0 if no_workers else workers)
+    # log_config=None: uvicorn's own lines go through our handler, in our format
+    config = uvicorn.Config(
+        api, log_level="warning", log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        # start (migrate or check the schema, create defaults) before serving, so
+        # that a problem is one clear line here rather than a failed ASGI lifespan;
+        # workers start only in the lifespan, after the socket is ours
+        await postroom.start()
+        typer.echo(f"Postroom {__version__} on http://{host}:{port}  (API: /api/system/email)")
+        typer.echo(f"Database: {safe_url(settings)}")
+        if not no_workers and workers:
+            typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
+        await server.serve(sockets=[sock])
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        message = describe(exc)
+        if message is None:
+            raise
+        raise fail(message, exc.exit_code if isinstance(exc, PostroomError) else 1) from None
+    finally:
+        sock.close()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@run
+async def worker(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", metavar="NAME", help="Only these queues (repeatable)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Concurrent sends.")
+    ] = None,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit once no due job is left instead of waiting.")
+    ] = False,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Run one worker process: claim jobs and send them until SIGTERM or Ctrl-C."""
+    from postroom.app import Postroom
+
+    settings = settings_or_exit()
+    if concurrency:
+        settings.worker.concurrency = concurrency
+    configure_logging(settings, _log_format(log_format))
+    postroom = Postroom(settings)
+    try:
+        await postroom.start()
+        w = postroom.worker(queue_names=queue)
+        if burst:
+            processed = await w.drain()
+            await w.aclose()
+            typer.echo(f"Processed {processed} jobs: {dict(w.stats)}")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        typer.echo(f"Worker {w.id} running; stop with Ctrl-C or SIGTERM.", err=True)
+        await w.run(stop)
+    finally:
+        await postroom.aclose()
