@@ -14,6 +14,7 @@ from postroom.cli.common import configure_logging, describe, fail, run, settings
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
+from postroom.cli.smtpd import smtpd
 from postroom.config import Settings
 from postroom.errors import PostroomError
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(queues_app, name="queues")
 app.add_typer(providers_app, name="providers")
+app.command()(smtpd)
 
 
 def _version(value: bool) -> None:
@@ -81,6 +83,10 @@ def serve(
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve the API only; run 'postroom worker' apart.")
     ] = False,
+    smtp_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Also accept SMTP submissions on this port."),
+    ] = None,
 ) -> None:
     """Run the API (and, by default, a worker) in one process."""
     import uvicorn
@@ -107,7 +113,18 @@ def serve(
         typer.echo(f"Database: {_safe_url(settings)}")
         if not no_workers and workers:
             typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
-        await server.serve()
+        relay = None
+        if smtp_port is not None or settings.smtp.port is not None:
+            from postroom.relay.server import Relay
+
+            relay = await Relay(postroom).start(smtp_port)
+            listening = ", ".join(f"{h}:{p}" for h, p in relay.addresses)
+            typer.echo(f"SMTP relay: {listening}")
+        try:
+            await server.serve()
+        finally:
+            if relay is not None:
+                await relay.aclose()
 
     try:
         asyncio.run(main())
