@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import trustme
 
 from postroom.app import Postroom
 from postroom.config import SmtpSettings
 from postroom.relay.server import Relay
 from tests.providers.smtp_server import SMTPServer
 from tests.support.providers import add_provider, disable_all
-
-
-@dataclass
-class Certs:
-    cert: Path
-    key: Path
-    #: a client context that trusts the relay's certificate
-    client: ssl.SSLContext
+from tests.support.tls import Certs, make_certs
 
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    directory = tmp_path_factory.mktemp("relay-tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
-    issued.private_key_pem.write_to_path(str(key))
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return Certs(cert=cert, key=key, client=client)
+    return make_certs(tmp_path_factory.mktemp("relay-tls"))
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from postroom.config import SmtpSettings
 from postroom.db.models import EmailJob
 from postroom.relay.server import Relay
 from tests.providers.smtp_server import SMTPServer
-from tests.relay.conftest import Certs, drain
+from tests.relay.conftest import drain
+from tests.support.tls import Certs
 
 jobs_t = cast(Table, EmailJob.__table__)
 
