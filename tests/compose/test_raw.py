@@ -86,3 +86,23 @@ def test_outgoing_reads_the_structure_back_for_json_esps() -> None:
     assert message.envelope_to == ("b@example.com", "c@example.com")
     assert message.text == "plain text"
     assert [(a.filename, a.content) for a in message.attachments] == [("a.pdf", b"%PDF")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ann@example.com",
+        "Ann <ann@example.com>",
+        " Mr. Ann Smith <ann@example.com> ",
+        '"Smith, Ann" <ann@example.com>',
+        "ann@example.com, bob@example.com",
+        "Ann <ann@example.com>, Bob <bob@example.com>",
+        "undisclosed-recipients:;",
+        "ann@example.com (Ann)",
+        "<ann@example.com",
+    ],
+)
+def test_fast_address_parsing_agrees_with_the_stdlib(value: str) -> None:
+    from email.utils import getaddresses
+
+    assert raw._addresses([value]) == tuple(a for _, a in getaddresses([value]) if a)

@@ -101,8 +101,21 @@ def field_value(lines: bytes) -> str:
         return text
 
 
+#: one plain address, optionally with a simple display name: the common case, parsed fast
+_SIMPLE_ADDRESS = re.compile(
+    r'^\s*(?:[^<>",;:()\\@]*<)?([^<>\s",;:()\\@]+@[^<>\s",;:()\\@]+)>?\s*$'
+)
+
+
 def _addresses(values: Sequence[str]) -> tuple[str, ...]:
-    return tuple(addr for _, addr in getaddresses(list(values)) if addr)
+    out: list[str] = []
+    for value in values:
+        simple = _SIMPLE_ADDRESS.match(value)
+        if simple and (("<" in value) == value.rstrip().endswith(">")):
+            out.append(simple.group(1))
+        else:
+            out.extend(addr for _, addr in getaddresses([value]) if addr)
+    return tuple(out)
 
 
 def prepare(raw: bytes, *, message_id: Callable[[str], str], now: datetime) -> Prepared:

@@ -27,7 +27,7 @@ from postroom.app import Postroom
 from postroom.config import SmtpSettings
 from postroom.errors import ConfigError, MessageError
 from postroom.relay import auth
-from postroom.schemas.email import valid_address
+from postroom.services import raw_sending
 from postroom.services.raw_sending import RawEnvelope
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class _Session(SMTP):
     """aiosmtpd's protocol with AUTH PLAIN/LOGIN checked against API keys."""
 
     def __init__(self, relay: Relay, **kwargs: Any) -> None:
-        super().__init__(relay, authenticator=_defer, **kwargs)
+        # aiosmtpd inspects the handler's members for every connection: keep it small
+        super().__init__(relay.handler, authenticator=_defer, **kwargs)
         self.relay = relay
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -69,7 +70,7 @@ class _Session(SMTP):
 
 
 class Relay:
-    """The SMTP submission listeners of one Postroom; also the aiosmtpd handler."""
+    """The SMTP submission listeners of one Postroom."""
 
     def __init__(self, postroom: Postroom, settings: SmtpSettings | None = None) -> None:
         self.postroom = postroom
@@ -77,7 +78,9 @@ class Relay:
         self.networks = auth.parse_networks(self.settings.trusted_networks)
         self.limiter = auth.RateLimiter(self.settings.rate_limit_per_minute)
         self.tls_context = self._tls_context()
+        self.handler = _Handler(self)
         self._servers: list[asyncio.Server] = []
+        self._trusted: dict[str, auth.Credential | None] = {}
         #: the bound (host, port) of each listener: the submission port first
         self.addresses: list[tuple[str, int]] = []
 
@@ -148,21 +151,31 @@ class Relay:
                 await server.wait_closed()
         self._servers.clear()
 
-    # -- the aiosmtpd handler hooks ----------------------------------------------------
-
-    def _credential(self, session: Session) -> auth.Credential | None:
+    def credential(self, session: Session) -> auth.Credential | None:
+        """Who ``session`` submits as: its AUTH credential or its trusted network."""
         if session.authenticated and isinstance(session.auth_data, auth.Credential):
             return session.auth_data
-        peer = session.peer[0] if session.peer else None
-        return auth.trusted(peer, self.networks)
+        peer = str(session.peer[0]) if session.peer else ""
+        if peer not in self._trusted:
+            if len(self._trusted) > 10_000:
+                self._trusted.clear()
+            self._trusted[peer] = auth.trusted(peer, self.networks)
+        return self._trusted[peer]
+
+
+class _Handler:
+    """The aiosmtpd handler hooks: who may submit, and into the queue with the rest."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        credential = self._credential(session)
+        credential = self.relay.credential(session)
         if credential is None:
             return "530 5.7.0 Authentication required"
-        if not self.limiter.take(credential.id):
+        if not self.relay.limiter.take(credential.id):
             return "451 4.7.1 Rate limit reached for this credential, try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -171,20 +184,19 @@ class Relay:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if self._credential(session) is None:
+        if self.relay.credential(session) is None:
             return "530 5.7.0 Authentication required"
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return f"452 4.5.3 Too many recipients (at most {self.settings.max_recipients})"
-        try:
-            valid_address(address)
-        except ValueError:
+        most = self.relay.settings.max_recipients
+        if len(envelope.rcpt_tos) >= most:
+            return f"452 4.5.3 Too many recipients (at most {most})"
+        if raw_sending.envelope_address(address) is None:
             return "553 5.1.3 The recipient address is not valid"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        credential = self._credential(session)
+        credential = self.relay.credential(session)
         if credential is None:  # not reachable through MAIL, but never relay unchecked
             return "530 5.7.0 Authentication required"
         content = envelope.original_content or b""
@@ -195,7 +207,7 @@ class Relay:
             submitted_by=credential.label,
         )
         try:
-            result = await self.postroom.send_raw(content, raw_envelope)
+            result = await self.relay.postroom.send_raw(content, raw_envelope)
         except MessageError as exc:
             return f"554 5.6.0 {_one_line(exc.message)}"
         except Exception:

@@ -11,6 +11,7 @@ within ``max_message_bytes``, and a message has at most ``MAX_RECIPIENTS``.
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,11 +49,26 @@ class RawEnvelope:
     type: EmailType = EmailType.TRANSACTIONAL
 
 
-def _address(value: str, field: str) -> str:
+@functools.lru_cache(maxsize=4096)
+def _checked(value: str) -> str | ValueError:
+    """``valid_address``, cached: a relay sees the same few addresses over and over."""
     try:
         return valid_address(value)
     except ValueError as exc:
-        raise MessageError(f"{field}: {exc}", field=field) from None
+        return exc
+
+
+def envelope_address(value: str) -> str | None:
+    """The normalized address, or None when it is not a valid envelope address."""
+    checked = _checked(value)
+    return None if isinstance(checked, ValueError) else checked
+
+
+def _address(value: str, field: str) -> str:
+    checked = _checked(value)
+    if isinstance(checked, ValueError):
+        raise MessageError(f"{field}: {checked}", field=field)
+    return checked
 
 
 class RawSender:
