@@ -163,3 +163,20 @@ def test_smtpd_bad_tls_settings_are_one_line(settings: Settings, tmp_path: Path)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("Error: cannot load the SMTP certificate")
     assert "Traceback" not in done.stderr
+
+
+def test_smtpd_port_in_use_is_one_line(settings: Settings) -> None:
+    env = env_for(settings.data_dir, settings.effective_database_url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*POSTROOM, "smtpd", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"Error: cannot listen for SMTP on 127.0.0.1:{port}")

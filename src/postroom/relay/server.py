@@ -124,24 +124,31 @@ class Relay:
 
     async def start(self, port: int | None = None) -> Relay:
         """Listen on the submission port (``port`` overrides the setting; 0: any free port)."""
-        loop = asyncio.get_running_loop()
         host = self.settings.host
         port = self.settings.port if port is None else port
         if port is None:
             raise ConfigError("no SMTP port: set POSTROOM_SMTP__PORT or pass --smtp-port")
-        server = await loop.create_server(lambda: self._protocol(implicit_tls=False), host, port)
+        await self._listen(host, port, implicit_tls=False)
+        if self.settings.tls_port is not None and self.tls_context is not None:
+            await self._listen(host, self.settings.tls_port, implicit_tls=True)
+        return self
+
+    async def _listen(self, host: str, port: int, *, implicit_tls: bool) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: self._protocol(implicit_tls=implicit_tls),
+                host,
+                port,
+                ssl=self.tls_context if implicit_tls else None,
+            )
+        except OSError as exc:
+            await self.aclose()
+            raise ConfigError(
+                f"cannot listen for SMTP on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         self._servers.append(server)
         self.addresses.append(server.sockets[0].getsockname()[:2])
-        if self.settings.tls_port is not None and self.tls_context is not None:
-            tls_server = await loop.create_server(
-                lambda: self._protocol(implicit_tls=True),
-                host,
-                self.settings.tls_port,
-                ssl=self.tls_context,
-            )
-            self._servers.append(tls_server)
-            self.addresses.append(tls_server.sockets[0].getsockname()[:2])
-        return self
 
     async def aclose(self) -> None:
         for server in self._servers:
