@@ -182,3 +182,11 @@ async def test_needs_a_key_with_the_send_scope(
     )
     assert response.status_code == 403
     assert await count(postroom, jobs_t) == 0
+
+
+async def test_openapi_documents_both_bodies(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    body = spec["paths"][RAW]["post"]["requestBody"]["content"]
+    assert set(body) == {"message/rfc822", "application/json"}
+    assert "$ref" not in str(body) and "$defs" not in str(body)
+    assert "transactional" in body["application/json"]["schema"]["properties"]["type"]["enum"]

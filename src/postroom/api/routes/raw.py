@@ -46,6 +46,24 @@ class RawSendRequest(ApiModel):
     type: EmailType = EmailType.TRANSACTIONAL
 
 
+def _inline_schema(model: type[ApiModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined, to sit inside a path item."""
+    schema = model.model_json_schema(by_alias=True)
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
+
+
 @router.post(
     "/send/raw",
     status_code=202,
@@ -56,7 +74,7 @@ class RawSendRequest(ApiModel):
             "required": True,
             "content": {
                 "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
-                "application/json": {"schema": RawSendRequest.model_json_schema(by_alias=True)},
+                "application/json": {"schema": _inline_schema(RawSendRequest)},
             },
         }
     },
