@@ -30,6 +30,7 @@ from postroom.schemas.email import EmailRequest
 from postroom.schemas.results import EmailSendResult, EmailStatus
 from postroom.services import bootstrap, status
 from postroom.services.keys import KeyStore
+from postroom.services.raw_sending import RawEnvelope, RawSender
 from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
 
@@ -62,6 +63,7 @@ class Postroom:
         self.engine = engine or db_engine.create_engine(self.settings)
         self.queues = QueueDirectory(self.engine)
         self.sender = Sender(self.engine, self.settings, self.clock, self.queues)
+        self.raw_sender = RawSender(self.sender)
         self.keys = KeyStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
         self._workers: list[Worker] = []
@@ -116,6 +118,21 @@ class Postroom:
         """Accept one email; it is durable when this returns."""
         parsed = self.parse_request(request)
         result = await self.sender.send(parsed, idempotency_key=idempotency_key)
+        for worker in self._workers:
+            worker.wake()
+        return result
+
+    async def send_raw(
+        self,
+        mime: bytes,
+        envelope: RawEnvelope | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> EmailSendResult:
+        """Accept one finished MIME message; it is durable when this returns."""
+        result = await self.raw_sender.send_raw(
+            mime, envelope or RawEnvelope(), idempotency_key=idempotency_key
+        )
         for worker in self._workers:
             worker.wake()
         return result

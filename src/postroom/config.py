@@ -39,6 +39,34 @@ class WorkerSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
 
+class SmtpSettings(BaseSettings):
+    """The SMTP submission relay (``postroom smtpd``, ``postroom serve --smtp-port``)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    #: the submission port (STARTTLS when a certificate is set); ``None``: the relay is off
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: a second port with implicit TLS (RFC 8314); needs a certificate
+    tls_port: int | None = Field(default=None, ge=1, le=65535)
+    #: PEM certificate chain and private key; without them AUTH is refused (see below)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: the name in the greeting and EHLO reply
+    hostname: str = "postroom.localhost"
+    #: client networks (CIDR) that may submit without AUTH, like Postal's SMTP-IP credentials
+    trusted_networks: list[str] = Field(default_factory=list)
+    #: allow AUTH without TLS, only when the relay listens on a loopback address
+    insecure_loopback_auth: bool = False
+    #: envelope recipients accepted per message
+    max_recipients: int = Field(default=100, ge=1, le=1000)
+    #: messages a credential (API key, or client address for trusted networks) may
+    #: submit per minute, per relay process; 0: no limit
+    rate_limit_per_minute: int = Field(default=6000, ge=0)
+    #: seconds a connection may stay idle before it is closed
+    timeout_s: float = Field(default=300.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of Postroom's configuration."""
 
@@ -76,6 +104,7 @@ class Settings(BaseSettings):
     #: ``text`` for people, ``json`` (one object per line) for log shippers
     log_format: Literal["text", "json"] = "text"
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
 
     @field_validator("log_level")
     @classmethod

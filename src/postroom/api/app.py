@@ -15,7 +15,7 @@ from postroom import __version__
 from postroom.api import docs, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import email, health, providers, queues
+from postroom.api.routes import email, health, providers, queues, raw
 from postroom.app import Postroom
 from postroom.schemas.email import EmailRequest
 
@@ -56,6 +56,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_key)])
     api.include_router(email.router)
+    api.include_router(raw.router)
     api.include_router(queues.router)
     api.include_router(providers.router)
     app.include_router(api)

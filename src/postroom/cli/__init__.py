@@ -17,6 +17,7 @@ from postroom.cli.common import new_typer
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
+from postroom.cli.smtpd import smtpd
 
 app = new_typer("Postroom: self-hosted email delivery.")
 app.add_typer(keys_app, name="keys")
@@ -28,6 +29,7 @@ app.command("worker")(serving.worker)
 app.command("send")(sending.send)
 app.command("status")(sending.status)
 app.command("config")(configuration.show)
+app.command("smtpd")(smtpd)
 
 
 def _version(value: bool) -> None:

@@ -85,6 +85,12 @@ def serve(
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve the API only; run 'postroom worker' apart.")
     ] = False,
+    smtp_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, metavar="PORT", help="Also accept SMTP submissions on this port."
+        ),
+    ] = None,
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run the API (and, by default, a worker) in one process."""
@@ -121,7 +127,18 @@ def serve(
         typer.echo(f"Database: {safe_url(settings)}")
         if not no_workers and workers:
             typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
-        await server.serve(sockets=[sock])
+        relay = None
+        if smtp_port is not None or settings.smtp.port is not None:
+            from postroom.relay.server import Relay
+
+            relay = await Relay(postroom).start(smtp_port)
+            listening = ", ".join(f"{h}:{p}" for h, p in relay.addresses)
+            typer.echo(f"SMTP relay: {listening}")
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if relay is not None:
+                await relay.aclose()
 
     try:
         asyncio.run(main())

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom import logs
 from postroom.clock import Clock, SystemClock
+from postroom.compose import raw as raw_mime
 from postroom.compose.message import compose
 from postroom.config import Settings
 from postroom.db.engine import reader
@@ -271,12 +272,15 @@ class Worker:
         started = self.clock.now()
         candidate: Candidate | None = None
         try:
-            message = compose(
-                str(job.id),
-                job.request,
-                now=started,
-                message_id_domain=self.settings.message_id_domain,
-            )
+            if "raw" in job.data:  # SMTP or /send/raw: the stored bytes go out as they are
+                message = raw_mime.outgoing(str(job.id), job.data)
+            else:
+                message = compose(
+                    str(job.id),
+                    job.request,
+                    now=started,
+                    message_id_domain=self.settings.message_id_domain,
+                )
             choice = await self.router.acquire(
                 message, failed_provider_id=job.failed_provider_id, only=job.request.get("provider")
             )

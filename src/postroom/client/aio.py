@@ -1,0 +1,103 @@
+"""``AsyncPostroomClient``: the asyncio client (FastAPI, aiohttp, workers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from email.message import Message
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from postroom.client import common
+from postroom.schemas.queues import QueueList
+from postroom.schemas.results import EmailSendResult, EmailStatus
+
+
+class AsyncPostroomClient:
+    """One Postroom server, one API key; reuses its connections until closed."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 30.0,
+        retry: common.RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.retry = retry or common.RetryPolicy()
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + common.API_PREFIX,
+            headers=common.headers(api_key),
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    async def send(
+        self, request: Mapping[str, Any] | Any, *, idempotency_key: str | None = None
+    ) -> EmailSendResult:
+        """Queue an email (an ``EmailRequest`` or its JSON as a dict)."""
+        response = await self._call(
+            "POST",
+            "/send",
+            json=common.request_body(request),
+            headers=common.idempotency(idempotency_key),
+        )
+        return EmailSendResult.model_validate(common.checked(response))
+
+    async def send_raw(
+        self,
+        message: bytes | Message,
+        *,
+        to: Sequence[str] | None = None,
+        from_: str | None = None,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> EmailSendResult:
+        """Queue a finished MIME message; ``to`` defaults to its To, Cc and Bcc."""
+        body = common.raw_body(message, to=to, from_=from_, queue=queue)
+        response = await self._call(
+            "POST", "/send/raw", json=body, headers=common.idempotency(idempotency_key)
+        )
+        return EmailSendResult.model_validate(common.checked(response))
+
+    async def status(self, email_id: str) -> EmailStatus:
+        response = await self._call("GET", f"/status/{email_id}")
+        return EmailStatus.model_validate(common.checked(response))
+
+    async def queues(self) -> QueueList:
+        return QueueList.model_validate(common.checked(await self._call("GET", "/queues")))
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call, retried as ``self.retry`` says with the same headers and body."""
+        for attempt in range(1, self.retry.attempts + 1):
+            last = attempt == self.retry.attempts
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if last:
+                    raise common.ApiUnavailable(f"cannot reach Postroom: {exc}") from exc
+                await self._sleep(self.retry.delay(attempt, None))
+                continue
+            if not common.should_retry(response) or last:
+                return response
+            await self._sleep(self.retry.delay(attempt, response))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncPostroomClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

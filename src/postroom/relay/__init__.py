@@ -1,0 +1,1 @@
+"""The SMTP submission relay: aiosmtpd sessions that feed raw MIME into the queue."""
