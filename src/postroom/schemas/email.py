@@ -172,7 +172,7 @@ class EmailAttachment(ApiModel):
 class EmailContent(ApiModel):
     text: BodyText | None = None
     html: BodyText | None = None
-    template: dict[str, Any] | None = None
+    template: dict[str, Any] | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
 
     @field_validator("template")
     @classmethod
@@ -188,19 +188,19 @@ class EmailRequest(ApiModel):
     from_: EmailSender | None = Field(default=None, alias="from")
     reply_to: EmailSender | None = None
     subject: Annotated[HeaderText, Field(max_length=500)]
-    template_id: Text | None = None
+    template_id: Text | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
     content: EmailContent
     type: EmailType = EmailType.TRANSACTIONAL
     priority: Annotated[int, Field(ge=1, le=5)] | None = None
     scheduled_at: datetime | None = None
-    track_delivery: bool | None = None
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    track_delivery: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
+    track_opens: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
+    track_clicks: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
     tags: Annotated[list[Annotated[HeaderText, Field(max_length=100)]], Field(max_length=50)] = (
         Field(default_factory=list)
     )
     metadata: JsonObject | None = None
-    template_data: JsonObject | None = None
+    template_data: JsonObject | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
     attachments: list[EmailAttachment] = Field(default_factory=list)
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
     source: Annotated[Text, Field(max_length=100)] | None = None
