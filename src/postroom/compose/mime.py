@@ -4,8 +4,8 @@ The stdlib ``EmailMessage`` API costs about 1.5 ms per message and the legacy
 ``email.mime`` classes about 0.45 ms; at thousands of messages per second that
 is most of a core. The shapes Postroom sends are few (text, html, both, plus
 attachments and inline parts), so this module writes them directly, leaning on
-the stdlib for the encodings: ``email.header`` (RFC 2047), ``email.utils``
-(addresses, dates) and ``binascii`` (quoted-printable, base64). Tests parse the
+the stdlib for the encodings: ``email.utils`` (dates), ``urllib.parse`` (RFC 2231)
+and ``binascii`` (RFC 2047 base64 words, quoted-printable, base64). Tests parse the
 output back with the stdlib parser.
 
 No line exceeds RFC 5322's 998 octets: header fields are folded before whitespace
