@@ -340,3 +340,24 @@ async def test_scheduled_mail_waits_then_is_sent(
     finally:
         await worker.aclose()
     assert (await postroom.status(response.json()["id"])).status == "sent"
+
+
+# -- line lengths, end to end ------------------------------------------------------------
+
+
+async def test_a_thousand_recipients_and_long_lines_arrive_within_998_octets(
+    client: httpx.AsyncClient, postroom: Postroom, tmp_path: Path
+) -> None:
+    to = [
+        {"email": f"user{n}@example.com", "name": f"User {n}", "type": "cc" if n % 2 else "to"}
+        for n in range(1000)
+    ]
+    line = "x" * 5000
+    body = email_body(to=to, content={"text": line, "html": f"<p>{line}</p>"})
+    response = await post(client, body)
+    assert response.status_code == 202, response.text
+
+    message = await sent_message(postroom, tmp_path, response.json()["id"])
+    got = [a.addr_spec for a in message["To"].addresses + message["Cc"].addresses]
+    assert sorted(got) == sorted(r["email"] for r in to)
+    assert message.get_body(("plain",)).get_content().rstrip("\r\n") == line
