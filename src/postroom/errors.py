@@ -15,7 +15,8 @@
     │   ├── InvalidAddress(ValueError)
     │   ├── TemplateError
     │   ├── Suppressed
-    │   └── UnsupportedFeature         a provider cannot express part of it
+    │   ├── UnsupportedFeature         a provider cannot express part of it
+    │   └── ComposeError               a stored request cannot become MIME: fail, no retry
     ├── ProviderError                  .provider, .status, .response_excerpt, .retryable
     │   ├── ProviderTransientError     SMTP 4xx, HTTP 429/5xx, drops: retry (.retry_after)
     │   │   └── ProviderTimeout(TimeoutError)
@@ -137,6 +138,12 @@ class UnsupportedFeature(MessageError):
     """The provider cannot express part of this message."""
 
     code = "unsupported-feature"
+
+
+class ComposeError(MessageError):
+    """The message cannot be composed from its request; retrying will not help."""
+
+    code = "compose"
 
 
 class ProviderError(PostroomError):

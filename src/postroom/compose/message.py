@@ -1,18 +1,29 @@
 """From a job's stored request to an ``OutgoingMessage``.
 
 The request was validated and normalized when it was accepted, so this reads
-the stored JSON directly instead of validating it again on the hot path.
+the stored JSON directly instead of validating it again on the hot path; only
+the cheap header-policy checks run again, so that a job queued before a rule
+existed cannot slip past it.
+
+Whatever goes wrong here goes wrong on every attempt (the stored request does
+not change), so every failure is a :class:`ComposeError`, which the worker
+treats as permanent: the job fails at once with the reason instead of retrying.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from postroom.compose import headers as header_policy
 from postroom.compose import mime
+from postroom.errors import ComposeError
 from postroom.providers.base import Address, Attachment, OutgoingMessage
+
+log = logging.getLogger(__name__)
 
 
 def _address(raw: Mapping[str, Any]) -> Address:
@@ -34,7 +45,27 @@ def compose(
     now: datetime,
     message_id_domain: str,
 ) -> OutgoingMessage:
-    """Compose the message a stored request describes, MIME bytes included."""
+    """Compose the message a stored request describes, MIME bytes included.
+
+    Raises ComposeError, and nothing else, when the request cannot become a message.
+    """
+    try:
+        return _compose(email_id, request, now=now, message_id_domain=message_id_domain)
+    except ComposeError:
+        raise
+    except Exception as exc:
+        log.warning("email %s cannot be composed", email_id, exc_info=exc)
+        reason = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
+        raise ComposeError(f"the message cannot be composed: {reason}") from exc
+
+
+def _compose(
+    email_id: str,
+    request: Mapping[str, Any],
+    *,
+    now: datetime,
+    message_id_domain: str,
+) -> OutgoingMessage:
     sender = _address(request["from"])
     to: list[Address] = []
     cc: list[Address] = []
@@ -56,7 +87,12 @@ def compose(
         for a in request.get("attachments") or ()
     )
     headers = dict(request.get("headers") or {})
-    headers.setdefault("X-Postroom-Id", email_id)
+    problems = header_policy.problems(headers)
+    for a in attachments:
+        problems += header_policy.attachment_problems(a.content_type, a.cid)
+    if problems:
+        raise ComposeError("; ".join(problems).encode("utf-8", "backslashreplace").decode())
+    headers["X-Postroom-Id"] = email_id
     message_id = message_id_for(email_id, sender.email, message_id_domain)
     raw = mime.build_message(
         message_id=message_id,

@@ -4,25 +4,43 @@ The stdlib ``EmailMessage`` API costs about 1.5 ms per message and the legacy
 ``email.mime`` classes about 0.45 ms; at thousands of messages per second that
 is most of a core. The shapes Postroom sends are few (text, html, both, plus
 attachments and inline parts), so this module writes them directly, leaning on
-the stdlib for the encodings: ``email.header`` (RFC 2047), ``email.utils``
-(addresses, dates) and ``binascii`` (quoted-printable, base64). Tests parse the
+the stdlib for the encodings: ``email.utils`` (dates), ``urllib.parse`` (RFC 2231)
+and ``binascii`` (RFC 2047 base64 words, quoted-printable, base64). Tests parse the
 output back with the stdlib parser.
+
+No line exceeds RFC 5322's 998 octets: header fields are folded before whitespace
+(address lists one address at a time), free text that cannot be folded becomes
+RFC 2047 encoded-words, long filenames become RFC 2231 continuations, and a body
+goes out as 7bit only when it is ASCII in short lines without NUL. A header that
+cannot be written within the limit raises ``ValueError``; the request checks keep
+that from happening to accepted mail.
 """
 
 from __future__ import annotations
 
 import binascii
 import functools
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from email.header import Header
 from email.utils import format_datetime
+from urllib.parse import quote
 
+from postroom.compose import headers as header_policy
 from postroom.providers.base import Address, Attachment
 
 CRLF = b"\r\n"
-_MAX_PLAIN_HEADER = 998 - 80
+#: RFC 5322: a line MUST be at most 998 octets, SHOULD be at most 78 characters
+MAX_LINE_OCTETS = 998
+FOLD_WIDTH = 78
+#: a folding point: between a non-space and the whitespace after it
+_FOLD_POINT = re.compile(r"(?<=[^ \t])(?=[ \t])")
+#: UTF-8 bytes in one encoded-word: base64 of 45 bytes is 60 characters, 72 in all
+_ENCODED_WORD_BYTES = 45
+_WORD_AND_SPACE = re.compile(r"\S+\s*|\s+")
+#: longest RFC 2231 filename segment, so each ``filename*N*=`` line stays short
+_FILENAME_SEGMENT = 60
 
 
 def _is_ascii(text: str) -> bool:
@@ -35,11 +53,76 @@ def _date_header(date: datetime) -> str:
     return format_datetime(date)
 
 
-def encode_header_value(value: str) -> str:
-    """ASCII as is (folded if long), anything else as RFC 2047 encoded-words."""
-    if _is_ascii(value) and len(value) < _MAX_PLAIN_HEADER:
-        return value
-    return Header(value, "utf-8", header_name="Subject").encode(linesep="\r\n")
+def fold(name: str, value: str) -> str:
+    """``Name: value``, folded before whitespace into lines of at most 78 characters
+    where the words allow (unfolding gives the value back exactly).
+
+    Raises ValueError when a word is too long for a 998-octet line.
+    """
+    line = f"{name}: {value}"
+    if len(line) <= FOLD_WIDTH:
+        return line
+    # never fold right after the colon: parsers would keep that space in the value
+    pieces = _FOLD_POINT.split(value)
+    lines: list[str] = []
+    current = f"{name}: {pieces[0]}"
+    for piece in pieces[1:]:
+        if len(current) + len(piece) > FOLD_WIDTH:
+            lines.append(current)
+            current = piece
+        else:
+            current += piece
+    lines.append(current)
+    if any(len(part.encode()) > MAX_LINE_OCTETS for part in lines):
+        raise ValueError(f"header {name!r} has a word too long for a {MAX_LINE_OCTETS}-octet line")
+    return "\r\n".join(lines)
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 encoded-words of at most 72 characters, separated by spaces.
+
+    A decoder drops the space between two encoded-words, so a break falls after a
+    space of the text (kept inside the first word) wherever one is near.
+    """
+    chunks: list[str] = []
+    current, size = "", 0
+    for piece in _WORD_AND_SPACE.findall(text):
+        n = len(piece.encode())
+        if size + n > _ENCODED_WORD_BYTES:
+            if current:
+                chunks.append(current)
+            current, size = "", 0
+        for char in piece if n > _ENCODED_WORD_BYTES else (piece,):
+            width = len(char.encode())
+            if size + width > _ENCODED_WORD_BYTES:
+                chunks.append(current)
+                current, size = "", 0
+            current, size = current + char, size + width
+    if current or not chunks:
+        chunks.append(current)
+    return " ".join(
+        "=?utf-8?b?" + binascii.b2a_base64(c.encode(), newline=False).decode() + "?="
+        for c in chunks
+    )
+
+
+def unstructured_header(name: str, value: str) -> str:
+    """A free-text header: ASCII folded as is; anything else, or a word too long to
+    fold, as encoded-words."""
+    if _is_ascii(value):
+        try:
+            return fold(name, value)
+        except ValueError:
+            pass
+    return fold(name, _encoded_words(value))
+
+
+def extra_header(name: str, value: str) -> str:
+    """A request's own header: free text is encoded as needed, structured values
+    (message-ids, URLs) are only folded, since encoding would change their meaning."""
+    if header_policy.is_unstructured(name):
+        return unstructured_header(name, value)
+    return fold(name, value)
 
 
 def format_address(address: Address) -> str:
@@ -57,7 +140,7 @@ def format_address(address: Address) -> str:
             escaped = name.replace("\\", "\\\\").replace('"', '\\"')
             return f'"{escaped}" <{email}>'
         return f"{name} <{email}>"
-    return f"{Header(name, 'utf-8').encode()} <{email}>"
+    return f"{_encoded_words(name)} <{email}>"
 
 
 def _ascii_domain(email: str) -> str:
@@ -72,8 +155,9 @@ def envelope_address(email: str) -> str:
     return _ascii_domain(email)
 
 
-def _address_list(addresses: Iterable[Address]) -> str:
-    return ", ".join(format_address(a) for a in addresses)
+def address_header(name: str, addresses: Iterable[Address]) -> str:
+    """An address list header, folded between (and within) addresses."""
+    return fold(name, ", ".join(format_address(a) for a in addresses))
 
 
 def _qp(text: str) -> bytes:
@@ -91,7 +175,9 @@ def _b64(data: bytes) -> bytes:
 
 
 def _text_part(subtype: str, text: str) -> bytes:
-    if text.isascii() and max((len(line) for line in text.splitlines()), default=0) <= 76:
+    # 7bit only for short ASCII lines; NUL is never sent raw (RFC 5322 section 2.3)
+    short = max((len(line) for line in text.splitlines()), default=0) <= 76
+    if text.isascii() and short and "\x00" not in text:
         body = text.replace("\r\n", "\n").replace("\r", "\n").encode().replace(b"\n", CRLF)
         encoding = b"7bit"
     else:
@@ -104,22 +190,32 @@ def _text_part(subtype: str, text: str) -> bytes:
     )  # fmt: skip
 
 
-def _attachment_part(attachment: Attachment) -> bytes:
-    filename = attachment.filename
+def _filename_params(filename: str) -> list[str]:
+    """The ``filename`` parameter: quoted ASCII, else RFC 2231 UTF-8 in short segments."""
     if _is_ascii(filename):
         quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
-        param = f'filename="{quoted}"'
-    else:  # RFC 2231
-        from urllib.parse import quote
+        return [f'filename="{quoted}"']
+    encoded = re.findall(r"%[0-9A-F]{2}|[^%]", quote(filename, safe=""))
+    segments: list[str] = [""]
+    for token in encoded:
+        if len(segments[-1]) + len(token) > _FILENAME_SEGMENT:
+            segments.append("")
+        segments[-1] += token
+    if len(segments) == 1:
+        return [f"filename*=utf-8''{segments[0]}"]
+    segments[0] = "utf-8''" + segments[0]
+    return [f"filename*{n}*={segment}" for n, segment in enumerate(segments)]
 
-        param = f"filename*=utf-8''{quote(filename, safe='')}"
+
+def _attachment_part(attachment: Attachment) -> bytes:
+    disposition = ";\r\n ".join([attachment.disposition, *_filename_params(attachment.filename)])
     lines = [
-        f"Content-Type: {attachment.content_type}",
+        fold("Content-Type", attachment.content_type),
         "Content-Transfer-Encoding: base64",
-        f"Content-Disposition: {attachment.disposition}; {param}",
+        f"Content-Disposition: {disposition}",
     ]
     if attachment.cid:
-        lines.append(f"Content-ID: <{attachment.cid.strip('<>')}>")
+        lines.append(fold("Content-ID", f"<{attachment.cid.strip('<>')}>"))
     head = "\r\n".join(lines).encode() + CRLF + CRLF
     return head + _b64(attachment.content)
 
@@ -174,18 +270,18 @@ def build_message(
     head = [
         f"Message-ID: {message_id}",
         f"Date: {_date_header(date.replace(microsecond=0))}",
-        f"From: {format_address(from_)}",
+        fold("From", format_address(from_)),
     ]
     if to:
-        head.append(f"To: {_address_list(to)}")
+        head.append(address_header("To", to))
     else:
         head.append("To: undisclosed-recipients:;")
     if cc:
-        head.append(f"Cc: {_address_list(cc)}")
+        head.append(address_header("Cc", cc))
     if reply_to:
-        head.append(f"Reply-To: {_address_list(reply_to)}")
-    head.append(f"Subject: {encode_header_value(subject)}")
-    head.extend(f"{name}: {encode_header_value(value)}" for name, value in headers)
+        head.append(address_header("Reply-To", reply_to))
+    head.append(unstructured_header("Subject", subject))
+    head.extend(extra_header(name, value) for name, value in headers)
     head.append("MIME-Version: 1.0")
     return (
         "\r\n".join(head).encode("utf-8")

@@ -3,6 +3,12 @@
 Header-bound text (subject, names, addresses, header names and values, filenames)
 must not carry CR, LF or other control characters: that is how header injection
 (``"Hi\\r\\nBcc: x@evil.example"``) is refused before anything is queued.
+
+No text anywhere in a request may hold a lone surrogate (JSON ``"\\ud800"``): it is
+not a character, cannot be encoded as UTF-8, and PostgreSQL refuses it in JSON.
+
+Nothing accepted is ignored: fields of the spec that Postroom does not act on yet
+(templates, open/click/delivery tracking) are refused as "not supported yet".
 """
 
 from __future__ import annotations
@@ -16,29 +22,72 @@ from typing import Annotated, Any, Literal
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
+from postroom.compose import headers as header_policy
 from postroom.schemas.base import ApiModel
 from postroom.types import EmailType, RecipientType
 
 #: C0 and C1 controls, DEL, and Unicode line/paragraph separators
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-#: RFC 5322 field name: printable ASCII except colon
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-#: headers Postroom writes itself; a request may not set them
-RESERVED_HEADERS = frozenset(
-    {
-        "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
-        "mime-version", "content-type", "content-transfer-encoding", "sender",
-        "return-path", "received",
-    }
-)  # fmt: skip
+#: RFC 5321: at most 64 octets before the @
+MAX_LOCAL_PART_OCTETS = 64
 
 #: the size limit used when validation is not given one in its context
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
+_NOT_SUPPORTED = "not supported yet: "
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def valid_unicode(value: str) -> str:
+    if _has_surrogate(value):
+        raise ValueError("must be valid Unicode text (a lone surrogate such as \\ud800 is not)")
+    return value
+
 
 def no_control_chars(value: str) -> str:
+    valid_unicode(value)
     if _CONTROL.search(value):
         raise ValueError("must not contain line breaks or other control characters")
+    return value
+
+
+def body_text(value: str) -> str:
+    valid_unicode(value)
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _surrogate_path(value: Any, path: str) -> str | None:
+    """Where in a JSON value a key or string holds a lone surrogate, if anywhere."""
+    if isinstance(value, str):
+        return path if _has_surrogate(value) else None
+    items: Any = ()
+    if isinstance(value, dict):
+        for key in value:
+            if _has_surrogate(str(key)):
+                return f"{path}.{key!r}" if path else repr(key)
+        items = ((f"{path}.{key}" if path else str(key), v) for key, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(value))
+    for sub_path, item in items:
+        found = _surrogate_path(item, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def json_text(value: dict[str, Any]) -> dict[str, Any]:
+    found = _surrogate_path(value, "")
+    if found is not None:
+        raise ValueError(f"{found}: must be valid Unicode text (a lone surrogate is not)")
     return value
 
 
@@ -48,10 +97,25 @@ def valid_address(value: str) -> str:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"{value!r} is not a valid email address: {exc}") from None
+    octets = len(result.local_part.encode())
+    if octets > MAX_LOCAL_PART_OCTETS:
+        raise ValueError(
+            f"{value!r} is not a valid email address: the part before the @ is {octets} "
+            f"octets; at most {MAX_LOCAL_PART_OCTETS} (RFC 5321)"
+        )
     return result.normalized
 
 
+def _address_key(address: str) -> str:
+    """Addresses that differ only in letter case reach the same mailbox in practice."""
+    local, _, domain = address.rpartition("@")
+    return f"{local.casefold()}@{domain.lower()}"
+
+
+Text = Annotated[str, AfterValidator(valid_unicode)]
 HeaderText = Annotated[str, AfterValidator(no_control_chars)]
+BodyText = Annotated[str, AfterValidator(body_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(json_text)]
 EmailAddress = Annotated[str, Field(max_length=254), AfterValidator(valid_address)]
 
 
@@ -62,18 +126,17 @@ class EmailSender(ApiModel):
 
 class EmailRecipient(EmailSender):
     type: RecipientType = RecipientType.TO
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 class EmailAttachment(ApiModel):
     filename: Annotated[HeaderText, Field(min_length=1, max_length=255)]
     #: base64-encoded bytes
     content: str
-    content_type: Annotated[HeaderText, Field(pattern=r"^[\w.+-]+/[\w.+-]+$")] = (
-        "application/octet-stream"
-    )
+    #: ``type/subtype`` (RFC 6838), without parameters
+    content_type: Annotated[HeaderText, Field(max_length=255)] = "application/octet-stream"
     disposition: Literal["attachment", "inline"] = "attachment"
-    cid: Annotated[HeaderText, Field(max_length=255)] | None = None
+    cid: Annotated[HeaderText, Field(max_length=250)] | None = None
 
     @field_validator("content")
     @classmethod
@@ -82,6 +145,20 @@ class EmailAttachment(ApiModel):
             base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("must be base64-encoded") from None
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        if problems := header_policy.attachment_problems(value, None):
+            raise ValueError(problems[0])
+        return value
+
+    @field_validator("cid")
+    @classmethod
+    def _cid(cls, value: str | None) -> str | None:
+        if value is not None and (problems := header_policy.attachment_problems("a/b", value)):
+            raise ValueError(problems[0])
         return value
 
     def decoded(self) -> bytes:
@@ -93,9 +170,15 @@ class EmailAttachment(ApiModel):
 
 
 class EmailContent(ApiModel):
-    text: str | None = None
-    html: str | None = None
-    template: dict[str, Any] | None = None
+    text: BodyText | None = None
+    html: BodyText | None = None
+    template: dict[str, Any] | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            raise ValueError(_NOT_SUPPORTED + "templates are not implemented; send text or html")
 
 
 class EmailRequest(ApiModel):
@@ -105,55 +188,91 @@ class EmailRequest(ApiModel):
     from_: EmailSender | None = Field(default=None, alias="from")
     reply_to: EmailSender | None = None
     subject: Annotated[HeaderText, Field(max_length=500)]
-    # before ``content``, whose check needs to see it
-    template_id: str | None = None
+    template_id: Text | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
     content: EmailContent
     type: EmailType = EmailType.TRANSACTIONAL
     priority: Annotated[int, Field(ge=1, le=5)] | None = None
     scheduled_at: datetime | None = None
-    track_delivery: bool | None = None
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    track_delivery: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
+    track_opens: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
+    track_clicks: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
     tags: Annotated[list[Annotated[HeaderText, Field(max_length=100)]], Field(max_length=50)] = (
         Field(default_factory=list)
     )
-    metadata: dict[str, Any] | None = None
-    template_data: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
+    template_data: JsonObject | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
     attachments: list[EmailAttachment] = Field(default_factory=list)
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
-    source: Annotated[str, Field(max_length=100)] | None = None
-    user_id: Annotated[str, Field(max_length=255)] | None = None
-    #: extension: extra message headers
+    source: Annotated[Text, Field(max_length=100)] | None = None
+    user_id: Annotated[Text, Field(max_length=255)] | None = None
+    #: extension: extra message headers (see ``compose.headers`` for which)
     headers: dict[str, str] = Field(default_factory=dict)
     #: extension: put the job on this queue (by name or id) instead of routing by type
-    queue: Annotated[str, Field(max_length=255)] | None = None
+    queue: Annotated[Text, Field(max_length=255)] | None = None
     #: extension: send only through this provider (by name or id), no failover
-    provider: Annotated[str, Field(max_length=255)] | None = None
+    provider: Annotated[Text, Field(max_length=255)] | None = None
+
+    @field_validator("template_id", "template_data")
+    @classmethod
+    def _no_templates(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError(_NOT_SUPPORTED + "templates are not implemented; send content")
+
+    @field_validator("track_delivery", "track_opens", "track_clicks")
+    @classmethod
+    def _no_tracking(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value:
+            what = (info.field_name or "").removeprefix("track_")
+            raise ValueError(
+                f"{_NOT_SUPPORTED}{what} tracking is not implemented (false or absent is accepted)"
+            )
+        return value
 
     @field_validator("scheduled_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # a time without zone is taken as UTC
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range: in UTC it falls outside years 1 to 9999") from None
+
+    @field_validator("to")
+    @classmethod
+    def _distinct(cls, value: list[EmailRecipient]) -> list[EmailRecipient]:
+        first: dict[str, int] = {}
+        repeats: list[str] = []
+        for i, recipient in enumerate(value):
+            j = first.setdefault(_address_key(recipient.email), i)
+            if j != i:
+                repeats.append(f"to.{i} {recipient.email!r} repeats to.{j} {value[j].email!r}")
+        if repeats:
+            raise ValueError(
+                "each address may be a recipient only once (letter case aside): "
+                + "; ".join(repeats)
+            )
         return value
 
     @field_validator("content")
     @classmethod
-    def _has_body(cls, value: EmailContent, info: ValidationInfo) -> EmailContent:
-        if not (value.text or value.html or value.template or info.data.get("template_id")):
-            raise ValueError("content needs text or html (or a template)")
+    def _has_body(cls, value: EmailContent) -> EmailContent:
+        if not (value.text or value.html):
+            raise ValueError("content needs text or html")
         return value
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"header name {name!r} is not a valid field name")
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by Postroom and cannot be given")
-            if _CONTROL.search(text):
-                raise ValueError(f"header {name!r} must not contain line breaks")
+            if _has_surrogate(name) or _has_surrogate(text):
+                raise ValueError(
+                    f"header {name!r} must be valid Unicode text (a lone surrogate is not)"
+                )
+        if problems := header_policy.problems(value):
+            raise ValueError("; ".join(problems))
         return value
 
     @model_validator(mode="after")

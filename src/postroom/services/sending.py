@@ -51,10 +51,13 @@ class Sender:
             if row is not None:
                 return _result_from_row(row)
         sender = request.from_ or self._default_sender()
-        queue = await self.directory.for_request(request.type, request.queue)
+        now = self.clock.now()
+        route = await self.directory.for_request(
+            request.type, request.queue, scheduled_at=request.scheduled_at, now=now
+        )
+        queue = route.queue
         if request.provider is not None:
             await self._check_provider(request.provider)
-        now = self.clock.now()
         scheduled_at = max(now, request.scheduled_at) if request.scheduled_at else now
         job_id = uuid.uuid4()
         payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -63,7 +66,7 @@ class Sender:
             id=job_id,
             queue_id=queue.id,
             type=request.type,
-            priority=request.priority or queue.default_job_priority,
+            priority=request.priority or route.default_priority,
             max_attempts=request.max_attempts or queue.max_attempts or self.settings.max_attempts,
             data={
                 "request": payload,
