@@ -15,10 +15,12 @@ from postroom.cli.common import configure_logging, run, settings_or_exit
 async def smtpd(
     host: Annotated[str | None, typer.Option(metavar="ADDR", help="Address to listen on.")] = None,
     port: Annotated[
-        int | None, typer.Option(min=0, max=65535, metavar="PORT", help="Submission port (default: 2525).")
+        int | None,
+        typer.Option(min=0, max=65535, metavar="PORT", help="Submission port (default: 2525)."),
     ] = None,
     workers: Annotated[
-        int, typer.Option(min=0, metavar="N", help="Workers to run in this process (0 = relay only).")
+        int,
+        typer.Option(min=0, metavar="N", help="Workers to run in this process (0 = relay only)."),
     ] = 0,
 ) -> None:
     """Accept SMTP submissions into the queue until SIGTERM or Ctrl-C."""

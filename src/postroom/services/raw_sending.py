@@ -127,7 +127,8 @@ class RawSender:
                 return RecipientType.TO
             return RecipientType.CC if address.lower() in cc_set else RecipientType.BCC
 
-        queue = await self.sender.directory.for_request(envelope.type, envelope.queue)
+        route = await self.sender.directory.for_request(envelope.type, envelope.queue)
+        queue = route.queue
         to_list = [{"email": r, "type": kind(r).value} for r in recipients]
         data: dict[str, Any] = {
             "raw": {
@@ -149,7 +150,7 @@ class RawSender:
             id=job_id,
             queue_id=queue.id,
             type=envelope.type.value,
-            priority=queue.default_job_priority,
+            priority=route.default_priority,
             max_attempts=queue.max_attempts or settings.max_attempts,
             data=data,
             scheduled_at=now,
