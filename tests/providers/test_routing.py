@@ -90,15 +90,49 @@ async def test_highest_priority_enabled_provider_first(
     assert await pick(router) == "high"
 
 
-async def test_file_outbox_is_never_a_fallback_for_real_providers(
+async def test_file_outbox_is_never_a_fallback_for_a_provider_that_worked(
     postroom: Postroom, router: ProviderRouter
 ) -> None:
     # the development outbox made at first start has priority 1; this one has less
     await add_provider(postroom, name="relay", type="fake", priority=0)
     c = await chosen(router)
     assert c.spec.name == "relay"
+    router.report(c, error=None, latency_ms=1.0)
     router.report(c, error=ProviderAuthError("535 no"), latency_ms=1.0)
     assert await pick(router) == "unavailable"  # not the outbox
+
+
+async def test_file_outbox_stands_in_while_no_provider_ever_worked(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await add_provider(postroom, name="relay", type="fake", priority=0)
+    c = await chosen(router)
+    router.report(c, error=ProviderAuthError("535 no"), latency_ms=1.0)
+    assert await pick(router) == "Development outbox"
+
+
+async def test_file_outbox_never_stands_in_for_a_rate_limited_provider(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await add_provider(postroom, name="relay", type="fake", priority=0, limits={"hourly": 1})
+    assert await pick(router) == "relay"
+    assert await pick(router) == "rate-limited"
+
+
+async def test_file_outbox_is_not_used_once_a_provider_worked_in_another_process(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await add_provider(postroom, name="relay", type="fake", priority=0)
+    other = postroom.provider_router()
+    try:
+        c = await chosen(other)
+        other.report(c, error=None, latency_ms=1.0)
+        await other.flush()
+    finally:
+        await other.aclose()
+    c = await chosen(router)
+    router.report(c, error=ProviderAuthError("535 no"), latency_ms=1.0)
+    assert await pick(router) == "unavailable"
 
 
 async def test_failed_provider_goes_last_on_the_next_attempt(

@@ -4,13 +4,29 @@ within its limits and able to take the message.
 - **Health**: a circuit breaker per provider and process (``providers.breaker``).
   A provider whose breaker is open is skipped until its cool-down is over; then
   its ``check()`` must pass and one message goes through before it gets traffic
-  again, which is how traffic fails back to a recovered primary.
+  again, which is how traffic fails back to a recovered primary. The breaker also
+  opens at once when the provider cannot be reached (``ProviderUnavailable``), and
+  when the cluster-wide health (``providers.health``: failed checks, recent
+  failures of every process) says the provider is down, so a process does not
+  spend messages' attempts to learn what the cluster already knows.
+- **Connection slots**: each provider takes at most its pool size of sends at once
+  (``providers.slots``); a send waits for a slot only ``slotWaitMs``, and every
+  waiter goes back to routing when the breaker opens.
 - **Limits**: ``rateLimit``/``hourly``/``daily`` are counted in the database for the
   whole cluster (``providers.ratelimit``); size, attachments and recipients are
   checked here. A message no enabled provider can ever take fails at once.
 - **Failover**: when the previous attempt failed at a provider, the others are
-  tried first. When no provider can take a message now, :class:`NoProvider` says
-  when to try again, and the worker defers the job without spending an attempt.
+  tried first. A provider that could not be reached is ``skip``ped and the next one
+  is tried within the same attempt. When no provider can take a message now,
+  :class:`NoProvider` says when to try again, and the worker defers the job without
+  spending an attempt.
+- **The development outbox** (``file``) stands in only for providers that never
+  worked. With other providers enabled it takes mail while every one of them is
+  unavailable (unreachable, breaker open, down cluster-wide) and none of them has
+  ever delivered a message or passed a check: the setup of a first real provider,
+  where mail would otherwise wait on a typo. Once one has worked, an outage is a
+  real outage: mail waits in the queue and never lands in a local file, and being
+  rate limited never sends mail to the outbox.
 - **Statistics**: outcomes are added up in memory and written every few seconds by
   a background task, which also runs the periodic health checks
   (``providers.health``).
@@ -25,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
@@ -37,10 +54,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.models import EmailProvider
-from postroom.errors import PostroomError, ProviderAuthError, ProviderError, UnsupportedFeature
+from postroom.errors import (
+    PostroomError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderUnavailable,
+    UnsupportedFeature,
+)
 from postroom.providers import credentials, health, ratelimit, registry
 from postroom.providers.base import HealthResult, OutgoingMessage, Provider, ProviderSpec
 from postroom.providers.breaker import BreakerSettings, CircuitBreaker
+from postroom.providers.slots import Slots
 from postroom.types import ProviderType
 
 log = logging.getLogger(__name__)
@@ -50,6 +74,8 @@ NO_PROVIDER_DELAY_S = 15.0
 MAINTENANCE_S = 5.0
 #: how long a provider that asked us to slow down, without saying how long, is left alone
 THROTTLE_S = 60.0
+#: when to try again a provider skipped for a busy pool (its breaker is closed)
+BUSY_RETRY_S = 5.0
 #: how often old limit counters and statistics are deleted
 PURGE_EVERY = timedelta(minutes=10)
 providers_t = cast(Table, EmailProvider.__table__)
@@ -65,10 +91,18 @@ T = TypeVar("T")
 
 
 def routable(providers: Sequence[T], type_of: Callable[[T], str]) -> list[T]:
-    """The providers mail may go to: the development outbox is never a fallback for
-    real providers, so it takes mail only when nothing else is enabled."""
+    """The providers mail goes to while they are available: the development outbox
+    only when nothing else is enabled (otherwise it is the last resort, see
+    :func:`last_resort`)."""
     real = [p for p in providers if type_of(p) != ProviderType.FILE]
     return real or list(providers)
+
+
+def last_resort(providers: Sequence[T], type_of: Callable[[T], str]) -> list[T]:
+    """The development outboxes, when other providers are enabled: they take mail only
+    while those are unavailable and never worked (``ProviderRouter.acquire``)."""
+    outboxes = [p for p in providers if type_of(p) == ProviderType.FILE]
+    return outboxes if len(outboxes) < len(providers) else []
 
 
 def spec_of(row: Any, fernet: Fernet) -> ProviderSpec:
@@ -103,6 +137,11 @@ class ProviderState:
     allowance: ratelimit.Allowance
     #: the provider said "slow down" (SMTP 421 throttling, HTTP 429): not before then
     throttled_until: datetime | None = None
+    #: its connection slots in this process (None: the provider has no pool to wait for)
+    slots: Slots | None = None
+    #: the latest cluster-wide "down" evidence acted on, and the latest sign of life here
+    down_seen_at: datetime | None = None
+    alive_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -151,6 +190,11 @@ class ProviderRouter:
         self._candidates: list[Candidate] = []
         #: the providers messages may go to: the file outbox only when nothing else is enabled
         self._pool: list[Candidate] = []
+        #: the file outbox when other providers are enabled: only while they are unavailable
+        self._last_resort: list[Candidate] = []
+        #: providers the cluster-wide health says are down, and those that ever worked
+        self._down: dict[uuid.UUID, health.Down] = {}
+        self._proven: set[uuid.UUID] = set()
         self._broken: dict[uuid.UUID, str] = {}
         self._limiter = ratelimit.Limiter(engine)
         self._outcomes = health.OutcomeBuffer()
@@ -202,6 +246,13 @@ class ProviderRouter:
             await gone.provider.aclose()
         self._candidates = fresh
         self._pool = routable(fresh, lambda c: c.spec.type)
+        self._last_resort = last_resort(fresh, lambda c: c.spec.type)
+        try:
+            ids = [c.id for c in fresh]
+            self._down = await health.down(self._engine, ids, self._clock.now())
+            self._proven = await health.proven(self._engine, ids)
+        except Exception:  # the breakers still work without the shared view
+            log.exception("cannot read the providers' cluster-wide health")
 
     def _build(self, row: Any) -> Candidate | None:
         try:
@@ -217,13 +268,19 @@ class ProviderRouter:
             return None
         self._broken.pop(row.id, None)
         allowance = ratelimit.Allowance(windows=limits.windows)
+        pool_size = getattr(provider, "pool_size", None)
+        slots = (
+            Slots(provider=spec.name, size=pool_size, wait_s=breaker.settings.slot_wait_s)
+            if isinstance(pool_size, int)
+            else None
+        )
         return Candidate(
             id=row.id,
             spec=spec,
             provider=provider,
             updated_at=row.updated_at,
             limits=limits,
-            state=ProviderState(breaker=breaker, allowance=allowance),
+            state=ProviderState(breaker=breaker, allowance=allowance, slots=slots),
         )
 
     # -- choosing ----------------------------------------------------------------------
@@ -234,12 +291,15 @@ class ProviderRouter:
         *,
         failed_provider_id: uuid.UUID | None = None,
         only: str | None = None,
+        skip: Mapping[uuid.UUID, str] | None = None,
     ) -> Candidate | NoProvider:
         """The provider to send ``message`` through now, or why there is none.
 
         A slot under the provider's limits is taken for the message. When the
         previous attempt failed at ``failed_provider_id``, the other providers are
-        tried first (failover); the failed one stays last in line. ``only`` (a
+        tried first (failover); the failed one stays last in line. ``skip`` holds the
+        providers this message could not reach just now (id -> why): they are not
+        tried again and their reason is part of a :class:`NoProvider`. ``only`` (a
         provider's name or id) pins the message to that provider: the request
         chose it explicitly, so no other provider is tried, not even as failover.
 
@@ -262,20 +322,74 @@ class ProviderRouter:
         if not fitting:
             why = "; ".join(f"{c.spec.name}: {c.limits.refusal(message)}" for c in pool)
             raise UnsupportedFeature(f"no enabled provider can take this message ({why})")
+        skip = skip or {}
         # stable sort: priority order, the provider that just failed last
         ordered = sorted(fitting, key=lambda c: c.id == failed_provider_id)
-        waits: list[_Wait] = []
+        waits = [self._skipped(c, skip[c.id]) for c in ordered if c.id in skip]
         for candidate in ordered:
+            if candidate.id in skip:
+                continue
             wait = await self._admit(candidate)
             if wait is None:
                 return candidate
             waits.append(wait)
+        if only is None and self._outbox_may_stand_in(waits):
+            for outbox in self._last_resort:
+                if outbox.id not in skip and await self._admit(outbox) is None:
+                    log.warning(
+                        "every provider is unavailable: mail goes to %r (%s)",
+                        outbox.spec.name,
+                        "; ".join(f"{w.candidate.spec.name}: {w.detail}" for w in waits),
+                    )
+                    return outbox
         return self._defer(waits)
+
+    def _outbox_may_stand_in(self, waits: list[_Wait]) -> bool:
+        """Every provider is unavailable, and none of them ever worked."""
+        return all(
+            w.code == "unavailable"
+            and w.candidate.id not in self._proven
+            and w.candidate.state.alive_at is None
+            for w in waits
+        )
+
+    def _skipped(self, c: Candidate, why: str) -> _Wait:
+        now = self._clock.now()
+        breaker = c.state.breaker
+        until = (
+            breaker.wait_until(now)
+            if breaker.state == "open"
+            else now + timedelta(seconds=BUSY_RETRY_S)
+        )
+        return _Wait(candidate=c, code="unavailable", until=until, detail=why)
+
+    def slot(self, candidate: Candidate) -> AbstractAsyncContextManager[None]:
+        """Hold one of the provider's connection slots for a send (``providers.slots``).
+
+        Raises:
+            ProviderUnavailable: no slot in time, or the provider was taken out of
+                rotation while waiting: nothing was sent.
+        """
+        slots = candidate.state.slots
+        return slots.hold() if slots is not None else nullcontext()
+
+    def _cluster_down(self, c: Candidate, now: datetime) -> None:
+        """Open ``c``'s breaker when the cluster found it down after our last sign of life."""
+        evidence = self._down.get(c.id)
+        state = c.state
+        if evidence is None or (state.down_seen_at and evidence.at <= state.down_seen_at):
+            return
+        state.down_seen_at = evidence.at
+        if state.alive_at is not None and evidence.at <= state.alive_at:
+            return
+        if state.breaker.seen_down(min(evidence.at, now)):
+            self._opened(c, f"down cluster-wide: {evidence.reason}")
 
     async def _admit(self, c: Candidate) -> _Wait | None:
         """Take ``c`` for one message (None), or say why not."""
         now = self._clock.now()
         state = c.state
+        self._cluster_down(c, now)
         if state.throttled_until is not None and now < state.throttled_until:
             return _Wait(
                 candidate=c,
@@ -287,6 +401,8 @@ class ProviderRouter:
         if gate == "check":
             ok = await self._check(c)
             now = self._clock.now()
+            if ok:
+                state.alive_at = now
             state.breaker.checked_result(ok, now)
             gate = "probe" if ok else "wait"
         if gate == "wait":
@@ -329,6 +445,10 @@ class ProviderRouter:
         now = self._clock.now()
         breaker = candidate.state.breaker
         before = breaker.state
+        if isinstance(error, ProviderUnavailable) and error.context.get("busy"):
+            return  # only this process's connections were full: no verdict on the provider
+        if error is None or health.outcome_of(error) == "rejected":
+            candidate.state.alive_at = now
         if error is None:
             breaker.success(now)
             self._outcomes.record(candidate.id, now, "sent", latency_ms=latency_ms)
@@ -344,7 +464,8 @@ class ProviderRouter:
             candidate.state.throttled_until = now + timedelta(seconds=retry_after or THROTTLE_S)
             self._outcomes.record(candidate.id, now, outcome, error=detail)
         else:
-            if isinstance(error, ProviderAuthError):
+            # credentials refused, or not reachable at all: no point in more tries
+            if isinstance(error, ProviderAuthError | ProviderUnavailable):
                 breaker.trip(now)
             else:
                 breaker.failure(now)
@@ -356,15 +477,21 @@ class ProviderRouter:
         if after == before:
             return
         if after == "open":
-            retry = c.state.breaker.retry_at
-            log.warning(
-                "provider %r: circuit opened until %s: %s",
-                c.spec.name,
-                f"{retry:%H:%M:%S}Z" if retry else "?",
-                detail,
-            )
+            self._opened(c, detail)
         elif after == "closed":
             log.info("provider %r: circuit closed, traffic resumes", c.spec.name)
+
+    def _opened(self, c: Candidate, detail: str | None) -> None:
+        """The breaker opened: say so, and send the messages waiting for a slot back."""
+        retry = c.state.breaker.retry_at
+        log.warning(
+            "provider %r: circuit opened until %s: %s",
+            c.spec.name,
+            f"{retry:%H:%M:%S}Z" if retry else "?",
+            detail,
+        )
+        if c.state.slots is not None:
+            c.state.slots.abandon(f"circuit open: {detail}")
 
     # -- checks, statistics, housekeeping ----------------------------------------------
 
@@ -437,3 +564,4 @@ class ProviderRouter:
             await candidate.provider.aclose()
         self._candidates = []
         self._pool = []
+        self._last_resort = []
