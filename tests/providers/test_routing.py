@@ -288,6 +288,18 @@ async def test_large_limits_reserve_slots_in_batches(
     assert await used() == 40
 
 
+async def test_concurrent_sends_share_one_reserved_batch(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await disable_all(postroom)
+    await add_provider(postroom, name="relay", type="fake", limits={"hourly": 1000})
+    picks = await asyncio.gather(*(pick(router) for _ in range(30)))
+    assert picks == ["relay"] * 30
+    async with postroom.engine.connect() as conn:
+        reserved = int((await conn.execute(select(counters_t.c.used))).scalar_one())
+    assert reserved == 40  # two batches of 20, not one batch per send
+
+
 async def test_hourly_quota_defers_until_the_next_hour(
     postroom: Postroom, clock: ManualClock
 ) -> None:

@@ -420,7 +420,7 @@ def status_of(
         and (latest_good is None or check.at > latest_good)
     ):
         return "down", f"the last check failed: {check.detail}"
-    full = [u for u in usage if u.used >= u.limit]
+    full = [u for u in usage if u.reserved >= u.limit]
     if full:
         u = max(full, key=lambda u: u.resets_at)
         return "degraded", (
