@@ -19,10 +19,17 @@ from postroom.app import Postroom
 from postroom.clock import ManualClock
 from postroom.compose.message import compose
 from postroom.db.models import EmailJob, ProviderCheck, ProviderLimitCounter, ProviderStat
-from postroom.errors import ProviderAuthError, ProviderTransientError, UnsupportedFeature
+from postroom.errors import (
+    ProviderAuthError,
+    ProviderTransientError,
+    ProviderUnavailable,
+    UnsupportedFeature,
+)
+from postroom.providers import health
 from postroom.providers.base import HealthResult, OutgoingMessage
 from postroom.providers.fake import FakeProvider
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
+from postroom.providers.slots import Slots
 from tests.support.payloads import email
 from tests.support.providers import add_provider, disable_all
 
@@ -65,6 +72,11 @@ async def chosen(router: ProviderRouter) -> Candidate:
     choice = await router.acquire(message())
     assert isinstance(choice, Candidate), choice
     return choice
+
+
+async def candidates(router: ProviderRouter) -> list[Candidate]:
+    await router.refresh()
+    return router.candidates
 
 
 def fail(router: ProviderRouter, c: Candidate, error: BaseException | None = None) -> None:
@@ -207,6 +219,104 @@ async def test_auth_error_opens_the_breaker_at_once(
     await two_providers(postroom)
     router.report(await chosen(router), error=ProviderAuthError("535 bad"), latency_ms=1.0)
     assert await pick(router) == "backup"
+
+
+async def test_unreachable_provider_opens_the_breaker_at_once(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await two_providers(postroom)
+    fail(router, await chosen(router), ProviderUnavailable("cannot reach relay: refused"))
+    assert await pick(router) == "backup"
+
+
+async def test_a_busy_pool_says_nothing_about_the_provider(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await two_providers(postroom, monitoring={"failureThreshold": 1})
+    primary = await chosen(router)
+    fail(router, primary, ProviderUnavailable("every connection busy", busy=True))
+    assert primary.state.breaker.state == "closed"
+    assert await pick(router) == "primary"
+
+
+async def test_failures_seen_by_another_process_keep_the_provider_out(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    """Three failures elsewhere make it down cluster-wide, though no breaker opened."""
+    await two_providers(postroom)
+    other = postroom.provider_router()
+    try:
+        for _ in range(3):
+            fail(other, await chosen(other))
+        assert await pick(other) == "primary"  # its own breaker needs five
+        await other.flush()
+    finally:
+        await other.aclose()
+    router = postroom.provider_router()
+    try:
+        assert await pick(router) == "backup"
+        primary = next(c for c in router.candidates if c.spec.name == "primary")
+        assert cast(FakeProvider, primary.provider).calls == 0
+        clock.advance(31)  # the cool-down counts from the failures: check, then a probe
+        assert await pick(router) == "primary"
+    finally:
+        await router.aclose()
+
+
+async def test_a_failed_check_recorded_elsewhere_keeps_the_provider_out(
+    postroom: Postroom, router: ProviderRouter, clock: ManualClock
+) -> None:
+    await two_providers(postroom)
+    primary_id = next(c.id for c in await candidates(router) if c.spec.name == "primary")
+    failed = HealthResult(ok=False, detail="connection refused")
+    await health.record_check(postroom.engine, primary_id, failed, clock.now())
+    await router.refresh(force=True)
+    assert await pick(router) == "backup"
+    clock.advance(31)  # its own check passes now: traffic returns
+    assert await pick(router) == "primary"
+
+
+async def test_waiters_for_a_connection_go_back_to_routing_when_the_breaker_opens(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await two_providers(postroom)
+    primary = await chosen(router)
+    primary.state.slots = Slots(provider="primary", size=1, wait_s=60)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with router.slot(primary):
+            holding.set()
+            await release.wait()
+
+    async def wait() -> None:
+        async with router.slot(primary):
+            pytest.fail("a waiter got the slot of a provider taken out of rotation")
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    waiter = asyncio.create_task(wait())
+    await asyncio.sleep(0)
+    assert primary.state.slots.waiting == 1
+    fail(router, primary, ProviderAuthError("535 bad"))
+    with pytest.raises(ProviderUnavailable, match="out of rotation"):
+        async with asyncio.timeout(1):
+            await waiter
+    release.set()
+    await holder
+    assert primary.state.slots.busy == 0
+
+
+async def test_a_connection_wait_has_its_own_deadline() -> None:
+    slots = Slots(provider="relay", size=1, wait_s=0.05)
+    async with slots.hold():
+        with pytest.raises(ProviderUnavailable, match="busy") as info:
+            async with slots.hold():
+                pass
+    assert info.value.context["busy"] is True
+    async with slots.hold():  # the slot is free again
+        assert slots.busy == 1
 
 
 async def test_high_error_rate_opens_the_breaker(
