@@ -33,7 +33,9 @@ within its limits and able to take the message.
 
 Provider rows are reloaded periodically, so providers added or changed through the
 API reach running workers without a restart; instances are rebuilt (and their
-breaker and limit state reset) only when their row changed.
+breaker and limit state reset) only when their row changed. The candidates and
+their state live in ``providers.candidates``; choosing, reporting and the upkeep
+stay together here because they all read and change that state.
 """
 
 from __future__ import annotations
@@ -41,19 +43,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, cast
+from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.db.engine import reader
-from postroom.db.models import EmailProvider
 from postroom.errors import (
     PostroomError,
     ProviderAuthError,
@@ -61,11 +60,30 @@ from postroom.errors import (
     ProviderUnavailable,
     UnsupportedFeature,
 )
-from postroom.providers import credentials, health, ratelimit, registry
-from postroom.providers.base import HealthResult, OutgoingMessage, Provider, ProviderSpec
-from postroom.providers.breaker import BreakerSettings, CircuitBreaker
-from postroom.providers.slots import Slots
-from postroom.types import ProviderType
+from postroom.providers import health, ratelimit, registry
+from postroom.providers.base import HealthResult, OutgoingMessage
+from postroom.providers.candidates import (
+    ENABLED_IN_ORDER,
+    Candidate,
+    NoProvider,
+    ProviderState,
+    Wait,
+    build,
+    last_resort,
+    routable,
+    spec_of,
+)
+
+__all__ = [
+    "ENABLED_IN_ORDER",
+    "Candidate",
+    "NoProvider",
+    "ProviderRouter",
+    "ProviderState",
+    "last_resort",
+    "routable",
+    "spec_of",
+]
 
 log = logging.getLogger(__name__)
 #: how long to wait before trying a job again when no provider is enabled at all
@@ -78,92 +96,6 @@ THROTTLE_S = 60.0
 BUSY_RETRY_S = 5.0
 #: how often old limit counters and statistics are deleted
 PURGE_EVERY = timedelta(minutes=10)
-providers_t = cast(Table, EmailProvider.__table__)
-
-
-#: the enabled providers, in the order they are tried
-ENABLED_IN_ORDER = (
-    select(providers_t)
-    .where(providers_t.c.enabled.is_(True))
-    .order_by(providers_t.c.priority.desc(), providers_t.c.created_at)
-)
-T = TypeVar("T")
-
-
-def routable(providers: Sequence[T], type_of: Callable[[T], str]) -> list[T]:
-    """The providers mail goes to while they are available: the development outbox
-    only when nothing else is enabled (otherwise it is the last resort, see
-    :func:`last_resort`)."""
-    real = [p for p in providers if type_of(p) != ProviderType.FILE]
-    return real or list(providers)
-
-
-def last_resort(providers: Sequence[T], type_of: Callable[[T], str]) -> list[T]:
-    """The development outboxes, when other providers are enabled: they take mail only
-    while those are unavailable and never worked (``ProviderRouter.acquire``)."""
-    outboxes = [p for p in providers if type_of(p) == ProviderType.FILE]
-    return outboxes if len(outboxes) < len(providers) else []
-
-
-def spec_of(row: Any, fernet: Fernet) -> ProviderSpec:
-    """The spec of an ``email_providers`` row, credentials decrypted."""
-    return ProviderSpec(
-        id=str(row.id),
-        name=row.name,
-        type=row.type,
-        priority=row.priority,
-        config=row.config or {},
-        authentication=credentials.decrypt(fernet, row.authentication or {}),
-        encryption=row.encryption or {},
-        limits=row.limits or {},
-    )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NoProvider:
-    """No provider can take the message now; try again after ``retry_after_s``."""
-
-    retry_after_s: float
-    #: machine-readable reason: ``no-provider``, ``rate-limited``, ``unavailable``
-    code: str
-    reason: str
-
-
-@dataclass(kw_only=True, slots=True)
-class ProviderState:
-    """What this process knows about one provider's health and limits."""
-
-    breaker: CircuitBreaker
-    allowance: ratelimit.Allowance
-    #: the provider said "slow down" (SMTP 421 throttling, HTTP 429): not before then
-    throttled_until: datetime | None = None
-    #: its connection slots in this process (None: the provider has no pool to wait for)
-    slots: Slots | None = None
-    #: the latest cluster-wide "down" evidence acted on, and the latest sign of life here
-    down_seen_at: datetime | None = None
-    alive_at: datetime | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Candidate:
-    id: uuid.UUID
-    spec: ProviderSpec
-    provider: Provider
-    updated_at: datetime
-    limits: ratelimit.Limits
-    state: ProviderState
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Wait:
-    """Why a candidate cannot take the message now, and until when."""
-
-    candidate: Candidate
-    code: Literal["rate-limited", "unavailable"]
-    until: datetime
-    detail: str
-    #: the provider's own limits are full: deferrals are spread over its windows
-    limited: bool = False
 
 
 class ProviderRouter:
@@ -256,10 +188,7 @@ class ProviderRouter:
 
     def _build(self, row: Any) -> Candidate | None:
         try:
-            spec = spec_of(row, self._fernet)
-            limits = ratelimit.Limits.parse(spec.limits)
-            breaker = CircuitBreaker(BreakerSettings.from_monitoring(row.monitoring))
-            provider = registry.build(spec, self._context)
+            candidate = build(row, self._fernet, self._context)
         except Exception as exc:  # one bad row must not stop the others
             message = exc.message if isinstance(exc, PostroomError) else repr(exc)
             if self._broken.get(row.id) != message:
@@ -267,21 +196,7 @@ class ProviderRouter:
             self._broken[row.id] = message
             return None
         self._broken.pop(row.id, None)
-        allowance = ratelimit.Allowance(windows=limits.windows)
-        pool_size = getattr(provider, "pool_size", None)
-        slots = (
-            Slots(provider=spec.name, size=pool_size, wait_s=breaker.settings.slot_wait_s)
-            if isinstance(pool_size, int)
-            else None
-        )
-        return Candidate(
-            id=row.id,
-            spec=spec,
-            provider=provider,
-            updated_at=row.updated_at,
-            limits=limits,
-            state=ProviderState(breaker=breaker, allowance=allowance, slots=slots),
-        )
+        return candidate
 
     # -- choosing ----------------------------------------------------------------------
 
@@ -344,7 +259,7 @@ class ProviderRouter:
                     return outbox
         return self._defer(waits)
 
-    def _outbox_may_stand_in(self, waits: list[_Wait]) -> bool:
+    def _outbox_may_stand_in(self, waits: list[Wait]) -> bool:
         """Every provider is unavailable, and none of them ever worked."""
         return all(
             w.code == "unavailable"
@@ -353,7 +268,7 @@ class ProviderRouter:
             for w in waits
         )
 
-    def _skipped(self, c: Candidate, why: str) -> _Wait:
+    def _skipped(self, c: Candidate, why: str) -> Wait:
         now = self._clock.now()
         breaker = c.state.breaker
         until = (
@@ -361,7 +276,7 @@ class ProviderRouter:
             if breaker.state == "open"
             else now + timedelta(seconds=BUSY_RETRY_S)
         )
-        return _Wait(candidate=c, code="unavailable", until=until, detail=why)
+        return Wait(candidate=c, code="unavailable", until=until, detail=why)
 
     def slot(self, candidate: Candidate) -> AbstractAsyncContextManager[None]:
         """Hold one of the provider's connection slots for a send (``providers.slots``).
@@ -385,13 +300,13 @@ class ProviderRouter:
         if state.breaker.seen_down(min(evidence.at, now)):
             self._opened(c, f"down cluster-wide: {evidence.reason}")
 
-    async def _admit(self, c: Candidate) -> _Wait | None:
+    async def _admit(self, c: Candidate) -> Wait | None:
         """Take ``c`` for one message (None), or say why not."""
         now = self._clock.now()
         state = c.state
         self._cluster_down(c, now)
         if state.throttled_until is not None and now < state.throttled_until:
-            return _Wait(
+            return Wait(
                 candidate=c,
                 code="rate-limited",
                 until=state.throttled_until,
@@ -406,7 +321,7 @@ class ProviderRouter:
             state.breaker.checked_result(ok, now)
             gate = "probe" if ok else "wait"
         if gate == "wait":
-            return _Wait(
+            return Wait(
                 candidate=c,
                 code="unavailable",
                 until=state.breaker.wait_until(now),
@@ -415,7 +330,7 @@ class ProviderRouter:
         if c.limits.windows:
             until = await self._limiter.take(c.id, state.allowance, now)
             if until is not None:
-                return _Wait(
+                return Wait(
                     candidate=c,
                     code="rate-limited",
                     until=max(until, state.allowance.spread(now)),
@@ -426,7 +341,7 @@ class ProviderRouter:
             state.breaker.dispatched(now)
         return None
 
-    def _defer(self, waits: list[_Wait]) -> NoProvider:
+    def _defer(self, waits: list[Wait]) -> NoProvider:
         now = self._clock.now()
         first = min(waits, key=lambda w: w.until)
         if first.limited:
