@@ -308,6 +308,22 @@ async def test_waiters_for_a_connection_go_back_to_routing_when_the_breaker_open
     assert primary.state.slots.busy == 0
 
 
+async def test_a_probe_that_found_no_free_connection_frees_its_turn(
+    postroom: Postroom, router: ProviderRouter, clock: ManualClock
+) -> None:
+    await two_providers(postroom, monitoring={"failureThreshold": 1})
+    fail(router, await chosen(router))
+    clock.advance(31)
+    probe = await chosen(router)
+    assert probe.spec.name == "primary" and probe.state.breaker.state == "half-open"
+    probe.state.slots = Slots(provider="primary", size=1, wait_s=0.01)
+    async with probe.state.slots.hold():
+        with pytest.raises(ProviderUnavailable):
+            async with router.slot(probe):
+                pass
+    assert await pick(router) == "primary"  # the next message probes instead
+
+
 async def test_a_connection_wait_has_its_own_deadline() -> None:
     slots = Slots(provider="relay", size=1, wait_s=0.05)
     async with slots.hold():

@@ -166,6 +166,12 @@ class CircuitBreaker:
         """The half-open probe message is on its way."""
         self.probe_since = now
 
+    def withdrawn(self) -> None:
+        """The half-open probe message never went out (no connection was free): the
+        next message may probe instead."""
+        if self.state == "half-open" and self.checked:
+            self.probe_since = None
+
     def success(self, now: datetime) -> None:
         self._count(now, failed=False)
         self.consecutive_failures = 0

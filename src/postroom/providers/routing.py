@@ -43,8 +43,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -278,7 +278,8 @@ class ProviderRouter:
         )
         return Wait(candidate=c, code="unavailable", until=until, detail=why)
 
-    def slot(self, candidate: Candidate) -> AbstractAsyncContextManager[None]:
+    @asynccontextmanager
+    async def slot(self, candidate: Candidate) -> AsyncIterator[None]:
         """Hold one of the provider's connection slots for a send (``providers.slots``).
 
         Raises:
@@ -286,7 +287,18 @@ class ProviderRouter:
                 rotation while waiting: nothing was sent.
         """
         slots = candidate.state.slots
-        return slots.hold() if slots is not None else nullcontext()
+        if slots is None:
+            yield
+            return
+        try:
+            await slots.acquire()
+        except ProviderUnavailable:
+            candidate.state.breaker.withdrawn()
+            raise
+        try:
+            yield
+        finally:
+            slots.release()
 
     def _cluster_down(self, c: Candidate, now: datetime) -> None:
         """Open ``c``'s breaker when the cluster found it down after our last sign of life."""

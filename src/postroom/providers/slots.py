@@ -52,13 +52,14 @@ class Slots:
             ProviderUnavailable: no slot within ``wait_s``, or the provider was given
                 up on (:meth:`abandon`) while waiting.
         """
-        await self._acquire()
+        await self.acquire()
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self) -> None:
+    async def acquire(self) -> None:
+        """Take a slot (see :meth:`hold`); give it back with :meth:`release`."""
         if self.busy < self.size and not self._waiters:
             self.busy += 1
             return
@@ -77,7 +78,7 @@ class Slots:
             ) from None
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release()  # cancelled after being handed a slot: pass it on
+                self.release()  # cancelled after being handed a slot: pass it on
             raise
         finally:
             if not waiter.done():
@@ -87,7 +88,7 @@ class Slots:
             except ValueError:
                 pass
 
-    def _release(self) -> None:
+    def release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
