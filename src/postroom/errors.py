@@ -19,7 +19,8 @@
     │   └── ComposeError               a stored request cannot become MIME: fail, no retry
     ├── ProviderError                  .provider, .status, .response_excerpt, .retryable
     │   ├── ProviderTransientError     SMTP 4xx, HTTP 429/5xx, drops: retry (.retry_after)
-    │   │   └── ProviderTimeout(TimeoutError)
+    │   │   ├── ProviderTimeout(TimeoutError)
+    │   │   └── ProviderUnavailable    not reached, nothing sent: fail over, no attempt spent
     │   ├── ProviderRejected           SMTP 5xx, HTTP 4xx: fail, no retry
     │   └── ProviderAuthError          credentials refused: fail over, open the breaker
     └── WebhookError
@@ -183,6 +184,15 @@ class ProviderTimeout(ProviderTransientError, TimeoutError):
     """The provider did not answer in time."""
 
     code = "provider-timeout"
+
+
+class ProviderUnavailable(ProviderTransientError):
+    """The provider could not be reached; nothing was sent."""
+
+    # DNS failure, connection refused or timed out, no greeting, every connection busy:
+    # the message never reached the provider, so this is a deferral, not an attempt.
+    # ``context["busy"]``: only the connection slots were full; the provider is not at fault.
+    code = "provider-unavailable"
 
 
 class ProviderRejected(ProviderError):

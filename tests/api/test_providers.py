@@ -297,9 +297,30 @@ async def test_a_full_limit_shows_as_degraded_with_its_usage(
         "kind": "rate",
         "limit": 2,
         "used": 2,
+        "reserved": 2,
         "windowMs": 60_000,
         "resetsAt": "2026-01-01T12:01:00Z",
     }
+
+
+async def test_usage_counts_messages_sent_and_reservations_apart(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    await disable_all(postroom)
+    await add_provider(postroom, name="capped", type="fake", limits={"hourly": 1000})
+    for _ in range(3):
+        await client.post(SEND, json=email())
+    worker = postroom.worker()
+    try:
+        await worker.drain()
+    finally:
+        await worker.aclose()
+
+    health = (await by_name(client))["capped"]["health"]
+    [usage] = health["limits"]
+    # a worker reserves a batch of slots (1000 / 50 = 20) so as not to ask per message
+    assert (usage["used"], usage["reserved"], usage["limit"]) == (3, 20, 1000)
+    assert health["status"] == "healthy"
 
 
 # -- the two tests -------------------------------------------------------------------

@@ -19,10 +19,17 @@ from postroom.app import Postroom
 from postroom.clock import ManualClock
 from postroom.compose.message import compose
 from postroom.db.models import EmailJob, ProviderCheck, ProviderLimitCounter, ProviderStat
-from postroom.errors import ProviderAuthError, ProviderTransientError, UnsupportedFeature
+from postroom.errors import (
+    ProviderAuthError,
+    ProviderTransientError,
+    ProviderUnavailable,
+    UnsupportedFeature,
+)
+from postroom.providers import health
 from postroom.providers.base import HealthResult, OutgoingMessage
 from postroom.providers.fake import FakeProvider
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
+from postroom.providers.slots import Slots
 from tests.support.payloads import email
 from tests.support.providers import add_provider, disable_all
 
@@ -67,6 +74,11 @@ async def chosen(router: ProviderRouter) -> Candidate:
     return choice
 
 
+async def candidates(router: ProviderRouter) -> list[Candidate]:
+    await router.refresh()
+    return router.candidates
+
+
 def fail(router: ProviderRouter, c: Candidate, error: BaseException | None = None) -> None:
     router.report(c, error=error or ProviderTransientError("421 busy"), latency_ms=1.0)
 
@@ -90,15 +102,49 @@ async def test_highest_priority_enabled_provider_first(
     assert await pick(router) == "high"
 
 
-async def test_file_outbox_is_never_a_fallback_for_real_providers(
+async def test_file_outbox_is_never_a_fallback_for_a_provider_that_worked(
     postroom: Postroom, router: ProviderRouter
 ) -> None:
     # the development outbox made at first start has priority 1; this one has less
     await add_provider(postroom, name="relay", type="fake", priority=0)
     c = await chosen(router)
     assert c.spec.name == "relay"
+    router.report(c, error=None, latency_ms=1.0)
     router.report(c, error=ProviderAuthError("535 no"), latency_ms=1.0)
     assert await pick(router) == "unavailable"  # not the outbox
+
+
+async def test_file_outbox_stands_in_while_no_provider_ever_worked(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await add_provider(postroom, name="relay", type="fake", priority=0)
+    c = await chosen(router)
+    router.report(c, error=ProviderAuthError("535 no"), latency_ms=1.0)
+    assert await pick(router) == "Development outbox"
+
+
+async def test_file_outbox_never_stands_in_for_a_rate_limited_provider(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await add_provider(postroom, name="relay", type="fake", priority=0, limits={"hourly": 1})
+    assert await pick(router) == "relay"
+    assert await pick(router) == "rate-limited"
+
+
+async def test_file_outbox_is_not_used_once_a_provider_worked_in_another_process(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await add_provider(postroom, name="relay", type="fake", priority=0)
+    other = postroom.provider_router()
+    try:
+        c = await chosen(other)
+        other.report(c, error=None, latency_ms=1.0)
+        await other.flush()
+    finally:
+        await other.aclose()
+    c = await chosen(router)
+    router.report(c, error=ProviderAuthError("535 no"), latency_ms=1.0)
+    assert await pick(router) == "unavailable"
 
 
 async def test_failed_provider_goes_last_on_the_next_attempt(
@@ -173,6 +219,120 @@ async def test_auth_error_opens_the_breaker_at_once(
     await two_providers(postroom)
     router.report(await chosen(router), error=ProviderAuthError("535 bad"), latency_ms=1.0)
     assert await pick(router) == "backup"
+
+
+async def test_unreachable_provider_opens_the_breaker_at_once(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await two_providers(postroom)
+    fail(router, await chosen(router), ProviderUnavailable("cannot reach relay: refused"))
+    assert await pick(router) == "backup"
+
+
+async def test_a_busy_pool_says_nothing_about_the_provider(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await two_providers(postroom, monitoring={"failureThreshold": 1})
+    primary = await chosen(router)
+    fail(router, primary, ProviderUnavailable("every connection busy", busy=True))
+    assert primary.state.breaker.state == "closed"
+    assert await pick(router) == "primary"
+
+
+async def test_failures_seen_by_another_process_keep_the_provider_out(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    """Three failures elsewhere make it down cluster-wide, though no breaker opened."""
+    await two_providers(postroom)
+    other = postroom.provider_router()
+    try:
+        for _ in range(3):
+            fail(other, await chosen(other))
+        assert await pick(other) == "primary"  # its own breaker needs five
+        await other.flush()
+    finally:
+        await other.aclose()
+    router = postroom.provider_router()
+    try:
+        assert await pick(router) == "backup"
+        primary = next(c for c in router.candidates if c.spec.name == "primary")
+        assert cast(FakeProvider, primary.provider).calls == 0
+        clock.advance(31)  # the cool-down counts from the failures: check, then a probe
+        assert await pick(router) == "primary"
+    finally:
+        await router.aclose()
+
+
+async def test_a_failed_check_recorded_elsewhere_keeps_the_provider_out(
+    postroom: Postroom, router: ProviderRouter, clock: ManualClock
+) -> None:
+    await two_providers(postroom)
+    primary_id = next(c.id for c in await candidates(router) if c.spec.name == "primary")
+    failed = HealthResult(ok=False, detail="connection refused")
+    await health.record_check(postroom.engine, primary_id, failed, clock.now())
+    await router.refresh(force=True)
+    assert await pick(router) == "backup"
+    clock.advance(31)  # its own check passes now: traffic returns
+    assert await pick(router) == "primary"
+
+
+async def test_waiters_for_a_connection_go_back_to_routing_when_the_breaker_opens(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await two_providers(postroom)
+    primary = await chosen(router)
+    primary.state.slots = Slots(provider="primary", size=1, wait_s=60)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with router.slot(primary):
+            holding.set()
+            await release.wait()
+
+    async def wait() -> None:
+        async with router.slot(primary):
+            pytest.fail("a waiter got the slot of a provider taken out of rotation")
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    waiter = asyncio.create_task(wait())
+    await asyncio.sleep(0)
+    assert primary.state.slots.waiting == 1
+    fail(router, primary, ProviderAuthError("535 bad"))
+    with pytest.raises(ProviderUnavailable, match="out of rotation"):
+        async with asyncio.timeout(1):
+            await waiter
+    release.set()
+    await holder
+    assert primary.state.slots.busy == 0
+
+
+async def test_a_probe_that_found_no_free_connection_frees_its_turn(
+    postroom: Postroom, router: ProviderRouter, clock: ManualClock
+) -> None:
+    await two_providers(postroom, monitoring={"failureThreshold": 1})
+    fail(router, await chosen(router))
+    clock.advance(31)
+    probe = await chosen(router)
+    assert probe.spec.name == "primary" and probe.state.breaker.state == "half-open"
+    probe.state.slots = Slots(provider="primary", size=1, wait_s=0.01)
+    async with probe.state.slots.hold():
+        with pytest.raises(ProviderUnavailable):
+            async with router.slot(probe):
+                pass
+    assert await pick(router) == "primary"  # the next message probes instead
+
+
+async def test_a_connection_wait_has_its_own_deadline() -> None:
+    slots = Slots(provider="relay", size=1, wait_s=0.05)
+    async with slots.hold():
+        with pytest.raises(ProviderUnavailable, match="busy") as info:
+            async with slots.hold():
+                pass
+    assert info.value.context["busy"] is True
+    async with slots.hold():  # the slot is free again
+        assert slots.busy == 1
 
 
 async def test_high_error_rate_opens_the_breaker(
@@ -252,6 +412,18 @@ async def test_large_limits_reserve_slots_in_batches(
     assert await used() == 20
     await pick(router)
     assert await used() == 40
+
+
+async def test_concurrent_sends_share_one_reserved_batch(
+    postroom: Postroom, router: ProviderRouter
+) -> None:
+    await disable_all(postroom)
+    await add_provider(postroom, name="relay", type="fake", limits={"hourly": 1000})
+    picks = await asyncio.gather(*(pick(router) for _ in range(30)))
+    assert picks == ["relay"] * 30
+    async with postroom.engine.connect() as conn:
+        reserved = int((await conn.execute(select(counters_t.c.used))).scalar_one())
+    assert reserved == 40  # two batches of 20, not one batch per send
 
 
 async def test_hourly_quota_defers_until_the_next_hour(

@@ -14,6 +14,7 @@ from postroom.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderTransientError,
+    ProviderUnavailable,
     UnsupportedFeature,
 )
 from postroom.providers import registry
@@ -215,6 +216,8 @@ async def test_connection_refused_is_transient(provider_context, outgoing):
         with pytest.raises(ProviderTransientError, match="ConnectError") as info:
             await provider.send(outgoing)
         assert not isinstance(info.value, ProviderTimeout)
+        # nothing was sent: a deferral and failover, not an attempt
+        assert isinstance(info.value, ProviderUnavailable)
         assert not (await provider.check()).ok
     finally:
         await provider.aclose()

@@ -19,6 +19,7 @@ from postroom.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderTransientError,
+    ProviderUnavailable,
 )
 from postroom.providers import registry
 from postroom.providers.base import Address, OutgoingMessage, Provider, ProviderSpec
@@ -592,20 +593,48 @@ async def test_slow_data_reply_times_out(smtpd: SMTPServer, make_provider: MakeP
     assert isinstance(info.value, TimeoutError)
 
 
-async def test_slow_greeting_times_out(smtpd: SMTPServer, make_provider: MakeProvider) -> None:
+async def test_slow_greeting_means_unavailable(
+    smtpd: SMTPServer, make_provider: MakeProvider
+) -> None:
     smtpd.script("GREETING", HANG)
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderUnavailable, match="cannot reach") as info:
         await make_provider(smtpd, greetingTimeout=150).send(outgoing())
+    assert isinstance(info.value.__cause__, TimeoutError)
+    assert smtpd.received == []
 
 
-async def test_connection_refused_is_transient(
+async def test_connection_dropped_before_the_greeting_means_unavailable(
+    smtpd: SMTPServer, make_provider: MakeProvider
+) -> None:
+    smtpd.script("GREETING", DISCONNECT)
+    with pytest.raises(ProviderUnavailable):
+        await make_provider(smtpd).send(outgoing())
+
+
+async def test_a_refusing_greeting_is_an_answer_not_unavailability(
+    smtpd: SMTPServer, make_provider: MakeProvider
+) -> None:
+    smtpd.script("GREETING", "421 4.3.2 Service not available")
+    with pytest.raises(ProviderTransientError) as info:
+        await make_provider(smtpd).send(outgoing())
+    assert not isinstance(info.value, ProviderUnavailable) and info.value.status == 421
+
+
+async def test_connection_refused_means_unavailable(
     smtpd: SMTPServer, make_provider: MakeProvider
 ) -> None:
     provider = make_provider(smtpd)
     await smtpd.stop()
-    with pytest.raises(ProviderTransientError) as info:
+    with pytest.raises(ProviderUnavailable) as info:
         await provider.send(outgoing())
-    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.retryable and isinstance(info.value.__cause__, OSError)
+
+
+async def test_unknown_host_means_unavailable(
+    smtpd: SMTPServer, make_provider: MakeProvider
+) -> None:
+    with pytest.raises(ProviderUnavailable, match=r"relay\.invalid"):
+        await make_provider(smtpd, host="relay.invalid", dnsTimeout=1000).send(outgoing())
 
 
 # -- health check ---------------------------------------------------------------------
@@ -657,7 +686,7 @@ async def test_dns_timeout(
         await asyncio.Event().wait()
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", never)
-    with pytest.raises(ProviderTimeout, match="DNS"):
+    with pytest.raises(ProviderUnavailable, match="DNS"):
         await make_provider(smtpd, host="relay.invalid", dnsTimeout=50).send(outgoing())
 
 
@@ -668,7 +697,7 @@ async def test_connection_timeout(
         await asyncio.Event().wait()
 
     monkeypatch.setattr(asyncio.get_running_loop(), "sock_connect", never)
-    with pytest.raises(ProviderTimeout, match="connecting"):
+    with pytest.raises(ProviderUnavailable, match="connecting"):
         await make_provider(smtpd, connectionTimeout=50).send(outgoing())
 
 

@@ -13,13 +13,16 @@ breaker opened. Permanent rejections (a bad address) say nothing about the
 provider's health: they count as the provider answering.
 
 The state is kept per process: each worker learns about a failing provider from
-its own sends, within ``failure_threshold`` of them. What the API shows comes
-from the outcomes all processes write to the database (``providers.health``).
+its own sends, within ``failure_threshold`` of them, at once when the provider
+cannot be reached at all, and from what the other processes found: the router
+opens the breaker (:meth:`CircuitBreaker.seen_down`) when the cluster-wide health
+in the database (``providers.health``) says the provider is down.
 The time is the injected clock's, so tests move it instead of sleeping.
 
 The thresholds can be tuned per provider in its ``monitoring`` JSON: ``failureThreshold``,
 ``errorRateThreshold``, ``minRequests``, ``windowMs``, ``cooldownMs``, ``maxCooldownMs``
-(the spec's milliseconds) and ``checkIntervalMs`` (periodic health checks; 0 = none).
+(the spec's milliseconds), ``checkIntervalMs`` (periodic health checks; 0 = none) and
+``slotWaitMs`` (how long a send waits for a free connection, ``providers.slots``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class BreakerSettings:
     probe_timeout_s: float = 120.0
     #: periodic ``check()`` of the provider by the workers, cluster-wide; 0: never
     check_interval_s: float = 300.0
+    #: a send waits this long for one of the provider's connections (``providers.slots``)
+    slot_wait_s: float = 10.0
 
     @classmethod
     def from_monitoring(cls, raw: Mapping[str, Any] | None) -> BreakerSettings:
@@ -94,6 +99,7 @@ _MONITORING_KEYS = (
     ("cooldownMs", "cooldown_s", 100, 0.001),
     ("maxCooldownMs", "max_cooldown_s", 100, 0.001),
     ("checkIntervalMs", "check_interval_s", 0, 0.001),
+    ("slotWaitMs", "slot_wait_s", 10, 0.001),
 )
 _WHOLE = frozenset({"failure_threshold", "min_requests"})
 
@@ -160,6 +166,12 @@ class CircuitBreaker:
         """The half-open probe message is on its way."""
         self.probe_since = now
 
+    def withdrawn(self) -> None:
+        """The half-open probe message never went out (no connection was free): the
+        next message may probe instead."""
+        if self.state == "half-open" and self.checked:
+            self.probe_since = None
+
     def success(self, now: datetime) -> None:
         self._count(now, failed=False)
         self.consecutive_failures = 0
@@ -175,6 +187,15 @@ class CircuitBreaker:
             self.consecutive_failures >= self.settings.failure_threshold or self._error_rate_high()
         ):
             self._open(now, backoff=False)
+
+    def seen_down(self, at: datetime) -> bool:
+        """Another process, or a periodic check, found the provider down at ``at``: a
+        closed breaker opens as if it had seen it then (the cool-down runs from ``at``,
+        so old news goes straight to a check); True if it opened."""
+        if self.state != "closed":
+            return False
+        self._open(at, backoff=False)
+        return True
 
     def trip(self, now: datetime) -> None:
         """Open at once (the credentials were refused)."""

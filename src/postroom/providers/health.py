@@ -338,6 +338,46 @@ async def summarize(
     return out
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Down:
+    """A provider the cluster-wide health says is down: since when, and why."""
+
+    at: datetime
+    reason: str
+
+
+async def down(engine: AsyncEngine, ids: list[uuid.UUID], now: datetime) -> dict[uuid.UUID, Down]:
+    """The providers among ``ids`` whose status is ``down`` (:func:`status_of`), with the
+    time of the latest evidence (failure or failed check), so routing can skip them."""
+    out: dict[uuid.UUID, Down] = {}
+    summaries = await summarize(engine, {pid: ratelimit.Limits() for pid in ids}, now)
+    for pid, summary in summaries.items():
+        if summary.status != "down":
+            continue
+        times = [summary.last_failure_at]
+        if summary.check is not None and not summary.check.ok:
+            times.append(summary.check.at)
+        at = max((t for t in times if t is not None), default=now)
+        out[pid] = Down(at=at, reason=summary.reason)
+    return out
+
+
+async def proven(engine: AsyncEngine, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The providers among ``ids`` that ever worked, as far as the statistics kept
+    (:data:`KEEP_STATS`) and the latest check tell: a message went through or was
+    answered, or the check passed."""
+    if not ids:
+        return set()
+    answered = (stats_t.c.sent > 0) | (stats_t.c.rejected > 0)
+    async with reader(engine).connect() as conn:
+        sent = select(stats_t.c.provider_id).where(stats_t.c.provider_id.in_(ids), answered)
+        checked = select(checks_t.c.provider_id).where(
+            checks_t.c.provider_id.in_(ids), checks_t.c.ok.is_(True)
+        )
+        rows = await conn.execute(sent.union(checked))
+        return set(rows.scalars())
+
+
 def _accumulate(m: _Minute, row: Any) -> None:
     """Add a ``provider_stats`` row (rows come oldest first)."""
     m.sent += row.sent
@@ -380,7 +420,7 @@ def status_of(
         and (latest_good is None or check.at > latest_good)
     ):
         return "down", f"the last check failed: {check.detail}"
-    full = [u for u in usage if u.used >= u.limit]
+    full = [u for u in usage if u.reserved >= u.limit]
     if full:
         u = max(full, key=lambda u: u.resets_at)
         return "degraded", (

@@ -3,7 +3,8 @@
 Each ESP adapter owns one long-lived ``httpx.AsyncClient`` (a keep-alive connection
 pool with connect and socket timeouts) and sends every request through
 :meth:`HTTPProvider.request`, so vendor errors are translated in exactly one place:
-timeouts become :class:`ProviderTimeout`, dropped connections
+a connection that cannot be opened becomes :class:`ProviderUnavailable` (nothing was
+sent), other timeouts :class:`ProviderTimeout`, dropped connections
 :class:`ProviderTransientError`, and non-2xx answers go through :meth:`classify`
 (by default :func:`postroom.providers.classify.classify_http`; adapters whose ESP
 puts the real reason in the body override it).
@@ -28,6 +29,7 @@ from postroom.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderTransientError,
+    ProviderUnavailable,
 )
 from postroom.providers.base import HealthResult, ProviderSpec
 from postroom.providers.classify import classify_http
@@ -91,6 +93,8 @@ class HTTPProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         options = options or HTTPOptions()
+        #: requests in flight at most (the router's connection slots)
+        self.pool_size = options.max_connections
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"User-Agent": "postroom", **(headers or {})},
@@ -111,6 +115,13 @@ class HTTPProvider:
         """Turn httpx exceptions raised inside the block into Postroom errors."""
         try:
             yield
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # the request never left: nothing was sent, so this is not an attempt
+            raise ProviderUnavailable(
+                f"{self.name}: cannot reach {self.base_url}: {type(exc).__name__}: {exc}",
+                provider=self.name,
+                busy=isinstance(exc, httpx.PoolTimeout),
+            ) from exc
         except httpx.TimeoutException as exc:
             raise ProviderTimeout(
                 f"{self.name}: {action} timed out ({type(exc).__name__})", provider=self.name

@@ -28,6 +28,7 @@ counted limits never touches the database here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,15 +39,17 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, case, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from postroom.db.models import ProviderLimitCounter
+from postroom.db.models import ProviderLimitCounter, ProviderStat
 from postroom.db.upsert import upsert
 from postroom.errors import ConfigError
 from postroom.providers.base import OutgoingMessage
 
 log = logging.getLogger(__name__)
 counters_t = cast(Table, ProviderLimitCounter.__table__)
+stats_t = cast(Table, ProviderStat.__table__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 #: the keys ``limits`` may have; anything else is a typo and refused
@@ -166,6 +169,9 @@ class Allowance:
     blocked_window: Window | None = None
     #: deferrals handed out during the current block, to spread them over windows
     deferred: int = 0
+    #: one reservation at a time: concurrent sends would each reserve a batch and
+    #: overwrite each other's, leaving slots counted in the database that nobody uses
+    reserving: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def missing(self, now: datetime) -> list[tuple[Window, datetime]]:
         """Windows this process holds no slot in for ``now``."""
@@ -218,7 +224,18 @@ class Limiter:
             if now < allowance.blocked_until:
                 return allowance.blocked_until
             allowance.blocked_until = allowance.blocked_window = None
-        needed = allowance.missing(now)
+        if not allowance.missing(now):
+            allowance.take_one()
+            return None
+        async with allowance.reserving:
+            return await self._reserve(provider_id, allowance, now)
+
+    async def _reserve(
+        self, provider_id: uuid.UUID, allowance: Allowance, now: datetime
+    ) -> datetime | None:
+        if allowance.blocked_until is not None and now < allowance.blocked_until:
+            return allowance.blocked_until  # another send found the window full meanwhile
+        needed = allowance.missing(now)  # another send may have reserved meanwhile
         if needed:
             try:
                 granted = await reserve(
@@ -290,7 +307,10 @@ class WindowUsage:
 
     kind: str
     limit: int
+    #: messages sent in the window (see :func:`usage`)
     used: int
+    #: slots reserved in the window by every process, sent or still held for sends to come
+    reserved: int
     window_ms: int
     resets_at: datetime
 
@@ -298,9 +318,16 @@ class WindowUsage:
 async def usage(
     conn: AsyncConnection, limits: Mapping[uuid.UUID, Limits], now: datetime
 ) -> dict[uuid.UUID, list[WindowUsage]]:
-    """The current window of every counted limit, for each provider in ``limits``."""
+    """The current window of every counted limit, for each provider in ``limits``.
+
+    ``reserved`` is the counter routing enforces: processes reserve slots a batch
+    at a time, so it runs ahead of what was sent. ``used`` counts the messages sent,
+    from the per-minute statistics (written every few seconds), for windows that are
+    whole minutes; a shorter window has no minute to count in, so it shows ``reserved``.
+    """
     current = {(pid, w.kind): (w, w.start(now)) for pid, lim in limits.items() for w in lim.windows}
     used: dict[tuple[uuid.UUID, str], int] = {}
+    sent = await _sent(conn, current)
     if current:
         conds = [
             and_(
@@ -316,15 +343,37 @@ async def usage(
         used = {(r.provider_id, r.kind): int(r.used) for r in (await conn.execute(stmt)).all()}
     out: dict[uuid.UUID, list[WindowUsage]] = {pid: [] for pid in limits}
     for (pid, kind), (window, start) in current.items():
+        reserved = min(used.get((pid, kind), 0), window.cap)
         out[pid].append(
             WindowUsage(
                 kind=kind,
                 limit=window.cap,
-                used=min(used.get((pid, kind), 0), window.cap),
+                used=sent.get((pid, kind), reserved),
+                reserved=reserved,
                 window_ms=window.length_ms,
                 resets_at=window.end(start),
             )
         )
+    return out
+
+
+async def _sent(
+    conn: AsyncConnection, current: Mapping[tuple[uuid.UUID, str], tuple[Window, datetime]]
+) -> dict[tuple[uuid.UUID, str], int]:
+    """Messages sent in each current window that is a whole number of minutes."""
+    whole = {key: ws for key, ws in current.items() if ws[0].length_ms % MINUTE_MS == 0}
+    if not whole:
+        return {}
+    ids = {pid for pid, _ in whole}
+    since = min(start for _, start in whole.values())
+    stmt = select(stats_t.c.provider_id, stats_t.c.minute, stats_t.c.sent).where(
+        stats_t.c.provider_id.in_(ids), stats_t.c.minute >= since
+    )
+    out = dict.fromkeys(whole, 0)
+    for row in (await conn.execute(stmt)).all():
+        for (pid, kind), (_, start) in whole.items():
+            if pid == row.provider_id and row.minute >= start:
+                out[(pid, kind)] += int(row.sent)
     return out
 
 

@@ -4,20 +4,38 @@ within its limits and able to take the message.
 - **Health**: a circuit breaker per provider and process (``providers.breaker``).
   A provider whose breaker is open is skipped until its cool-down is over; then
   its ``check()`` must pass and one message goes through before it gets traffic
-  again, which is how traffic fails back to a recovered primary.
+  again, which is how traffic fails back to a recovered primary. The breaker also
+  opens at once when the provider cannot be reached (``ProviderUnavailable``), and
+  when the cluster-wide health (``providers.health``: failed checks, recent
+  failures of every process) says the provider is down, so a process does not
+  spend messages' attempts to learn what the cluster already knows.
+- **Connection slots**: each provider takes at most its pool size of sends at once
+  (``providers.slots``); a send waits for a slot only ``slotWaitMs``, and every
+  waiter goes back to routing when the breaker opens.
 - **Limits**: ``rateLimit``/``hourly``/``daily`` are counted in the database for the
   whole cluster (``providers.ratelimit``); size, attachments and recipients are
   checked here. A message no enabled provider can ever take fails at once.
 - **Failover**: when the previous attempt failed at a provider, the others are
-  tried first. When no provider can take a message now, :class:`NoProvider` says
-  when to try again, and the worker defers the job without spending an attempt.
+  tried first. A provider that could not be reached is ``skip``ped and the next one
+  is tried within the same attempt. When no provider can take a message now,
+  :class:`NoProvider` says when to try again, and the worker defers the job without
+  spending an attempt.
+- **The development outbox** (``file``) stands in only for providers that never
+  worked. With other providers enabled it takes mail while every one of them is
+  unavailable (unreachable, breaker open, down cluster-wide) and none of them has
+  ever delivered a message or passed a check: the setup of a first real provider,
+  where mail would otherwise wait on a typo. Once one has worked, an outage is a
+  real outage: mail waits in the queue and never lands in a local file, and being
+  rate limited never sends mail to the outbox.
 - **Statistics**: outcomes are added up in memory and written every few seconds by
   a background task, which also runs the periodic health checks
   (``providers.health``).
 
 Provider rows are reloaded periodically, so providers added or changed through the
 API reach running workers without a restart; instances are rebuilt (and their
-breaker and limit state reset) only when their row changed.
+breaker and limit state reset) only when their row changed. The candidates and
+their state live in ``providers.candidates``; choosing, reporting and the upkeep
+stay together here because they all read and change that state.
 """
 
 from __future__ import annotations
@@ -25,23 +43,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, cast
+from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.db.engine import reader
-from postroom.db.models import EmailProvider
-from postroom.errors import PostroomError, ProviderAuthError, ProviderError, UnsupportedFeature
-from postroom.providers import credentials, health, ratelimit, registry
-from postroom.providers.base import HealthResult, OutgoingMessage, Provider, ProviderSpec
-from postroom.providers.breaker import BreakerSettings, CircuitBreaker
-from postroom.types import ProviderType
+from postroom.errors import (
+    PostroomError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderUnavailable,
+    UnsupportedFeature,
+)
+from postroom.providers import health, ratelimit, registry
+from postroom.providers.base import HealthResult, OutgoingMessage
+from postroom.providers.candidates import (
+    ENABLED_IN_ORDER,
+    Candidate,
+    NoProvider,
+    ProviderState,
+    Wait,
+    build,
+    last_resort,
+    routable,
+    spec_of,
+)
+
+__all__ = [
+    "ENABLED_IN_ORDER",
+    "Candidate",
+    "NoProvider",
+    "ProviderRouter",
+    "ProviderState",
+    "last_resort",
+    "routable",
+    "spec_of",
+]
 
 log = logging.getLogger(__name__)
 #: how long to wait before trying a job again when no provider is enabled at all
@@ -50,81 +92,10 @@ NO_PROVIDER_DELAY_S = 15.0
 MAINTENANCE_S = 5.0
 #: how long a provider that asked us to slow down, without saying how long, is left alone
 THROTTLE_S = 60.0
+#: when to try again a provider skipped for a busy pool (its breaker is closed)
+BUSY_RETRY_S = 5.0
 #: how often old limit counters and statistics are deleted
 PURGE_EVERY = timedelta(minutes=10)
-providers_t = cast(Table, EmailProvider.__table__)
-
-
-#: the enabled providers, in the order they are tried
-ENABLED_IN_ORDER = (
-    select(providers_t)
-    .where(providers_t.c.enabled.is_(True))
-    .order_by(providers_t.c.priority.desc(), providers_t.c.created_at)
-)
-T = TypeVar("T")
-
-
-def routable(providers: Sequence[T], type_of: Callable[[T], str]) -> list[T]:
-    """The providers mail may go to: the development outbox is never a fallback for
-    real providers, so it takes mail only when nothing else is enabled."""
-    real = [p for p in providers if type_of(p) != ProviderType.FILE]
-    return real or list(providers)
-
-
-def spec_of(row: Any, fernet: Fernet) -> ProviderSpec:
-    """The spec of an ``email_providers`` row, credentials decrypted."""
-    return ProviderSpec(
-        id=str(row.id),
-        name=row.name,
-        type=row.type,
-        priority=row.priority,
-        config=row.config or {},
-        authentication=credentials.decrypt(fernet, row.authentication or {}),
-        encryption=row.encryption or {},
-        limits=row.limits or {},
-    )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NoProvider:
-    """No provider can take the message now; try again after ``retry_after_s``."""
-
-    retry_after_s: float
-    #: machine-readable reason: ``no-provider``, ``rate-limited``, ``unavailable``
-    code: str
-    reason: str
-
-
-@dataclass(kw_only=True, slots=True)
-class ProviderState:
-    """What this process knows about one provider's health and limits."""
-
-    breaker: CircuitBreaker
-    allowance: ratelimit.Allowance
-    #: the provider said "slow down" (SMTP 421 throttling, HTTP 429): not before then
-    throttled_until: datetime | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Candidate:
-    id: uuid.UUID
-    spec: ProviderSpec
-    provider: Provider
-    updated_at: datetime
-    limits: ratelimit.Limits
-    state: ProviderState
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Wait:
-    """Why a candidate cannot take the message now, and until when."""
-
-    candidate: Candidate
-    code: Literal["rate-limited", "unavailable"]
-    until: datetime
-    detail: str
-    #: the provider's own limits are full: deferrals are spread over its windows
-    limited: bool = False
 
 
 class ProviderRouter:
@@ -151,6 +122,11 @@ class ProviderRouter:
         self._candidates: list[Candidate] = []
         #: the providers messages may go to: the file outbox only when nothing else is enabled
         self._pool: list[Candidate] = []
+        #: the file outbox when other providers are enabled: only while they are unavailable
+        self._last_resort: list[Candidate] = []
+        #: providers the cluster-wide health says are down, and those that ever worked
+        self._down: dict[uuid.UUID, health.Down] = {}
+        self._proven: set[uuid.UUID] = set()
         self._broken: dict[uuid.UUID, str] = {}
         self._limiter = ratelimit.Limiter(engine)
         self._outcomes = health.OutcomeBuffer()
@@ -202,13 +178,17 @@ class ProviderRouter:
             await gone.provider.aclose()
         self._candidates = fresh
         self._pool = routable(fresh, lambda c: c.spec.type)
+        self._last_resort = last_resort(fresh, lambda c: c.spec.type)
+        try:
+            ids = [c.id for c in fresh]
+            self._down = await health.down(self._engine, ids, self._clock.now())
+            self._proven = await health.proven(self._engine, ids)
+        except Exception:  # the breakers still work without the shared view
+            log.exception("cannot read the providers' cluster-wide health")
 
     def _build(self, row: Any) -> Candidate | None:
         try:
-            spec = spec_of(row, self._fernet)
-            limits = ratelimit.Limits.parse(spec.limits)
-            breaker = CircuitBreaker(BreakerSettings.from_monitoring(row.monitoring))
-            provider = registry.build(spec, self._context)
+            candidate = build(row, self._fernet, self._context)
         except Exception as exc:  # one bad row must not stop the others
             message = exc.message if isinstance(exc, PostroomError) else repr(exc)
             if self._broken.get(row.id) != message:
@@ -216,15 +196,7 @@ class ProviderRouter:
             self._broken[row.id] = message
             return None
         self._broken.pop(row.id, None)
-        allowance = ratelimit.Allowance(windows=limits.windows)
-        return Candidate(
-            id=row.id,
-            spec=spec,
-            provider=provider,
-            updated_at=row.updated_at,
-            limits=limits,
-            state=ProviderState(breaker=breaker, allowance=allowance),
-        )
+        return candidate
 
     # -- choosing ----------------------------------------------------------------------
 
@@ -234,12 +206,15 @@ class ProviderRouter:
         *,
         failed_provider_id: uuid.UUID | None = None,
         only: str | None = None,
+        skip: Mapping[uuid.UUID, str] | None = None,
     ) -> Candidate | NoProvider:
         """The provider to send ``message`` through now, or why there is none.
 
         A slot under the provider's limits is taken for the message. When the
         previous attempt failed at ``failed_provider_id``, the other providers are
-        tried first (failover); the failed one stays last in line. ``only`` (a
+        tried first (failover); the failed one stays last in line. ``skip`` holds the
+        providers this message could not reach just now (id -> why): they are not
+        tried again and their reason is part of a :class:`NoProvider`. ``only`` (a
         provider's name or id) pins the message to that provider: the request
         chose it explicitly, so no other provider is tried, not even as failover.
 
@@ -262,22 +237,88 @@ class ProviderRouter:
         if not fitting:
             why = "; ".join(f"{c.spec.name}: {c.limits.refusal(message)}" for c in pool)
             raise UnsupportedFeature(f"no enabled provider can take this message ({why})")
+        skip = skip or {}
         # stable sort: priority order, the provider that just failed last
         ordered = sorted(fitting, key=lambda c: c.id == failed_provider_id)
-        waits: list[_Wait] = []
+        waits = [self._skipped(c, skip[c.id]) for c in ordered if c.id in skip]
         for candidate in ordered:
+            if candidate.id in skip:
+                continue
             wait = await self._admit(candidate)
             if wait is None:
                 return candidate
             waits.append(wait)
+        if only is None and self._outbox_may_stand_in(waits):
+            for outbox in self._last_resort:
+                if outbox.id not in skip and await self._admit(outbox) is None:
+                    log.warning(
+                        "every provider is unavailable: mail goes to %r (%s)",
+                        outbox.spec.name,
+                        "; ".join(f"{w.candidate.spec.name}: {w.detail}" for w in waits),
+                    )
+                    return outbox
         return self._defer(waits)
 
-    async def _admit(self, c: Candidate) -> _Wait | None:
+    def _outbox_may_stand_in(self, waits: list[Wait]) -> bool:
+        """Every provider is unavailable, and none of them ever worked."""
+        return all(
+            w.code == "unavailable"
+            and w.candidate.id not in self._proven
+            and w.candidate.state.alive_at is None
+            for w in waits
+        )
+
+    def _skipped(self, c: Candidate, why: str) -> Wait:
+        now = self._clock.now()
+        breaker = c.state.breaker
+        until = (
+            breaker.wait_until(now)
+            if breaker.state == "open"
+            else now + timedelta(seconds=BUSY_RETRY_S)
+        )
+        return Wait(candidate=c, code="unavailable", until=until, detail=why)
+
+    @asynccontextmanager
+    async def slot(self, candidate: Candidate) -> AsyncIterator[None]:
+        """Hold one of the provider's connection slots for a send (``providers.slots``).
+
+        Raises:
+            ProviderUnavailable: no slot in time, or the provider was taken out of
+                rotation while waiting: nothing was sent.
+        """
+        slots = candidate.state.slots
+        if slots is None:
+            yield
+            return
+        try:
+            await slots.acquire()
+        except ProviderUnavailable:
+            candidate.state.breaker.withdrawn()
+            raise
+        try:
+            yield
+        finally:
+            slots.release()
+
+    def _cluster_down(self, c: Candidate, now: datetime) -> None:
+        """Open ``c``'s breaker when the cluster found it down after our last sign of life."""
+        evidence = self._down.get(c.id)
+        state = c.state
+        if evidence is None or (state.down_seen_at and evidence.at <= state.down_seen_at):
+            return
+        state.down_seen_at = evidence.at
+        if state.alive_at is not None and evidence.at <= state.alive_at:
+            return
+        if state.breaker.seen_down(min(evidence.at, now)):
+            self._opened(c, f"down cluster-wide: {evidence.reason}")
+
+    async def _admit(self, c: Candidate) -> Wait | None:
         """Take ``c`` for one message (None), or say why not."""
         now = self._clock.now()
         state = c.state
+        self._cluster_down(c, now)
         if state.throttled_until is not None and now < state.throttled_until:
-            return _Wait(
+            return Wait(
                 candidate=c,
                 code="rate-limited",
                 until=state.throttled_until,
@@ -287,10 +328,12 @@ class ProviderRouter:
         if gate == "check":
             ok = await self._check(c)
             now = self._clock.now()
+            if ok:
+                state.alive_at = now
             state.breaker.checked_result(ok, now)
             gate = "probe" if ok else "wait"
         if gate == "wait":
-            return _Wait(
+            return Wait(
                 candidate=c,
                 code="unavailable",
                 until=state.breaker.wait_until(now),
@@ -299,7 +342,7 @@ class ProviderRouter:
         if c.limits.windows:
             until = await self._limiter.take(c.id, state.allowance, now)
             if until is not None:
-                return _Wait(
+                return Wait(
                     candidate=c,
                     code="rate-limited",
                     until=max(until, state.allowance.spread(now)),
@@ -310,7 +353,7 @@ class ProviderRouter:
             state.breaker.dispatched(now)
         return None
 
-    def _defer(self, waits: list[_Wait]) -> NoProvider:
+    def _defer(self, waits: list[Wait]) -> NoProvider:
         now = self._clock.now()
         first = min(waits, key=lambda w: w.until)
         if first.limited:
@@ -329,6 +372,10 @@ class ProviderRouter:
         now = self._clock.now()
         breaker = candidate.state.breaker
         before = breaker.state
+        if isinstance(error, ProviderUnavailable) and error.context.get("busy"):
+            return  # only this process's connections were full: no verdict on the provider
+        if error is None or health.outcome_of(error) == "rejected":
+            candidate.state.alive_at = now
         if error is None:
             breaker.success(now)
             self._outcomes.record(candidate.id, now, "sent", latency_ms=latency_ms)
@@ -344,7 +391,8 @@ class ProviderRouter:
             candidate.state.throttled_until = now + timedelta(seconds=retry_after or THROTTLE_S)
             self._outcomes.record(candidate.id, now, outcome, error=detail)
         else:
-            if isinstance(error, ProviderAuthError):
+            # credentials refused, or not reachable at all: no point in more tries
+            if isinstance(error, ProviderAuthError | ProviderUnavailable):
                 breaker.trip(now)
             else:
                 breaker.failure(now)
@@ -356,15 +404,21 @@ class ProviderRouter:
         if after == before:
             return
         if after == "open":
-            retry = c.state.breaker.retry_at
-            log.warning(
-                "provider %r: circuit opened until %s: %s",
-                c.spec.name,
-                f"{retry:%H:%M:%S}Z" if retry else "?",
-                detail,
-            )
+            self._opened(c, detail)
         elif after == "closed":
             log.info("provider %r: circuit closed, traffic resumes", c.spec.name)
+
+    def _opened(self, c: Candidate, detail: str | None) -> None:
+        """The breaker opened: say so, and send the messages waiting for a slot back."""
+        retry = c.state.breaker.retry_at
+        log.warning(
+            "provider %r: circuit opened until %s: %s",
+            c.spec.name,
+            f"{retry:%H:%M:%S}Z" if retry else "?",
+            detail,
+        )
+        if c.state.slots is not None:
+            c.state.slots.abandon(f"circuit open: {detail}")
 
     # -- checks, statistics, housekeeping ----------------------------------------------
 
@@ -437,3 +491,4 @@ class ProviderRouter:
             await candidate.provider.aclose()
         self._candidates = []
         self._pool = []
+        self._last_resort = []

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, ClassVar
 import aiosmtplib
 from aiosmtplib import (
     SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPConnectResponseError,
     SMTPException,
     SMTPHeloError,
     SMTPRecipientRefused,
@@ -42,6 +44,7 @@ from postroom.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderTransientError,
+    ProviderUnavailable,
 )
 from postroom.providers.base import HealthResult, OutgoingMessage, ProviderSpec, SendResult
 from postroom.providers.classify import classify_exception, classify_smtp
@@ -203,6 +206,8 @@ class SMTPProvider:
             else None
         )
         self._slots = asyncio.Semaphore(settings.max_connections)
+        #: sends in flight at most (the router's connection slots)
+        self.pool_size = settings.max_connections
         self._idle: list[_Connection] = []
         self._limiter = (
             _SlidingWindow(settings.rate_limit, settings.rate_delta_s)
@@ -342,7 +347,10 @@ class SMTPProvider:
         s = self.settings
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
-        sock = await _open_socket(s.host, s.port, s.dns_timeout_s, s.connection_timeout_s)
+        try:
+            sock = await _open_socket(s.host, s.port, s.dns_timeout_s, s.connection_timeout_s)
+        except OSError as exc:  # DNS, refused, unreachable, timed out (ProviderTimeout too)
+            raise self._unreachable(exc) from exc
         smtp = aiosmtplib.SMTP(
             hostname=s.host,
             sock=sock,
@@ -354,7 +362,12 @@ class SMTPProvider:
         )
         try:
             # the greeting timeout also bounds an implicit-TLS handshake
-            await smtp.connect(timeout=s.greeting_timeout_s)
+            try:
+                await smtp.connect(timeout=s.greeting_timeout_s)
+            except SMTPConnectResponseError:
+                raise  # the server answered: classified like any reply
+            except SMTPConnectError as exc:  # no greeting in time, or dropped before it
+                raise self._unreachable(exc) from exc
             await self._ehlo(smtp)
             if not (s.secure or s.ignore_tls):
                 if smtp.supports_extension("starttls"):
@@ -372,6 +385,11 @@ class SMTPProvider:
             smtp.close()
             raise
         return smtp
+
+    def _unreachable(self, exc: BaseException) -> ProviderUnavailable:
+        s = self.settings
+        detail = exc.message if isinstance(exc, ProviderError) else str(exc) or type(exc).__name__
+        return ProviderUnavailable(f"cannot reach {s.host}:{s.port}: {detail}", provider=self.name)
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
         try:

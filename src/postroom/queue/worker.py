@@ -32,7 +32,8 @@ from postroom.compose.message import compose
 from postroom.config import Settings
 from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
-from postroom.errors import PostroomError, ProviderError
+from postroom.errors import PostroomError, ProviderError, ProviderUnavailable
+from postroom.providers.base import OutgoingMessage, SendResult
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
@@ -281,9 +282,26 @@ class Worker:
                     now=started,
                     message_id_domain=self.settings.message_id_domain,
                 )
-            choice = await self.router.acquire(
-                message, failed_provider_id=job.failed_provider_id, only=job.request.get("provider")
-            )
+            # a provider that could not be reached got nothing: not an attempt, so
+            # the next one is tried at once; the attempt log keeps why it was skipped
+            unreached: dict[uuid.UUID, str] = {}
+            while not isinstance(
+                choice := await self.router.acquire(
+                    message,
+                    failed_provider_id=job.failed_provider_id,
+                    only=job.request.get("provider"),
+                    skip=unreached,
+                ),
+                NoProvider,
+            ):
+                candidate = choice
+                try:
+                    async with self.router.slot(candidate):
+                        started = self.clock.now()  # waiting for a connection is not the attempt
+                        sent = await self._send(candidate, message)
+                    break
+                except ProviderUnavailable as exc:
+                    unreached[candidate.id] = f"{exc.code}: {exc.message}"
             if isinstance(choice, NoProvider):
                 # nothing can send now: stop claiming for a while instead of claiming
                 # and deferring the whole backlog batch after batch
@@ -295,36 +313,38 @@ class Worker:
                     outcome="deferred",
                     started_at=started,
                     finished_at=now,
+                    # the provider last skipped, so the next try fails over from it
+                    provider_id=candidate.id if candidate else None,
+                    provider_name=candidate.spec.name if candidate else None,
                     retry_at=now + timedelta(seconds=choice.retry_after_s),
                     error_code=choice.code,
                     error_message=choice.reason,
                 )
             else:
-                candidate = choice
-                t0 = time.perf_counter()
-                try:
-                    sent = await candidate.provider.send(message)
-                except Exception as exc:
-                    self.router.report(
-                        candidate, error=exc, latency_ms=(time.perf_counter() - t0) * 1000
-                    )
-                    raise
-                self.router.report(
-                    candidate, error=None, latency_ms=(time.perf_counter() - t0) * 1000
-                )
                 result = Result(
                     job=job,
                     outcome="sent",
                     started_at=started,
                     finished_at=self.clock.now(),
-                    provider_id=candidate.id,
-                    provider_name=candidate.spec.name,
+                    provider_id=choice.id,
+                    provider_name=choice.spec.name,
                     message_id=sent.provider_message_id,
                     rejected=dict(sent.rejected),
                 )
         except Exception as exc:  # every failure becomes a recorded outcome
             result = self._failure(job, exc, started, candidate)
         self._record(result)
+
+    async def _send(self, candidate: Candidate, message: OutgoingMessage) -> SendResult:
+        """Send through ``candidate`` and tell the router how it went."""
+        t0 = time.perf_counter()
+        try:
+            sent = await candidate.provider.send(message)
+        except Exception as exc:
+            self.router.report(candidate, error=exc, latency_ms=(time.perf_counter() - t0) * 1000)
+            raise
+        self.router.report(candidate, error=None, latency_ms=(time.perf_counter() - t0) * 1000)
+        return sent
 
     def _failure(self, job: Job, exc: BaseException, started: Any, candidate: Any) -> Result:
         if not isinstance(exc, PostroomError):

@@ -83,7 +83,11 @@ class CheckPublic(PublicModel):
 class LimitUsage(PublicModel):
     kind: Literal["rate", "hourly", "daily"]
     limit: int
-    used: int = Field(description="Slots taken in the current window, by every worker.")
+    used: int = Field(description="Messages sent in the current window, by every worker.")
+    reserved: int = Field(
+        description="Slots reserved in the current window (what the limit is enforced on): "
+        "workers reserve a few at a time, so this runs ahead of used."
+    )
     window_ms: int
     resets_at: datetime
 

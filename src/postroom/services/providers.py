@@ -192,6 +192,7 @@ class ProviderService:
                         kind=u.kind,
                         limit=u.limit,
                         used=u.used,
+                        reserved=u.reserved,
                         window_ms=u.window_ms,
                         resets_at=u.resets_at,
                     )
