@@ -2,14 +2,17 @@
 
 Two ``postroom worker`` processes send through one SMTP provider limited to 4
 messages per second. The test's SMTP server (aiosmtpd, on the test's own loop)
-stamps each message as it arrives; no epoch-aligned second (the limiter's window)
-may hold more than 4. The mail is scheduled just after a window starts so that a
-send reserved at the end of one window cannot arrive in the next.
+stamps each message as it arrives. The limiter counts reservations per epoch-aligned
+second; a send reserved late in one window may arrive early in the next (on a loaded
+machine it does), so arrivals in one second are bounded by twice the limit, as the
+README documents for fixed windows, and the pacing must spread twelve messages over
+at least three windows. Without the limit all twelve arrive in one burst.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import signal
 import time
@@ -91,7 +94,11 @@ async def test_two_worker_processes_never_exceed_the_limit_together(
     assert codes == [0, 0], output
 
     per_window = Counter(math.floor(t) for t in stamped.times)
-    assert max(per_window.values()) <= LIMIT, sorted(per_window.items())
+    assert max(per_window.values()) <= 2 * LIMIT, sorted(per_window.items())
+    windows = sorted(per_window)
+    for first, second in itertools.pairwise(windows):
+        if second == first + 1:  # two adjacent windows: at most three windows' reservations
+            assert per_window[first] + per_window[second] <= 3 * LIMIT, sorted(per_window.items())
     # the limit did the pacing: twelve messages took three windows, not one burst
     assert len(per_window) >= MESSAGES // LIMIT
     assert stamped.times[-1] - start >= (MESSAGES // LIMIT - 1) - 0.1
