@@ -1,14 +1,18 @@
 """Provider management: the spec's provider endpoints, for the API and the CLI.
 
-Every change is validated the way a worker will use it: the type must be known to
-the registry and the adapter must build from the settings (``from_spec``), the
-limits and monitoring JSON must parse. So a bad configuration is refused with a
-422 that says what is wrong, instead of failing later in a worker's log.
+Every change is validated the way a worker will use it: the type must be one users
+may create, ``config`` and ``authentication`` may hold only the keys the adapter
+declares, the adapter must build from the settings (``from_spec``), the limits and
+monitoring JSON must parse, and every outbound URL must pass the SSRF guard
+(``egress``). So a bad configuration is refused with a 422 that names the field,
+instead of failing later in a worker's log. These checks run at creation and
+update only: a row stored before a check existed still builds in the workers.
 
 Credentials are encrypted with the instance's Fernet key before they are stored,
 shown masked in every answer and never logged. Secret-looking keys are refused
-in ``config``; the spec's ``SMTPConfig.authentication`` block is moved out of
-``config`` into ``authentication`` so that it is encrypted too.
+in ``config``, and so are credential-bearing header names in ``config.headers``;
+the spec's ``SMTPConfig.authentication`` block is moved out of ``config`` into
+``authentication`` so that it is encrypted too.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
 from postroom.errors import ConfigError, Conflict, InvalidProvider, NotFound, PostroomError
-from postroom.providers import credentials, health, ratelimit, registry, routing
+from postroom.providers import credentials, egress, health, ratelimit, registry, routing
 from postroom.providers.base import Provider, ProviderSpec
 from postroom.providers.breaker import BreakerSettings
 from postroom.schemas import providers as schemas
@@ -137,7 +141,7 @@ class ProviderService:
             type=row.type,
             enabled=row.enabled,
             priority=row.priority,
-            config=row.config or {},
+            config=_shown_config(row.config or {}),
             limits=row.limits or {},
             authentication=shown,
             encryption=row.encryption or {},
@@ -182,6 +186,7 @@ class ProviderService:
 
     async def create(self, data: schemas.ProviderCreate) -> schemas.ProviderPublic:
         config, secrets = _split_secrets(data.config, data.authentication)
+        _user_type(data.type)
         await self._validate(
             data.name, data.type, config, secrets, data.limits, data.encryption, data.monitoring
         )
@@ -210,6 +215,8 @@ class ProviderService:
         row = await self.row(ident)
         stored = self.secrets(row)
         name = data.name if data.name is not None else row.name
+        if data.type is not None:
+            _user_type(data.type)
         ptype = data.type if data.type is not None else row.type
         given_auth = (
             _keep_masked(data.authentication, stored) if data.authentication is not None else stored
@@ -272,6 +279,10 @@ class ProviderService:
         monitoring: Mapping[str, Any],
     ) -> None:
         """Refuse what a worker could not use, with a message that says why."""
+        try:
+            factory = registry.adapter_class(ptype)
+        except ConfigError as exc:
+            raise _invalid(exc, "type") from None
         for key in config:
             if _SECRET_KEY.search(key):
                 raise InvalidProvider(
@@ -279,6 +290,9 @@ class ProviderService:
                     "stored encrypted",
                     field=f"config.{key}",
                 )
+        _known_keys(ptype, "config", config, factory.config_keys)
+        _known_keys(ptype, "authentication", secrets, factory.authentication_keys)
+        _no_credential_headers(config)
         try:
             ratelimit.Limits.parse(limits)
         except ConfigError as exc:
@@ -287,10 +301,6 @@ class ProviderService:
             BreakerSettings.from_monitoring(monitoring)
         except ConfigError as exc:
             raise _invalid(exc, "monitoring") from None
-        try:
-            factory = registry.adapter_class(ptype)
-        except ConfigError as exc:
-            raise _invalid(exc, "type") from None
         spec = ProviderSpec(
             id="new",
             name=name,
@@ -305,6 +315,77 @@ class ProviderService:
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
             raise _invalid(exc, "config") from None
         await provider.aclose()
+        await _check_urls(factory.url_fields, config, secrets)
+
+
+def _user_type(ptype: str) -> None:
+    """Refuse types users may not create (unknown ones, and the internal ``fake``)."""
+    try:
+        registry.user_adapter_class(ptype)
+    except ConfigError as exc:
+        raise _invalid(exc, "type") from None
+
+
+def _known_keys(ptype: str, section: str, given: Mapping[str, Any], valid: frozenset[str]) -> None:
+    """Refuse a key the adapter would ignore (a typo must not pass silently)."""
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        known = ", ".join(sorted(valid)) or "none"
+        raise InvalidProvider(
+            f"unknown {section} key {unknown[0]!r} for a {ptype} provider (valid: {known})",
+            field=f"{section}.{unknown[0]}",
+        )
+
+
+def _no_credential_headers(config: Mapping[str, Any]) -> None:
+    """``config`` is shown in clear: a header carrying a credential belongs in
+    ``authentication.headers``, which is encrypted and masked."""
+    headers = config.get("headers")
+    if not isinstance(headers, Mapping):
+        return
+    for name in headers:
+        if credentials.is_credential_header(str(name)):
+            raise InvalidProvider(
+                f"config.headers.{name} carries a credential: put it in "
+                "'authentication.headers', which is stored encrypted and shown masked",
+                field=f"config.headers.{name}",
+            )
+
+
+async def _check_urls(
+    fields: Sequence[str], config: Mapping[str, Any], secrets: Mapping[str, Any]
+) -> None:
+    """Every configured outbound URL is http(s) and, unless ``allowNetworks`` lets it,
+    not on a loopback, private, link-local or otherwise non-public address."""
+    try:
+        allow = egress.parse_networks(config.get("allowNetworks"))
+    except ConfigError as exc:
+        raise _invalid(exc, "config.allowNetworks") from None
+    for field in fields:
+        section, _, key = field.partition(".")
+        value = (config if section == "config" else secrets).get(key)
+        if value is None or value == "":
+            continue
+        try:
+            url = egress.parse_url(value, field)
+        except ConfigError as exc:
+            raise _invalid(exc, field) from None
+        refusal = await egress.url_refusal(url, allow, field)
+        if refusal is not None:
+            raise InvalidProvider(refusal, field=field)
+
+
+def _shown_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as shown; credential headers stored before they were refused are
+    masked like ``authentication``."""
+    headers = config.get("headers")
+    if not isinstance(headers, Mapping):
+        return dict(config)
+    shown = {
+        name: credentials.MASK if credentials.is_credential_header(str(name)) else value
+        for name, value in headers.items()
+    }
+    return {**config, "headers": shown}
 
 
 def _limits_or_none(raw: Mapping[str, Any] | None) -> ratelimit.Limits:
@@ -348,17 +429,18 @@ def scrub(text: str | None, secrets: Mapping[str, Any]) -> str | None:
     """``text`` with any secret value in it masked (a provider may echo one in an error)."""
     if not text:
         return text
-    for value in _leaves(secrets):
+    # longest first, so a secret that contains another is masked whole
+    for key, value in sorted(_leaves(secrets), key=lambda kv: -len(kv[1])):
         if len(value) >= 4 and value in text:
-            text = text.replace(value, credentials.mask(value))
+            text = text.replace(value, credentials.mask(value, key))
     return text
 
 
-def _leaves(secrets: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
+def _leaves(secrets: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
     for key, value in secrets.items():
         if isinstance(value, Mapping):
             out.extend(_leaves(value))
         elif isinstance(value, str) and key not in credentials.PUBLIC_FIELDS:
-            out.append(value)
+            out.append((key, value))
     return out
