@@ -97,7 +97,7 @@ def test_add_then_list_shows_a_table_without_secrets(runner: CliRunner) -> None:
     [shown] = [
         p for p in json.loads(invoke(runner, "list", "--json").output) if p["type"] == "smtp"
     ]
-    assert shown["authentication"] == {"user": "ann", "password": "co****ple"}
+    assert shown["authentication"] == {"user": "ann", "password": "****"}
     assert shown["config"]["port"] > 0 and isinstance(shown["config"]["port"], int)
 
 
@@ -120,7 +120,7 @@ def test_json_options_and_credentials_from_stdin(runner: CliRunner) -> None:
     [shown] = [
         p for p in json.loads(invoke(runner, "list", "--json").output) if p["name"] == "SendGrid"
     ]
-    assert shown["authentication"] == {"apiKey": "co****ple"}
+    assert shown["authentication"] == {"apiKey": "****aple"}
     assert shown["limits"] == {"hourly": 10000}
 
 
@@ -148,7 +148,7 @@ def test_duplicate_name_is_refused(runner: CliRunner) -> None:
 
 
 def test_test_reports_the_check(runner: CliRunner) -> None:
-    invoke(runner, "add", "--type", "fake", "--name", "Fake")
+    invoke(runner, "add", "--type", "file", "--name", "Fake")
     ok = invoke(runner, "test", "Fake")
     assert ok.output.startswith("OK: Fake")
 
@@ -166,3 +166,8 @@ def test_disable_and_enable(runner: CliRunner) -> None:
     assert invoke(runner, "enable", "Relay").output.strip() == "Enabled provider Relay."
     result = invoke(runner, "enable", "Nobody", code=1)
     assert "no provider 'Nobody'" in result.output
+
+
+def test_the_internal_fake_type_is_refused(runner: CliRunner) -> None:
+    result = invoke(runner, "add", "--type", "fake", "--name", "F", code=2)
+    assert "unknown provider type 'fake'" in result.output
