@@ -12,6 +12,7 @@ import pytest
 from postroom.api.app import create_app
 from postroom.app import Postroom
 from postroom.providers import registry
+from postroom.services.providers import scrub
 from tests.support.providers import add_provider
 
 PROVIDERS = "/api/system/email/providers"
@@ -257,3 +258,9 @@ async def test_the_outbox_must_stay_in_the_data_directory(
 ) -> None:
     response = await client.post(PROVIDERS, json=body("file", config={"directory": directory}))
     assert_refused(response, "config.directory", "outside the data directory")
+
+
+def test_secrets_echoed_in_provider_errors_are_masked_too() -> None:
+    secrets = {"user": "ann", "password": "hunter2hunter2", "apiKey": "SG.0123456789abcdef9f3a"}
+    text = "535 auth failed for ann / hunter2hunter2 with SG.0123456789abcdef9f3a"
+    assert scrub(text, secrets) == "535 auth failed for ann / **** with ****9f3a"

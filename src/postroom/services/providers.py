@@ -1,12 +1,9 @@
 """Provider management: the spec's provider endpoints, for the API and the CLI.
 
-Every change is validated the way a worker will use it: the type must be one users
-may create, ``config`` and ``authentication`` may hold only the keys the adapter
-declares, the adapter must build from the settings (``from_spec``), the limits and
-monitoring JSON must parse, and every outbound URL must pass the SSRF guard
-(``egress``). So a bad configuration is refused with a 422 that names the field,
-instead of failing later in a worker's log. These checks run at creation and
-update only: a row stored before a check existed still builds in the workers.
+Every change is validated the way a worker will use it (``provider_settings``:
+known type and keys, no credentials in clear, the adapter builds, limits and
+monitoring parse, outbound URLs pass the SSRF guard). So a bad configuration is
+refused with a 422 that names the field, instead of failing later in a worker's log.
 
 Credentials are encrypted with the instance's Fernet key before they are stored,
 shown masked in every answer and never logged. Secret-looking keys are refused
@@ -17,7 +14,6 @@ the spec's ``SMTPConfig.authentication`` block is moved out of ``config`` into
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -31,25 +27,16 @@ from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
-from postroom.errors import ConfigError, Conflict, InvalidProvider, NotFound, PostroomError
-from postroom.providers import credentials, egress, health, ratelimit, registry, routing
-from postroom.providers.base import Provider, ProviderSpec
-from postroom.providers.breaker import BreakerSettings
+from postroom.errors import ConfigError, Conflict, NotFound
+from postroom.providers import credentials, health, ratelimit, registry, routing
+from postroom.providers.base import Provider
 from postroom.schemas import providers as schemas
+from postroom.services import provider_settings
 
 if TYPE_CHECKING:
     from postroom.app import Postroom
 
 providers_t = cast(Table, EmailProvider.__table__)
-
-#: ``config`` keys that hold secrets belong in ``authentication``
-_SECRET_KEY = re.compile(r"pass(word)?$|secret|api_?key|token$|private_?key|credential", re.I)
-
-
-def _invalid(exc: Exception, field: str) -> InvalidProvider:
-    if isinstance(exc, PostroomError):
-        return InvalidProvider(exc.message, field=exc.context.get("field", field))
-    return InvalidProvider(f"{field}: {exc}", field=field)
 
 
 class ProviderService:
@@ -121,7 +108,7 @@ class ProviderService:
         try:
             return registry.build(spec, self.context)
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
-            raise _invalid(exc, "config") from None
+            raise provider_settings.invalid(exc, "config") from None
 
     def _to_public(self, row: Any, summary: health.HealthSummary) -> schemas.ProviderPublic:
         try:
@@ -141,7 +128,7 @@ class ProviderService:
             type=row.type,
             enabled=row.enabled,
             priority=row.priority,
-            config=_shown_config(row.config or {}),
+            config=provider_settings.shown_config(row.config or {}),
             limits=row.limits or {},
             authentication=shown,
             encryption=row.encryption or {},
@@ -185,10 +172,17 @@ class ProviderService:
     # -- changing ----------------------------------------------------------------------
 
     async def create(self, data: schemas.ProviderCreate) -> schemas.ProviderPublic:
-        config, secrets = _split_secrets(data.config, data.authentication)
-        _user_type(data.type)
-        await self._validate(
-            data.name, data.type, config, secrets, data.limits, data.encryption, data.monitoring
+        config, secrets = provider_settings.split_secrets(data.config, data.authentication)
+        provider_settings.user_type(data.type)
+        await provider_settings.validate(
+            self.context,
+            data.name,
+            data.type,
+            config,
+            secrets,
+            data.limits,
+            data.encryption,
+            data.monitoring,
         )
         await self._unique_name(data.name)
         provider_id, now = uuid.uuid4(), self.clock.now()
@@ -216,18 +210,22 @@ class ProviderService:
         stored = self.secrets(row)
         name = data.name if data.name is not None else row.name
         if data.type is not None:
-            _user_type(data.type)
+            provider_settings.user_type(data.type)
         ptype = data.type if data.type is not None else row.type
         given_auth = (
-            _keep_masked(data.authentication, stored) if data.authentication is not None else stored
+            stored
+            if data.authentication is None
+            else provider_settings.keep_masked(data.authentication, stored)
         )
-        config, secrets = _split_secrets(
+        config, secrets = provider_settings.split_secrets(
             data.config if data.config is not None else (row.config or {}), given_auth
         )
         limits = data.limits if data.limits is not None else (row.limits or {})
         encryption = data.encryption if data.encryption is not None else (row.encryption or {})
         monitoring = data.monitoring if data.monitoring is not None else (row.monitoring or {})
-        await self._validate(name, ptype, config, secrets, limits, encryption, monitoring)
+        await provider_settings.validate(
+            self.context, name, ptype, config, secrets, limits, encryption, monitoring
+        )
         if name != row.name:
             await self._unique_name(name)
         # strictly later, so that workers notice the change even within one clock tick
@@ -268,161 +266,12 @@ class ProviderService:
         if taken is not None:
             raise Conflict(f"a provider named {name!r} exists already", field="name")
 
-    async def _validate(
-        self,
-        name: str,
-        ptype: str,
-        config: Mapping[str, Any],
-        secrets: Mapping[str, Any],
-        limits: Mapping[str, Any],
-        encryption: Mapping[str, Any],
-        monitoring: Mapping[str, Any],
-    ) -> None:
-        """Refuse what a worker could not use, with a message that says why."""
-        try:
-            factory = registry.adapter_class(ptype)
-        except ConfigError as exc:
-            raise _invalid(exc, "type") from None
-        for key in config:
-            if _SECRET_KEY.search(key):
-                raise InvalidProvider(
-                    f"config.{key} looks like a secret: put it in 'authentication', which is "
-                    "stored encrypted",
-                    field=f"config.{key}",
-                )
-        _known_keys(ptype, "config", config, factory.config_keys)
-        _known_keys(ptype, "authentication", secrets, factory.authentication_keys)
-        _no_credential_headers(config)
-        try:
-            ratelimit.Limits.parse(limits)
-        except ConfigError as exc:
-            raise _invalid(exc, "limits") from None
-        try:
-            BreakerSettings.from_monitoring(monitoring)
-        except ConfigError as exc:
-            raise _invalid(exc, "monitoring") from None
-        spec = ProviderSpec(
-            id="new",
-            name=name,
-            type=ptype,
-            config=config,
-            authentication=secrets,
-            encryption=encryption,
-            limits=limits,
-        )
-        try:
-            provider = factory.from_spec(spec, self.context)
-        except (ConfigError, ValueError, TypeError, KeyError) as exc:
-            raise _invalid(exc, "config") from None
-        await provider.aclose()
-        await _check_urls(factory.url_fields, config, secrets)
-
-
-def _user_type(ptype: str) -> None:
-    """Refuse types users may not create (unknown ones, and the internal ``fake``)."""
-    try:
-        registry.user_adapter_class(ptype)
-    except ConfigError as exc:
-        raise _invalid(exc, "type") from None
-
-
-def _known_keys(ptype: str, section: str, given: Mapping[str, Any], valid: frozenset[str]) -> None:
-    """Refuse a key the adapter would ignore (a typo must not pass silently)."""
-    unknown = sorted(set(given) - valid)
-    if unknown:
-        known = ", ".join(sorted(valid)) or "none"
-        raise InvalidProvider(
-            f"unknown {section} key {unknown[0]!r} for a {ptype} provider (valid: {known})",
-            field=f"{section}.{unknown[0]}",
-        )
-
-
-def _no_credential_headers(config: Mapping[str, Any]) -> None:
-    """``config`` is shown in clear: a header carrying a credential belongs in
-    ``authentication.headers``, which is encrypted and masked."""
-    headers = config.get("headers")
-    if not isinstance(headers, Mapping):
-        return
-    for name in headers:
-        if credentials.is_credential_header(str(name)):
-            raise InvalidProvider(
-                f"config.headers.{name} carries a credential: put it in "
-                "'authentication.headers', which is stored encrypted and shown masked",
-                field=f"config.headers.{name}",
-            )
-
-
-async def _check_urls(
-    fields: Sequence[str], config: Mapping[str, Any], secrets: Mapping[str, Any]
-) -> None:
-    """Every configured outbound URL is http(s) and, unless ``allowNetworks`` lets it,
-    not on a loopback, private, link-local or otherwise non-public address."""
-    try:
-        allow = egress.parse_networks(config.get("allowNetworks"))
-    except ConfigError as exc:
-        raise _invalid(exc, "config.allowNetworks") from None
-    for field in fields:
-        section, _, key = field.partition(".")
-        value = (config if section == "config" else secrets).get(key)
-        if value is None or value == "":
-            continue
-        try:
-            url = egress.parse_url(value, field)
-        except ConfigError as exc:
-            raise _invalid(exc, field) from None
-        refusal = await egress.url_refusal(url, allow, field)
-        if refusal is not None:
-            raise InvalidProvider(refusal, field=field)
-
-
-def _shown_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` as shown; credential headers stored before they were refused are
-    masked like ``authentication``."""
-    headers = config.get("headers")
-    if not isinstance(headers, Mapping):
-        return dict(config)
-    shown = {
-        name: credentials.MASK if credentials.is_credential_header(str(name)) else value
-        for name, value in headers.items()
-    }
-    return {**config, "headers": shown}
-
 
 def _limits_or_none(raw: Mapping[str, Any] | None) -> ratelimit.Limits:
     try:
         return ratelimit.Limits.parse(raw)
     except ConfigError:  # stored before validation existed: show no usage
         return ratelimit.Limits()
-
-
-def _split_secrets(
-    config: Mapping[str, Any], secrets: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Move the spec's ``SMTPConfig.authentication`` out of ``config``."""
-    config = dict(config)
-    nested = config.pop("authentication", None)
-    merged = dict(secrets)
-    if isinstance(nested, Mapping):
-        merged = {**nested, **merged}
-    elif nested is not None:
-        raise InvalidProvider(
-            "config.authentication must be an object", field="config.authentication"
-        )
-    return config, merged
-
-
-def _keep_masked(given: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
-    """``given``, where a value equal to the masked stored one is the stored one."""
-    out: dict[str, Any] = {}
-    for key, value in given.items():
-        old = stored.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            out[key] = _keep_masked(value, old)
-        elif old is not None and value == credentials.masked({key: old})[key] and value != old:
-            out[key] = old
-        else:
-            out[key] = value
-    return out
 
 
 def scrub(text: str | None, secrets: Mapping[str, Any]) -> str | None:
