@@ -114,10 +114,9 @@ class CustomProvider(HTTPProvider):
             allow = parse_networks(list(allow_networks))
         except ConfigError as exc:
             raise ConfigError(f"provider {name!r} (custom): {exc.message}", **exc.context) from exc
-        options = dataclasses.replace(
-            options or HTTPOptions(),
-            allow_networks=(*(options or HTTPOptions()).allow_networks, *allow),
-        )
+        options = options or HTTPOptions()
+        # ``allow_networks`` adds to what the options (``config.allowNetworks``) allow
+        options = dataclasses.replace(options, allow_networks=(*options.allow_networks, *allow))
         self._secret = secret
         self._clock = clock
         super().__init__(
