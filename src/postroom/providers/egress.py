@@ -172,9 +172,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     def _pool(self, host: str) -> httpx.AsyncHTTPTransport:
         pool = self._pools.get(host)
         if pool is None:
-            pool = httpx.AsyncHTTPTransport(
-                verify=self._verify, limits=self._limits, trust_env=False
-            )
+            # trust_env here only reads SSL_CERT_FILE / SSL_CERT_DIR; proxies are
+            # chosen by the client, whose trust_env is off
+            pool = httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits)
             self._pools[host] = pool
         return pool
 
