@@ -71,7 +71,7 @@ async def test_create_stores_credentials_encrypted_and_shows_them_masked(
 ) -> None:
     created = await create(client)
 
-    assert created["authentication"] == {"user": "ann", "password": "co****ple"}
+    assert created["authentication"] == {"user": "ann", "password": "****"}
     assert created["config"] == {"host": "smtp.example.com", "port": 587, "requireTLS": True}
     assert created["limits"] == {"rateLimit": 10, "hourly": 1000}
     assert (created["enabled"], created["priority"], created["type"]) == (True, 200, "smtp")
@@ -81,7 +81,7 @@ async def test_create_stores_credentials_encrypted_and_shows_them_masked(
     for path in (PROVIDERS, f"{PROVIDERS}/{created['id']}", f"{PROVIDERS}/Primary SMTP"):
         response = await client.get(path)
         assert response.status_code == 200
-        assert PASSWORD not in response.text and "co****ple" in response.text
+        assert PASSWORD not in response.text and '"password":"****"' in response.text
 
 
 async def test_spec_style_smtp_authentication_in_config_is_moved_and_encrypted(
@@ -137,12 +137,12 @@ async def test_enable_disable_through_put_reaches_the_router(
     client: httpx.AsyncClient, postroom: Postroom
 ) -> None:
     await disable_all(postroom)
-    created = await create(client, type="fake", config={}, authentication={}, limits={})
+    provider_id = await add_provider(postroom, name="Primary SMTP", type="fake")
     router = postroom.provider_router()
     try:
         await router.refresh(force=True)
         assert [c.spec.name for c in router.candidates] == ["Primary SMTP"]
-        await client.put(f"{PROVIDERS}/{created['id']}", json={"enabled": False})
+        await client.put(f"{PROVIDERS}/{provider_id}", json={"enabled": False})
         await router.refresh(force=True)
         assert router.candidates == []
     finally:
@@ -153,7 +153,7 @@ async def test_delete_a_provider_in_use_keeps_the_email_history(
     client: httpx.AsyncClient, postroom: Postroom
 ) -> None:
     await disable_all(postroom)
-    created = await create(client, type="fake", config={}, authentication={}, limits={})
+    created = {"id": str(await add_provider(postroom, name="Primary SMTP", type="fake"))}
     sent = (await client.post(SEND, json=email())).json()
     worker = postroom.worker()
     try:
@@ -265,7 +265,7 @@ async def test_health_reflects_what_the_workers_saw(
     response = await client.get(PROVIDERS)
     assert "sk-live-0123456789" not in response.text
     flaky = {p["name"]: p for p in response.json()["providers"]}["flaky"]
-    assert flaky["authentication"] == {"apiKey": "sk-****789"}
+    assert flaky["authentication"] == {"apiKey": "****6789"}
     health = flaky["health"]
     assert health["status"] == "down", health
     assert health["failedLastHour"] == 3 and health["sentLastHour"] == 0

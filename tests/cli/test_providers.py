@@ -69,7 +69,7 @@ def test_add_then_list_shows_a_table_without_secrets(runner: CliRunner) -> None:
     [shown] = [
         p for p in json.loads(invoke(runner, "list", "--json").output) if p["type"] == "smtp"
     ]
-    assert shown["authentication"] == {"user": "ann", "password": "co****ple"}
+    assert shown["authentication"] == {"user": "ann", "password": "****"}
     assert shown["config"]["port"] > 0 and isinstance(shown["config"]["port"], int)
 
 
@@ -93,7 +93,7 @@ def test_json_options_and_credentials_from_stdin(runner: CliRunner) -> None:
     [shown] = [
         p for p in json.loads(invoke(runner, "list", "--json").output) if p["name"] == "SendGrid"
     ]
-    assert shown["authentication"] == {"apiKey": "co****ple"}
+    assert shown["authentication"] == {"apiKey": "****aple"}
     assert shown["limits"] == {"hourly": 10000}
 
 
@@ -121,7 +121,7 @@ def test_duplicate_name_is_refused(runner: CliRunner) -> None:
 
 
 def test_test_reports_the_check(runner: CliRunner) -> None:
-    invoke(runner, "add", "--type", "fake", "--name", "Fake")
+    invoke(runner, "add", "--type", "file", "--name", "Fake")
     ok = invoke(runner, "test", "Fake")
     assert ok.output.startswith("OK: Fake")
 
@@ -157,7 +157,9 @@ def test_add_refuses_a_provider_whose_connection_check_fails(runner: CliRunner) 
 
 
 def test_add_checks_the_connection_before_storing(runner: CliRunner) -> None:
-    added = invoke(runner, "add", "--type", "fake", "--name", "Fake")
+    added = invoke(
+        runner, "add", "--type", "file", "--name", "Outbox 2", "--config", "directory=outbox2"
+    )
     assert "connection checked" in added.output
 
 
@@ -165,14 +167,14 @@ def test_show_update_remove(runner: CliRunner) -> None:
     add_relay(runner)
     shown = invoke(runner, "show", "Relay").output
     assert "Type         smtp" in shown
-    assert '"password": "co****ple"' in shown and '"user": "ann"' in shown
+    assert '"password": "****"' in shown and '"user": "ann"' in shown
 
     new_secret = "another-long-password"
     invoke(runner, "update", "Relay", "--priority", "300", "--auth", f"password={new_secret}")
     changed = json.loads(invoke(runner, "show", "Relay", "--json").output)
     assert changed["priority"] == 300
     # --auth changes one credential and keeps the others
-    assert changed["authentication"] == {"user": "ann", "password": "an****ord"}
+    assert changed["authentication"] == {"user": "ann", "password": "****"}
     assert changed["limits"] == {"rateLimit": 5}
 
     nothing = invoke(runner, "update", "Relay", code=2)
@@ -184,3 +186,8 @@ def test_show_update_remove(runner: CliRunner) -> None:
     assert removed.output.startswith("Removed provider Relay (smtp)")
     gone = invoke(runner, "show", "Relay", code=1)
     assert "no provider 'Relay'" in gone.output
+
+
+def test_the_internal_fake_type_is_refused(runner: CliRunner) -> None:
+    result = invoke(runner, "add", "--type", "fake", "--name", "F", code=2)
+    assert "unknown provider type 'fake'" in result.output

@@ -28,6 +28,10 @@ import uvicorn
 
 from postroom.providers.base import Address, Attachment, OutgoingMessage
 
+#: the fakes listen on loopback, which the SSRF guard refuses unless a provider's
+#: ``allowNetworks`` lets it through
+LOOPBACK = ["127.0.0.0/8"]
+
 
 @dataclass
 class Recorded:

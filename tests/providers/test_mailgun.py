@@ -16,6 +16,7 @@ from postroom.errors import (
 from postroom.providers import registry
 from postroom.providers.base import ProviderSpec
 from postroom.providers.mailgun import MailgunProvider
+from tests.providers.fake_esp import LOOPBACK
 from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def spec_for(esp: MailgunFake, **config: Any) -> ProviderSpec:
         config={
             "domain": "mg.example.com",
             "baseUrl": esp.base_url,
+            "allowNetworks": LOOPBACK,
             "socketTimeout": 5000,
             **config,
         },

@@ -15,6 +15,7 @@ from postroom.errors import (
 from postroom.providers import registry
 from postroom.providers.base import ProviderSpec
 from postroom.providers.postmark import PostmarkProvider
+from tests.providers.fake_esp import LOOPBACK
 from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
@@ -26,7 +27,12 @@ def spec_for(esp: PostmarkFake, **config: Any) -> ProviderSpec:
         id="prv-postmark",
         name="postmark-main",
         type="postmark",
-        config={"baseUrl": esp.base_url, "socketTimeout": 5000, **config},
+        config={
+            "baseUrl": esp.base_url,
+            "allowNetworks": LOOPBACK,
+            "socketTimeout": 5000,
+            **config,
+        },
         authentication={"serverToken": "pm-server-token"},
     )
 

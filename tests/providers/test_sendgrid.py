@@ -21,6 +21,7 @@ from postroom.providers import registry
 from postroom.providers.base import Address, Provider, ProviderSpec
 from postroom.providers.http import HTTPOptions
 from postroom.providers.sendgrid import SendGridProvider
+from tests.providers.fake_esp import LOOPBACK
 from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
@@ -32,7 +33,12 @@ def spec_for(esp: SendGridFake, **config: Any) -> ProviderSpec:
         id="prv-sendgrid",
         name="sendgrid-main",
         type="sendgrid",
-        config={"baseUrl": esp.base_url, "socketTimeout": 5000, **config},
+        config={
+            "baseUrl": esp.base_url,
+            "allowNetworks": LOOPBACK,
+            "socketTimeout": 5000,
+            **config,
+        },
         authentication={"apiKey": "SG.test-key"},
     )
 
@@ -208,7 +214,7 @@ async def test_connection_refused_is_transient(provider_context, outgoing):
         id="x",
         name="sg",
         type="sendgrid",
-        config={"baseUrl": f"http://127.0.0.1:{port}"},
+        config={"baseUrl": f"http://127.0.0.1:{port}", "allowNetworks": LOOPBACK},
         authentication={"apiKey": "SG.k"},
     )
     provider = registry.build(spec, provider_context)

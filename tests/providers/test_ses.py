@@ -17,6 +17,7 @@ from postroom.errors import (
 from postroom.providers import registry, sigv4
 from postroom.providers.base import ProviderSpec
 from postroom.providers.ses import SESProvider
+from tests.providers.fake_esp import LOOPBACK
 from tests.providers.http_contract import HTTPProviderContract
 
 if TYPE_CHECKING:
@@ -33,7 +34,13 @@ def spec_for(esp: SESFake, **config: Any) -> ProviderSpec:
         id="prv-ses",
         name="ses-main",
         type="ses",
-        config={"region": "eu-west-1", "endpoint": esp.base_url, "socketTimeout": 5000, **config},
+        config={
+            "region": "eu-west-1",
+            "endpoint": esp.base_url,
+            "allowNetworks": LOOPBACK,
+            "socketTimeout": 5000,
+            **config,
+        },
         authentication=dict(KEYS),
     )
 

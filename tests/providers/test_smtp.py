@@ -24,6 +24,7 @@ from postroom.errors import (
 from postroom.providers import registry
 from postroom.providers.base import Address, OutgoingMessage, Provider, ProviderSpec
 from postroom.providers.smtp import SMTPAuth, SMTPProvider, SMTPSettings
+from tests.providers.fake_esp import LOOPBACK
 from tests.providers.smtp_server import DISCONNECT, HANG, SMTPServer, TokenEndpoint
 
 StartServer = Callable[..., Awaitable["SMTPServer"]]
@@ -70,7 +71,12 @@ async def make_provider(
             id="prv-smtp",
             name="relay",
             type="smtp",
-            config={"host": server.host, "port": server.port, "localHostname": "client.test"}
+            config={
+                "host": server.host,
+                "port": server.port,
+                "localHostname": "client.test",
+                "allowNetworks": LOOPBACK,  # the token endpoint; the relay host is not guarded
+            }
             | config,
             authentication=auth or {},
         )
@@ -381,6 +387,18 @@ async def test_xoauth2_token_is_refreshed_once_and_cached(
             "refresh_token": "refresh-1",
         }
     ]
+
+
+async def test_token_url_on_loopback_is_refused_without_allow_networks(
+    start_smtpd: StartServer, make_provider: MakeProvider, token_endpoint: TokenEndpoint
+) -> None:
+    """The token endpoint gets the client secret: it is guarded like every HTTP URL."""
+    server = await start_smtpd(oauth_tokens={"ann@example.com": {"token-1"}})
+    provider = make_provider(server, auth=refreshing(token_endpoint), allowNetworks=[])
+    with pytest.raises(ProviderRejected, match="loopback address"):
+        await provider.send(outgoing())
+    assert token_endpoint.requests == []
+    assert server.received == []
 
 
 async def test_refused_token_is_refreshed_on_next_connection(

@@ -1,9 +1,16 @@
-"""Provider credentials: encrypted at rest with Fernet, masked in every response."""
+"""Provider credentials: encrypted at rest with Fernet, masked in every response.
+
+Masking shows no character of a password, private key, token or secret (``****``):
+a prefix and a suffix together give away a short password, and a structured key
+(PEM, JWT) is recognisable from its ends anyway. API keys show at most their last
+4 characters, so an operator can tell which key is configured.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,14 +72,34 @@ def decrypt(fernet: Fernet, stored: Mapping[str, Any]) -> dict[str, Any]:
 
 #: credential fields shown in clear (they are identifiers, not secrets)
 PUBLIC_FIELDS = frozenset({"user", "method", "accessKeyId", "clientId", "tokenUrl"})
+#: API keys, the only secrets shown with a hint: their last characters
+API_KEY_FIELDS = frozenset({"apiKey", "serverToken"})
+MASK = "****"
+#: characters of an API key shown after the mask, and the length below which none are
+API_KEY_TAIL = 4
+API_KEY_MIN_LENGTH = 16
+
+#: header names whose values are credentials: they belong in ``authentication.headers``
+_CREDENTIAL_HEADER = re.compile(
+    r"^(proxy-)?authori[sz]ation$|^(set-)?cookie$|api[-_]?key|token|secret|passw|credential"
+    r"|signature|session|^x-auth|-auth$",
+    re.I,
+)
 
 
-def mask(value: str) -> str:
-    """``sk-abcdef123xyz`` -> ``sk-****xyz``: enough to recognise, not to use."""
-    if len(value) <= 8:
-        return "****"
-    prefix = value[:3] if not value[:3].isalnum() or "-" in value[:4] else value[:2]
-    return f"{prefix}****{value[-3:]}"
+def is_credential_header(name: str) -> bool:
+    """Whether a header named ``name`` carries a credential (Authorization, Cookie,
+    X-Api-Key, X-Auth-Token, ...)."""
+    return bool(_CREDENTIAL_HEADER.search(name.strip()))
+
+
+def mask(value: str, key: str = "") -> str:
+    """A secret fit to show: ``****``; an API key long enough to stay secret shows
+    its last 4 characters (``****9f3a``), enough to tell keys apart, not to use one.
+    Passwords, private keys, tokens and secrets never show a character."""
+    if key in API_KEY_FIELDS and len(value) >= API_KEY_MIN_LENGTH:
+        return f"{MASK}{value[-API_KEY_TAIL:]}"
+    return MASK
 
 
 def masked(secrets: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,4 +115,4 @@ def _masked_value(key: str, value: Any) -> Any:
         return [_masked_value(key, item) for item in value]
     if key in PUBLIC_FIELDS or value is None or isinstance(value, bool):
         return value
-    return mask(str(value))
+    return mask(str(value), key)

@@ -4,6 +4,7 @@
 ``"rejected"``, ``"auth"``, ``"timeout"`` or ``"hang"`` (wait until ``release`` is
 set, then succeed); once the script is used up every send succeeds.
 ``config.retryAfter`` sets the ``retry_after`` of transient failures.
+Internal: tests insert it directly; the API and the CLI do not offer it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ _ERRORS: dict[str, type[ProviderError]] = {
 
 class FakeProvider:
     type: ClassVar[str] = "fake"
+    config_keys: ClassVar[frozenset[str]] = frozenset({"script", "retryAfter"})
+    authentication_keys: ClassVar[frozenset[str]] = frozenset({"apiKey"})
+    url_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, *, name: str, script: list[str] | None = None, retry_after: float | None = None

@@ -8,6 +8,10 @@ sent), other timeouts :class:`ProviderTimeout`, dropped connections
 :class:`ProviderTransientError`, and non-2xx answers go through :meth:`classify`
 (by default :func:`postroom.providers.classify.classify_http`; adapters whose ESP
 puts the real reason in the body override it).
+
+Every connection goes through the SSRF guard of :mod:`postroom.providers.egress`
+(resolve, refuse non-public addresses outside ``allowNetworks``, connect to the
+checked address), whatever the adapter.
 """
 
 from __future__ import annotations
@@ -33,8 +37,29 @@ from postroom.errors import (
 )
 from postroom.providers.base import HealthResult, ProviderSpec
 from postroom.providers.classify import classify_http
+from postroom.providers.egress import (
+    AddressGuard,
+    GuardedTransport,
+    IPNetwork,
+    Resolver,
+    parse_networks,
+    resolve_host,
+)
 
-__all__ = ["HTTPOptions", "HTTPProvider", "b64", "excerpt", "json_body", "require"]
+__all__ = [
+    "HTTP_CONFIG_KEYS",
+    "HTTPOptions",
+    "HTTPProvider",
+    "b64",
+    "excerpt",
+    "json_body",
+    "require",
+]
+
+#: ``config`` keys every HTTP provider accepts besides its own
+HTTP_CONFIG_KEYS = frozenset(
+    {"connectionTimeout", "socketTimeout", "maxConnections", "allowNetworks"}
+)
 
 #: characters of a response body kept in errors and results
 EXCERPT_CHARS = 500
@@ -47,16 +72,24 @@ class HTTPOptions:
     connect_timeout_s: float = 10.0
     socket_timeout_s: float = 30.0
     max_connections: int = 10
+    #: networks the SSRF guard lets through although they are not public
+    allow_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec) -> HTTPOptions:
-        """``connectionTimeout`` / ``socketTimeout`` (ms) and ``maxConnections``."""
+        """``connectionTimeout`` / ``socketTimeout`` (ms), ``maxConnections`` and
+        ``allowNetworks``."""
         config = spec.config
+        try:
+            allow = parse_networks(config.get("allowNetworks"))
+        except ConfigError as exc:
+            raise ConfigError(f"provider {spec.name!r}: {exc.message}", **exc.context) from exc
         try:
             return cls(
                 connect_timeout_s=float(config.get("connectionTimeout", 10_000)) / 1000,
                 socket_timeout_s=float(config.get("socketTimeout", 30_000)) / 1000,
                 max_connections=int(config.get("maxConnections", 10)),
+                allow_networks=allow,
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(
@@ -86,8 +119,7 @@ class HTTPProvider:
         options: HTTPOptions | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        trust_env: bool = True,
+        resolver: Resolver = resolve_host,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.name = name
@@ -95,16 +127,16 @@ class HTTPProvider:
         options = options or HTTPOptions()
         #: requests in flight at most (the router's connection slots)
         self.pool_size = options.max_connections
+        self.guard = AddressGuard(provider=name, allow=options.allow_networks, resolver=resolver)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"User-Agent": "postroom", **(headers or {})},
             auth=auth,
             timeout=options.timeout(),
-            limits=options.limits(),
-            transport=transport,
+            transport=GuardedTransport(self.guard, verify=verify, limits=options.limits()),
             follow_redirects=False,
-            trust_env=trust_env,
-            verify=verify,
+            # an environment proxy would connect to a name the guard did not check
+            trust_env=False,
         )
 
     async def aclose(self) -> None:

@@ -23,7 +23,14 @@ import httpx
 
 from postroom.errors import ConfigError, ProviderAuthError, ProviderError
 from postroom.providers.base import HealthResult, OutgoingMessage, ProviderSpec, SendResult
-from postroom.providers.http import HTTPOptions, HTTPProvider, excerpt, json_body, require
+from postroom.providers.http import (
+    HTTP_CONFIG_KEYS,
+    HTTPOptions,
+    HTTPProvider,
+    excerpt,
+    json_body,
+    require,
+)
 from postroom.providers.registry import ProviderContext
 
 __all__ = ["MailgunProvider"]
@@ -35,6 +42,9 @@ MAX_TAGS = 3
 
 class MailgunProvider(HTTPProvider):
     type: ClassVar[str] = "mailgun"
+    config_keys: ClassVar[frozenset[str]] = HTTP_CONFIG_KEYS | {"domain", "region", "baseUrl"}
+    authentication_keys: ClassVar[frozenset[str]] = frozenset({"apiKey"})
+    url_fields: ClassVar[tuple[str, ...]] = ("config.baseUrl",)
 
     def __init__(
         self,

@@ -1,26 +1,47 @@
-"""OAuth2 access tokens for XOAUTH2: static, or refreshed at a token endpoint and cached."""
+"""OAuth2 access tokens for XOAUTH2: static, or refreshed at a token endpoint and cached.
+
+The token endpoint receives the client secret and the refresh token, so its URL
+goes through the same SSRF guard as every HTTP provider (``egress``): non-public
+addresses are refused unless the SMTP provider's ``config.allowNetworks`` lists them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+
+import httpx
 
 from postroom.errors import ProviderAuthError
 from postroom.providers.classify import classify_exception, classify_http
+from postroom.providers.egress import (
+    AddressGuard,
+    GuardedTransport,
+    IPNetwork,
+    Resolver,
+    resolve_host,
+)
 from postroom.providers.smtp_config import SMTPAuth
-
-if TYPE_CHECKING:
-    import httpx
 
 
 class OAuth2Tokens:
     """XOAUTH2 access tokens: static, or refreshed at the token endpoint and cached."""
 
-    def __init__(self, auth: SMTPAuth, *, provider: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        auth: SMTPAuth,
+        *,
+        provider: str,
+        timeout_s: float,
+        allow_networks: Iterable[IPNetwork] = (),
+        resolver: Resolver = resolve_host,
+    ) -> None:
         self._auth = auth
         self._provider = provider
         self._timeout_s = timeout_s
+        self._allow = tuple(allow_networks)
+        self._resolver = resolver
         self._token = auth.access_token
         self._expires = float("inf") if auth.token_url is None else 0.0
         self._lock = asyncio.Lock()
@@ -44,12 +65,18 @@ class OAuth2Tokens:
             self._token = None
 
     async def _refresh(self) -> tuple[str, float]:
-        import httpx
-
         auth = self._auth
         assert auth.token_url is not None
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s)
+            guard = AddressGuard(
+                provider=self._provider, allow=self._allow, resolver=self._resolver
+            )
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout_s,
+                transport=GuardedTransport(guard),
+                follow_redirects=False,
+                trust_env=False,
+            )
         form = {
             "grant_type": "refresh_token",
             "client_id": auth.client_id or "",

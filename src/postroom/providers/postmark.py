@@ -28,7 +28,15 @@ from postroom.providers.base import (
     ProviderSpec,
     SendResult,
 )
-from postroom.providers.http import HTTPOptions, HTTPProvider, b64, excerpt, json_body, require
+from postroom.providers.http import (
+    HTTP_CONFIG_KEYS,
+    HTTPOptions,
+    HTTPProvider,
+    b64,
+    excerpt,
+    json_body,
+    require,
+)
 from postroom.providers.registry import ProviderContext
 
 __all__ = ["PostmarkProvider"]
@@ -64,6 +72,9 @@ def _attachment(attachment: Attachment) -> dict[str, str]:
 
 class PostmarkProvider(HTTPProvider):
     type: ClassVar[str] = "postmark"
+    config_keys: ClassVar[frozenset[str]] = HTTP_CONFIG_KEYS | {"messageStream", "baseUrl"}
+    authentication_keys: ClassVar[frozenset[str]] = frozenset({"serverToken"})
+    url_fields: ClassVar[tuple[str, ...]] = ("config.baseUrl",)
 
     def __init__(
         self,

@@ -1,7 +1,9 @@
 """Build provider instances from their stored specs, by type slug.
 
 Adapters are imported lazily so that a deployment that only uses SMTP never
-imports an ESP module it does not need.
+imports an ESP module it does not need. Each adapter class declares the keys its
+``config`` and ``authentication`` accept and which of them hold outbound URLs, so
+the provider service can refuse typos and forbidden addresses at creation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol, cast
 
 from postroom.errors import ConfigError
 from postroom.providers.base import Provider, ProviderSpec
+from postroom.types import ProviderType
 
 #: provider type -> "module:Class"; each class has ``from_spec(spec, context)``
 ADAPTERS: dict[str, str] = {
@@ -25,6 +28,8 @@ ADAPTERS: dict[str, str] = {
     "custom": "postroom.providers.custom:CustomProvider",
     "fake": "postroom.providers.fake:FakeProvider",
 }
+#: the types users may create (the spec's; ``fake`` is internal to tests)
+USER_TYPES: tuple[str, ...] = tuple(t.value for t in ProviderType)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,6 +40,13 @@ class ProviderContext:
 
 
 class ProviderFactory(Protocol):
+    #: the keys ``config`` accepts; anything else is refused at creation
+    config_keys: frozenset[str]
+    #: the keys ``authentication`` accepts
+    authentication_keys: frozenset[str]
+    #: ``"config.baseUrl"``-style paths of outbound URLs, checked by the SSRF guard
+    url_fields: tuple[str, ...]
+
     def from_spec(self, spec: ProviderSpec, context: ProviderContext) -> Provider: ...
 
 
@@ -42,11 +54,20 @@ def adapter_class(provider_type: str) -> ProviderFactory:
     """The adapter class for a provider type; ConfigError for an unknown type."""
     target = ADAPTERS.get(provider_type)
     if target is None:
-        known = ", ".join(sorted(ADAPTERS))
+        known = ", ".join(USER_TYPES)
         raise ConfigError(f"unknown provider type {provider_type!r} (known: {known})")
     module_name, _, class_name = target.partition(":")
     module: Any = importlib.import_module(module_name)
     return cast(ProviderFactory, getattr(module, class_name))
+
+
+def user_adapter_class(provider_type: str) -> ProviderFactory:
+    """Like :func:`adapter_class`, for the types users may create."""
+    if provider_type not in USER_TYPES:
+        raise ConfigError(
+            f"unknown provider type {provider_type!r} (known: {', '.join(USER_TYPES)})"
+        )
+    return adapter_class(provider_type)
 
 
 def build(spec: ProviderSpec, context: ProviderContext) -> Provider:

@@ -22,7 +22,7 @@ from postroom.providers.base import (
     ProviderSpec,
     SendResult,
 )
-from postroom.providers.http import HTTPOptions, HTTPProvider, b64, require
+from postroom.providers.http import HTTP_CONFIG_KEYS, HTTPOptions, HTTPProvider, b64, require
 from postroom.providers.registry import ProviderContext
 
 __all__ = ["SendGridProvider"]
@@ -82,6 +82,9 @@ def _attachment(attachment: Attachment) -> dict[str, str]:
 
 class SendGridProvider(HTTPProvider):
     type: ClassVar[str] = "sendgrid"
+    config_keys: ClassVar[frozenset[str]] = HTTP_CONFIG_KEYS | {"baseUrl"}
+    authentication_keys: ClassVar[frozenset[str]] = frozenset({"apiKey"})
+    url_fields: ClassVar[tuple[str, ...]] = ("config.baseUrl",)
 
     def __init__(
         self,

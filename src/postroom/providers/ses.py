@@ -34,7 +34,15 @@ from postroom.errors import (
 )
 from postroom.providers import sigv4
 from postroom.providers.base import HealthResult, OutgoingMessage, ProviderSpec, SendResult
-from postroom.providers.http import HTTPOptions, HTTPProvider, b64, excerpt, json_body, require
+from postroom.providers.http import (
+    HTTP_CONFIG_KEYS,
+    HTTPOptions,
+    HTTPProvider,
+    b64,
+    excerpt,
+    json_body,
+    require,
+)
 from postroom.providers.registry import ProviderContext
 
 __all__ = ["SESProvider"]
@@ -103,6 +111,16 @@ class SigV4Auth(httpx.Auth):
 
 class SESProvider(HTTPProvider):
     type: ClassVar[str] = "ses"
+    config_keys: ClassVar[frozenset[str]] = HTTP_CONFIG_KEYS | {
+        "region",
+        "endpoint",
+        "baseUrl",
+        "configurationSetName",
+    }
+    authentication_keys: ClassVar[frozenset[str]] = frozenset(
+        {"accessKeyId", "secretAccessKey", "sessionToken"}
+    )
+    url_fields: ClassVar[tuple[str, ...]] = ("config.endpoint", "config.baseUrl")
 
     def __init__(
         self,

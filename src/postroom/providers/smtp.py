@@ -50,7 +50,7 @@ from postroom.providers.base import HealthResult, OutgoingMessage, ProviderSpec,
 from postroom.providers.classify import classify_exception, classify_smtp
 from postroom.providers.oauth2 import OAuth2Tokens
 from postroom.providers.registry import ProviderContext
-from postroom.providers.smtp_config import SMTPAuth, SMTPSettings
+from postroom.providers.smtp_config import AUTHENTICATION_KEYS, CONFIG_KEYS, SMTPAuth, SMTPSettings
 
 if TYPE_CHECKING:
     pass
@@ -187,6 +187,10 @@ class SMTPProvider:
     """Sends through one SMTP relay over a pool of reused connections."""
 
     type: ClassVar[str] = "smtp"
+    config_keys: ClassVar[frozenset[str]] = CONFIG_KEYS
+    authentication_keys: ClassVar[frozenset[str]] = AUTHENTICATION_KEYS
+    #: the relay host is not guarded (relays on private networks are normal)
+    url_fields: ClassVar[tuple[str, ...]] = ("authentication.tokenUrl",)
 
     def __init__(
         self,
@@ -201,7 +205,12 @@ class SMTPProvider:
         self._auth = auth
         self._tls = tls_context or settings.tls_context()
         self._tokens = (
-            OAuth2Tokens(auth, provider=name, timeout_s=settings.connection_timeout_s)
+            OAuth2Tokens(
+                auth,
+                provider=name,
+                timeout_s=settings.connection_timeout_s,
+                allow_networks=settings.allow_networks,
+            )
             if auth is not None and auth.method == "xoauth2"
             else None
         )

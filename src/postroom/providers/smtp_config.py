@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from postroom.errors import ConfigError
+from postroom.providers.egress import IPNetwork, parse_networks
 
 AuthMethod = Literal["plain", "login", "xoauth2"]
 _AUTH_METHODS: dict[str, AuthMethod] = {
@@ -20,6 +21,43 @@ _AUTH_METHODS: dict[str, AuthMethod] = {
     "oauth2": "xoauth2",
     "xoauth2": "xoauth2",
 }
+
+
+#: the keys an SMTP provider's ``config`` accepts (``authentication`` may also be
+#: given inside it, as in the spec; it is moved out before this check)
+CONFIG_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "secure",
+        "requireTLS",
+        "ignoreTLS",
+        "connectionTimeout",
+        "greetingTimeout",
+        "socketTimeout",
+        "dnsTimeout",
+        "maxConnections",
+        "maxMessages",
+        "rateLimit",
+        "rateDelta",
+        "tlsVerify",
+        "caFile",
+        "localHostname",
+        "allowNetworks",
+    }
+)
+AUTHENTICATION_KEYS = frozenset(
+    {
+        "user",
+        "password",
+        "method",
+        "accessToken",
+        "tokenUrl",
+        "clientId",
+        "clientSecret",
+        "refreshToken",
+    }
+)
 
 
 def _number(config: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
@@ -78,6 +116,8 @@ class SMTPSettings:
     #: CA bundle that replaces the system trust store
     ca_file: Path | None = None
     local_hostname: str | None = None
+    #: networks the XOAUTH2 ``tokenUrl`` may be on although they are not public
+    allow_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], base_dir: Path | None = None) -> SMTPSettings:
@@ -111,6 +151,7 @@ class SMTPSettings:
             tls_verify=_flag(config, "tlsVerify", True),
             ca_file=ca_path,
             local_hostname=_text(config, "localHostname"),
+            allow_networks=parse_networks(config.get("allowNetworks")),
         )
 
     def __post_init__(self) -> None:

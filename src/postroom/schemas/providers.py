@@ -2,8 +2,8 @@
 health, and the two tests (a provider's ``check()``, a test email).
 
 Credentials (``authentication``) are write-only in effect: every response shows
-them masked (``sk-****xyz``). A PUT may send the masked values back unchanged;
-they keep the stored secret.
+them masked (``****``; API keys at most as ``****9f3a``). A PUT may send the masked
+values back unchanged; they keep the stored secret.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from postroom.providers.health import DEGRADED_SHARE, DOWN_AFTER_FAILURES
+from postroom.providers.registry import USER_TYPES
 from postroom.schemas.base import ApiModel, PublicModel
 from postroom.schemas.email import EmailAddress, EmailSender, HeaderText
 
@@ -40,13 +41,22 @@ MONITORING_DOC = (
 )
 
 
-class ProviderCreate(ApiModel):
-    name: ProviderName
-    type: str = Field(
+#: ``type``: the OpenAPI enum lists what users may create; the service refuses anything
+#: else with a 422 that names the known types
+ProviderTypeName = Annotated[
+    str,
+    Field(
         min_length=1,
         max_length=50,
-        description="smtp, sendgrid, mailgun, ses, postmark, custom or file.",
-    )
+        description=", ".join(USER_TYPES) + ".",
+        json_schema_extra={"enum": list(USER_TYPES)},
+    ),
+]
+
+
+class ProviderCreate(ApiModel):
+    name: ProviderName
+    type: ProviderTypeName
     enabled: bool = True
     priority: Priority = 100
     config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings.")
@@ -63,7 +73,7 @@ class ProviderUpdate(ApiModel):
     that values sent back masked keep their stored secret."""
 
     name: ProviderName | None = None
-    type: str | None = Field(default=None, min_length=1, max_length=50)
+    type: ProviderTypeName | None = None
     enabled: bool | None = None
     priority: Priority | None = None
     config: dict[str, Any] | None = None
@@ -117,7 +127,9 @@ class ProviderPublic(PublicModel):
     priority: int
     config: dict[str, Any]
     limits: dict[str, Any]
-    authentication: dict[str, Any] = Field(description="Masked: 'sk-****xyz'.")
+    authentication: dict[str, Any] = Field(
+        description="Masked: '****'; API keys show at most their last 4 characters."
+    )
     encryption: dict[str, Any]
     monitoring: dict[str, Any]
     created_at: datetime

@@ -1,19 +1,19 @@
 """Provider management: the spec's provider endpoints, for the API and the CLI.
 
-Every change is validated the way a worker will use it: the type must be known to
-the registry and the adapter must build from the settings (``from_spec``), the
-limits and monitoring JSON must parse. So a bad configuration is refused with a
-422 that says what is wrong, instead of failing later in a worker's log.
+Every change is validated the way a worker will use it (``provider_settings``:
+known type and keys, no credentials in clear, the adapter builds, limits and
+monitoring parse, outbound URLs pass the SSRF guard). So a bad configuration is
+refused with a 422 that names the field, instead of failing later in a worker's log.
 
 Credentials are encrypted with the instance's Fernet key before they are stored,
 shown masked in every answer and never logged. Secret-looking keys are refused
-in ``config``; the spec's ``SMTPConfig.authentication`` block is moved out of
-``config`` into ``authentication`` so that it is encrypted too.
+in ``config``, and so are credential-bearing header names in ``config.headers``;
+the spec's ``SMTPConfig.authentication`` block is moved out of ``config`` into
+``authentication`` so that it is encrypted too.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -27,25 +27,16 @@ from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
-from postroom.errors import ConfigError, Conflict, InvalidProvider, NotFound, PostroomError
+from postroom.errors import ConfigError, Conflict, NotFound
 from postroom.providers import credentials, health, ratelimit, registry, routing
 from postroom.providers.base import Provider, ProviderSpec
-from postroom.providers.breaker import BreakerSettings
 from postroom.schemas import providers as schemas
+from postroom.services import provider_settings
 
 if TYPE_CHECKING:
     from postroom.app import Postroom
 
 providers_t = cast(Table, EmailProvider.__table__)
-
-#: ``config`` keys that hold secrets belong in ``authentication``
-_SECRET_KEY = re.compile(r"pass(word)?$|secret|api_?key|token$|private_?key|credential", re.I)
-
-
-def _invalid(exc: Exception, field: str) -> InvalidProvider:
-    if isinstance(exc, PostroomError):
-        return InvalidProvider(exc.message, field=exc.context.get("field", field))
-    return InvalidProvider(f"{field}: {exc}", field=field)
 
 
 class ProviderService:
@@ -117,14 +108,22 @@ class ProviderService:
         try:
             return registry.build(spec, self.context)
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
-            raise _invalid(exc, "config") from None
+            raise provider_settings.invalid(exc, "config") from None
 
     async def build_unsaved(self, data: schemas.ProviderCreate) -> Provider:
         """A validated adapter for a provider not stored yet, so that it can be checked
         before it is stored (the caller closes it)."""
-        config, secrets = _split_secrets(data.config, data.authentication)
-        await self._validate(
-            data.name, data.type, config, secrets, data.limits, data.encryption, data.monitoring
+        config, secrets = provider_settings.split_secrets(data.config, data.authentication)
+        provider_settings.user_type(data.type)
+        await provider_settings.validate(
+            self.context,
+            data.name,
+            data.type,
+            config,
+            secrets,
+            data.limits,
+            data.encryption,
+            data.monitoring,
         )
         spec = ProviderSpec(
             id="new",
@@ -139,7 +138,7 @@ class ProviderService:
         try:
             return registry.build(spec, self.context)
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
-            raise _invalid(exc, "config") from None
+            raise provider_settings.invalid(exc, "config") from None
 
     def _to_public(self, row: Any, summary: health.HealthSummary) -> schemas.ProviderPublic:
         try:
@@ -159,7 +158,7 @@ class ProviderService:
             type=row.type,
             enabled=row.enabled,
             priority=row.priority,
-            config=row.config or {},
+            config=provider_settings.shown_config(row.config or {}),
             limits=row.limits or {},
             authentication=shown,
             encryption=row.encryption or {},
@@ -204,9 +203,17 @@ class ProviderService:
     # -- changing ----------------------------------------------------------------------
 
     async def create(self, data: schemas.ProviderCreate) -> schemas.ProviderPublic:
-        config, secrets = _split_secrets(data.config, data.authentication)
-        await self._validate(
-            data.name, data.type, config, secrets, data.limits, data.encryption, data.monitoring
+        config, secrets = provider_settings.split_secrets(data.config, data.authentication)
+        provider_settings.user_type(data.type)
+        await provider_settings.validate(
+            self.context,
+            data.name,
+            data.type,
+            config,
+            secrets,
+            data.limits,
+            data.encryption,
+            data.monitoring,
         )
         await self._unique_name(data.name)
         provider_id, now = uuid.uuid4(), self.clock.now()
@@ -233,17 +240,23 @@ class ProviderService:
         row = await self.row(ident)
         stored = self.secrets(row)
         name = data.name if data.name is not None else row.name
+        if data.type is not None:
+            provider_settings.user_type(data.type)
         ptype = data.type if data.type is not None else row.type
         given_auth = (
-            _keep_masked(data.authentication, stored) if data.authentication is not None else stored
+            stored
+            if data.authentication is None
+            else provider_settings.keep_masked(data.authentication, stored)
         )
-        config, secrets = _split_secrets(
+        config, secrets = provider_settings.split_secrets(
             data.config if data.config is not None else (row.config or {}), given_auth
         )
         limits = data.limits if data.limits is not None else (row.limits or {})
         encryption = data.encryption if data.encryption is not None else (row.encryption or {})
         monitoring = data.monitoring if data.monitoring is not None else (row.monitoring or {})
-        await self._validate(name, ptype, config, secrets, limits, encryption, monitoring)
+        await provider_settings.validate(
+            self.context, name, ptype, config, secrets, limits, encryption, monitoring
+        )
         if name != row.name:
             await self._unique_name(name)
         # strictly later, so that workers notice the change even within one clock tick
@@ -284,51 +297,6 @@ class ProviderService:
         if taken is not None:
             raise Conflict(f"a provider named {name!r} exists already", field="name")
 
-    async def _validate(
-        self,
-        name: str,
-        ptype: str,
-        config: Mapping[str, Any],
-        secrets: Mapping[str, Any],
-        limits: Mapping[str, Any],
-        encryption: Mapping[str, Any],
-        monitoring: Mapping[str, Any],
-    ) -> None:
-        """Refuse what a worker could not use, with a message that says why."""
-        for key in config:
-            if _SECRET_KEY.search(key):
-                raise InvalidProvider(
-                    f"config.{key} looks like a secret: put it in 'authentication', which is "
-                    "stored encrypted",
-                    field=f"config.{key}",
-                )
-        try:
-            ratelimit.Limits.parse(limits)
-        except ConfigError as exc:
-            raise _invalid(exc, "limits") from None
-        try:
-            BreakerSettings.from_monitoring(monitoring)
-        except ConfigError as exc:
-            raise _invalid(exc, "monitoring") from None
-        try:
-            factory = registry.adapter_class(ptype)
-        except ConfigError as exc:
-            raise _invalid(exc, "type") from None
-        spec = ProviderSpec(
-            id="new",
-            name=name,
-            type=ptype,
-            config=config,
-            authentication=secrets,
-            encryption=encryption,
-            limits=limits,
-        )
-        try:
-            provider = factory.from_spec(spec, self.context)
-        except (ConfigError, ValueError, TypeError, KeyError) as exc:
-            raise _invalid(exc, "config") from None
-        await provider.aclose()
-
 
 def _limits_or_none(raw: Mapping[str, Any] | None) -> ratelimit.Limits:
     try:
@@ -337,51 +305,22 @@ def _limits_or_none(raw: Mapping[str, Any] | None) -> ratelimit.Limits:
         return ratelimit.Limits()
 
 
-def _split_secrets(
-    config: Mapping[str, Any], secrets: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Move the spec's ``SMTPConfig.authentication`` out of ``config``."""
-    config = dict(config)
-    nested = config.pop("authentication", None)
-    merged = dict(secrets)
-    if isinstance(nested, Mapping):
-        merged = {**nested, **merged}
-    elif nested is not None:
-        raise InvalidProvider(
-            "config.authentication must be an object", field="config.authentication"
-        )
-    return config, merged
-
-
-def _keep_masked(given: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
-    """``given``, where a value equal to the masked stored one is the stored one."""
-    out: dict[str, Any] = {}
-    for key, value in given.items():
-        old = stored.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            out[key] = _keep_masked(value, old)
-        elif old is not None and value == credentials.masked({key: old})[key] and value != old:
-            out[key] = old
-        else:
-            out[key] = value
-    return out
-
-
 def scrub(text: str | None, secrets: Mapping[str, Any]) -> str | None:
     """``text`` with any secret value in it masked (a provider may echo one in an error)."""
     if not text:
         return text
-    for value in _leaves(secrets):
+    # longest first, so a secret that contains another is masked whole
+    for key, value in sorted(_leaves(secrets), key=lambda kv: -len(kv[1])):
         if len(value) >= 4 and value in text:
-            text = text.replace(value, credentials.mask(value))
+            text = text.replace(value, credentials.mask(value, key))
     return text
 
 
-def _leaves(secrets: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
+def _leaves(secrets: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
     for key, value in secrets.items():
         if isinstance(value, Mapping):
             out.extend(_leaves(value))
         elif isinstance(value, str) and key not in credentials.PUBLIC_FIELDS:
-            out.append(value)
+            out.append((key, value))
     return out
