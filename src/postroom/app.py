@@ -32,6 +32,7 @@ from postroom.services import bootstrap, status
 from postroom.services.keys import KeyStore
 from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
+from postroom.services.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Postroom:
         self.queues = QueueDirectory(self.engine)
         self.sender = Sender(self.engine, self.settings, self.clock, self.queues)
         self.keys = KeyStore(self.engine, self.clock)
+        self.users = UserStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded

@@ -14,6 +14,7 @@ from postroom.cli.common import configure_logging, describe, fail, run, settings
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
+from postroom.cli.users import users_app
 from postroom.config import Settings
 from postroom.errors import PostroomError
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(queues_app, name="queues")
 app.add_typer(providers_app, name="providers")
+app.add_typer(users_app, name="users")
 
 
 def _version(value: bool) -> None:
