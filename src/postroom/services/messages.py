@@ -20,7 +20,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, select
+from sqlalchemy import Table, and_, exists, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.compose.message import compose
@@ -147,7 +148,8 @@ class MessageLog:
 
     def _has_tag(self, tag: str) -> Any:
         if self._engine.dialect.name == "postgresql":
-            return jobs_t.c.data["request"]["tags"].contains([tag])
+            data = type_coerce(jobs_t.c.data, JSONB)
+            return data["request"]["tags"].contains([tag])
         each = func.json_each(jobs_t.c.data, "$.request.tags").table_valued("value")
         return exists(select(1).select_from(each).where(each.c.value == tag))
 
