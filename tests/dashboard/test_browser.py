@@ -139,3 +139,32 @@ def test_a_viewer_sees_but_cannot_change(page: Any, server: Server) -> None:
     refused = page.request.post("/queues/bulk/pause", form={"csrf_token": token})
     assert refused.status == 403
     assert server.api("GET", "/queues/bulk").json()["paused"] is False
+
+
+def test_add_and_edit_a_provider_without_ever_showing_its_secret(page: Any, server: Server) -> None:
+    sign_in(page)
+    page.goto("/providers")
+    page.click("a:has-text('Add a provider')")
+    page.fill("#name", "Relay")
+    page.select_option("#type", "smtp")
+    page.uncheck("input[name=enabled]")
+    page.fill("#config", '{"host": "relay.example.com", "port": 587')  # broken JSON
+    page.fill("#authentication", '{"user": "app", "password": "s3cret-pass"}')
+    page.click("button:has-text('Add provider')")
+    assert "config: not valid JSON" in page.locator(".error").inner_text()
+    assert page.locator("#authentication").input_value() == ""  # never sent back
+    page.fill("#config", '{"host": "relay.example.com", "port": 587}')
+    page.fill("#authentication", '{"user": "app", "password": "s3cret-pass"}')
+    page.click("button:has-text('Add provider')")
+    card = page.locator("[data-provider='Relay']")
+    assert "relay.example.com" in card.text_content()
+    assert "s3cret-pass" not in page.content()
+    card.locator("a:has-text('Edit')").click()
+    assert "s3cret-pass" not in page.content()
+    page.fill("#priority", "250")
+    page.click("button:has-text('Save')")
+    assert page.locator(".notice").inner_text() == "Provider Relay saved."
+    stored = server.api("GET", "/providers/Relay").json()
+    assert (stored["priority"], stored["enabled"]) == (250, False)
+    assert stored["authentication"]["user"] == "app"  # kept while the field was left empty
+    assert stored["authentication"]["password"] != "s3cret-pass"  # masked

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from postroom.dashboard import messages, pages, providers
+from postroom.dashboard import messages, pages, provider_forms, providers
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -21,6 +21,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Serve the dashboard from ``app``: pages at ``/``, assets at ``/static``."""
     app.include_router(pages.router)
+    # the forms first: POST /providers/{id}/edit is not one of the provider actions
+    app.include_router(provider_forms.router)
     app.include_router(providers.router)
     app.include_router(messages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -28,15 +28,16 @@ NOTICES = {
     "enabled": "Provider {} enabled.",
     "disabled": "Provider {} disabled.",
     "priority": "Priority of {} changed.",
+    "saved": "Provider {} saved.",
 }
 
 
-def _service(request: Request) -> ProviderService:
+def service_of(request: Request) -> ProviderService:
     return ProviderService.of(postroom_of(request))
 
 
 async def _render(request: Request, session: Any, *, status: int = 200, **extra: Any) -> Response:
-    providers = await _service(request).list_all()
+    providers = await service_of(request).list_all()
     fragment = request.headers.get("hx-request") == "true" and "result" in extra
     name = "provider_result.html" if fragment else "providers.html"
     return page(request, name, session, status_code=status, providers=providers, **extra)
@@ -54,7 +55,7 @@ async def providers(
 async def test_connection(request: Request, provider: ProviderKey, posted: AdminAction) -> Response:
     """Connect and authenticate (no mail); the result is shown beside the provider."""
     pr = postroom_of(request)
-    result = await ProviderTester(_service(request), pr.settings).check(provider)
+    result = await ProviderTester(service_of(request), pr.settings).check(provider)
     outcome = {
         "provider_id": result.provider_id,
         "ok": result.ok,
@@ -69,14 +70,14 @@ async def test_connection(request: Request, provider: ProviderKey, posted: Admin
 async def send_test(request: Request, provider: ProviderKey, posted: AdminAction) -> Response:
     """Send one test message through this provider at once and show its answer."""
     pr = postroom_of(request)
-    row = await _service(request).row(provider)
+    row = await service_of(request).row(provider)
     try:
         body = TestEmailRequest.model_validate(
             {"to": posted.form.get("to", "").strip(), "providerId": str(row.id)}
         )
     except ValidationError:
         raise MessageError("give a valid address to send the test message to") from None
-    sent = await ProviderTester(_service(request), pr.settings).send(body)
+    sent = await ProviderTester(service_of(request), pr.settings).send(body)
     outcome = {
         "provider_id": sent.provider_id,
         "ok": sent.ok,
@@ -91,7 +92,7 @@ async def send_test(request: Request, provider: ProviderKey, posted: AdminAction
 async def change(
     request: Request, provider: ProviderKey, action: str, posted: AdminAction
 ) -> Response:
-    service = _service(request)
+    service = service_of(request)
     if action in ("enable", "disable"):
         public = await service.set_enabled(provider, action == "enable")
         done = f"{action}d"
