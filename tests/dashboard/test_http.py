@@ -1,0 +1,88 @@
+"""The dashboard over plain HTTP (no browser): headers, cookies, redirects, the API beside it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from postroom.api.app import create_app
+from postroom.app import Postroom
+
+PASSWORD = "a long password"
+
+
+@pytest.fixture
+async def web(postroom: Postroom) -> AsyncIterator[httpx.AsyncClient]:
+    await postroom.users.create("ann", PASSWORD, "admin")
+    transport = httpx.ASGITransport(app=create_app(postroom, workers=0))
+    async with httpx.AsyncClient(transport=transport, base_url="https://dash.test") as client:
+        yield client
+
+
+async def sign_in(web: httpx.AsyncClient, next_: str = "/") -> httpx.Response:
+    form = await web.get("/login")
+    token = form.cookies["postroom_login_csrf"]
+    return await web.post(
+        "/login",
+        data={"csrf_token": token, "name": "ann", "password": PASSWORD, "next": next_},
+        headers={"Origin": "https://dash.test"},
+    )
+
+
+async def test_pages_carry_a_strict_policy_and_refuse_framing(web: httpx.AsyncClient) -> None:
+    page = await web.get("/login")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_session_cookie_is_secure_over_https(web: httpx.AsyncClient) -> None:
+    answer = await sign_in(web)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    cookie = next(h for h in answer.headers.get_list("set-cookie") if "postroom_session" in h)
+    assert all(flag in cookie for flag in ("HttpOnly", "Secure", "SameSite=lax"))
+
+
+async def test_sign_in_only_redirects_within_the_site(web: httpx.AsyncClient) -> None:
+    assert (await sign_in(web, "//evil.example/x")).headers["location"] == "/"
+    assert (await sign_in(web, "https://evil.example/")).headers["location"] == "/"
+    assert (await sign_in(web, "/queues?x=1")).headers["location"] == "/queues?x=1"
+
+
+async def test_sign_in_without_its_token_or_from_another_origin_is_refused(
+    web: httpx.AsyncClient,
+) -> None:
+    form = await web.get("/login")
+    token = form.cookies["postroom_login_csrf"]
+    no_token = await web.post("/login", data={"name": "ann", "password": PASSWORD})
+    assert no_token.status_code == 403
+    elsewhere = await web.post(
+        "/login",
+        data={"csrf_token": token, "name": "ann", "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    assert "postroom_session" not in elsewhere.cookies
+
+
+async def test_the_api_is_unchanged_beside_the_dashboard(web: httpx.AsyncClient) -> None:
+    answer = await web.get("/api/system/email/queues")
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert (await web.get("/healthz")).status_code == 200
+    # pages ask for a sign-in; the script is served
+    assert (await web.get("/messages")).headers["location"] == "/login?next=%2Fmessages"
+    assert (await web.get("/static/htmx.min.js")).status_code == 200
+
+
+async def test_an_unknown_message_is_a_page_not_a_traceback(web: httpx.AsyncClient) -> None:
+    await sign_in(web)
+    missing = await web.get("/messages/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+    assert "no email with id" in missing.text
+    bad_date = await web.get("/messages?since=yesterday")
+    assert bad_date.status_code == 422 and "YYYY-MM-DD" in bad_date.text
