@@ -168,3 +168,20 @@ def test_add_and_edit_a_provider_without_ever_showing_its_secret(page: Any, serv
     assert (stored["priority"], stored["enabled"]) == (250, False)
     assert stored["authentication"]["user"] == "app"  # kept while the field was left empty
     assert stored["authentication"]["password"] != "s3cret-pass"  # masked
+
+
+def test_sending_a_test_message_shows_the_answer_in_place(page: Any, server: Server) -> None:
+    sign_in(page)
+    page.goto("/providers")
+    card = page.locator("[data-provider='Development outbox']")
+    card.locator("input[name=to]").fill("ops@example.com")
+    card.locator("button:has-text('Send test')").click()
+    result = card.locator("[data-result]")
+    result.wait_for()
+    # no sender: POSTROOM_DEFAULT_FROM is not set on this server, and the form had none
+    assert result.get_attribute("data-result") == "failed"
+    assert "POSTROOM_DEFAULT_FROM" in result.inner_text()
+    card.locator("input[name=from]").fill("app@example.com")
+    card.locator("button:has-text('Send test')").click()
+    page.wait_for_selector("[data-provider='Development outbox'] [data-result='ok']")
+    assert "Test message sent to ops@example.com" in card.locator("[data-result]").inner_text()

@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from postroom.dashboard.render import DashboardRoute, page
 from postroom.dashboard.security import AdminAction, CurrentSession, postroom_of
-from postroom.errors import MessageError, NotFound
+from postroom.errors import MessageError, NotFound, PostroomError
 from postroom.schemas.providers import ProviderUpdate, TestEmailRequest
 from postroom.services.provider_tests import ProviderTester
 from postroom.services.providers import ProviderService
@@ -55,36 +55,50 @@ async def providers(
 async def test_connection(request: Request, provider: ProviderKey, posted: AdminAction) -> Response:
     """Connect and authenticate (no mail); the result is shown beside the provider."""
     pr = postroom_of(request)
-    result = await ProviderTester(service_of(request), pr.settings).check(provider)
-    outcome = {
-        "provider_id": result.provider_id,
-        "ok": result.ok,
-        "title": "Connection works" if result.ok else "Connection failed",
-        "detail": result.detail,
-        "latency_ms": result.latency_ms,
-    }
-    return await _render(request, posted.session, result=outcome)
+    row = await service_of(request).row(provider)
+    try:
+        result = await ProviderTester(service_of(request), pr.settings).check(str(row.id))
+    except PostroomError as exc:  # e.g. settings the adapter cannot be built from
+        outcome: dict[str, Any] = {"ok": False, "title": "Cannot test", "detail": exc.message}
+    else:
+        outcome = {
+            "ok": result.ok,
+            "title": "Connection works" if result.ok else "Connection failed",
+            "detail": result.detail,
+            "latency_ms": result.latency_ms,
+        }
+    outcome.setdefault("latency_ms", None)
+    return await _render(request, posted.session, result={"provider_id": str(row.id), **outcome})
 
 
 @router.post("/providers/{provider}/send-test")
 async def send_test(request: Request, provider: ProviderKey, posted: AdminAction) -> Response:
-    """Send one test message through this provider at once and show its answer."""
+    """Send one test message through this provider at once and show its answer.
+
+    A refusal before sending (a bad address, no sender, a full limit) is shown in
+    the same place as the provider's own answer.
+    """
     pr = postroom_of(request)
     row = await service_of(request).row(provider)
+    fields: dict[str, Any] = {"to": posted.form.get("to", "").strip(), "providerId": str(row.id)}
+    if posted.form.get("from", "").strip():
+        fields["from"] = {"email": posted.form["from"].strip()}
+    outcome: dict[str, Any] = {"provider_id": str(row.id), "ok": False, "latency_ms": None}
     try:
-        body = TestEmailRequest.model_validate(
-            {"to": posted.form.get("to", "").strip(), "providerId": str(row.id)}
+        body = TestEmailRequest.model_validate(fields)
+        sent = await ProviderTester(service_of(request), pr.settings).send(body)
+    except ValidationError as exc:
+        where = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors()}))
+        outcome.update(title="Not sent", detail=f"give a valid address ({where})")
+    except PostroomError as exc:
+        outcome.update(title="Not sent", detail=exc.message)
+    else:
+        outcome.update(
+            ok=sent.ok,
+            title=f"Test message sent to {body.to}" if sent.ok else "Sending failed",
+            detail=(sent.response or "") if sent.ok else (sent.error.message if sent.error else ""),
+            latency_ms=sent.latency_ms,
         )
-    except ValidationError:
-        raise MessageError("give a valid address to send the test message to") from None
-    sent = await ProviderTester(service_of(request), pr.settings).send(body)
-    outcome = {
-        "provider_id": sent.provider_id,
-        "ok": sent.ok,
-        "title": f"Test message sent to {body.to}" if sent.ok else "Sending failed",
-        "detail": (sent.response or "") if sent.ok else (sent.error.message if sent.error else ""),
-        "latency_ms": sent.latency_ms,
-    }
     return await _render(request, posted.session, result=outcome)
 
 
