@@ -86,3 +86,55 @@ async def test_an_unknown_message_is_a_page_not_a_traceback(web: httpx.AsyncClie
     assert "no email with id" in missing.text
     bad_date = await web.get("/messages?since=yesterday")
     assert bad_date.status_code == 422 and "YYYY-MM-DD" in bad_date.text
+
+
+async def test_tracking_events_show_as_a_timeline_only_when_there_are_some(
+    web: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from postroom.services.messages import events_t, records_t, tracking_t
+    from tests.support.payloads import email
+
+    await sign_in(web)
+    sent = await postroom.send(email(subject="Tracked"))
+    page = await web.get(f"/messages/{sent.id}")
+    assert page.status_code == 200 and "Tracking" not in page.text
+    async with postroom.engine.begin() as conn:
+        record_id = (
+            await conn.execute(
+                select(records_t.c.id).where(records_t.c.job_id == uuid.UUID(sent.id))
+            )
+        ).scalar_one()
+        tracking_id = uuid.uuid4()
+        await conn.execute(
+            insert(tracking_t).values(
+                id=tracking_id,
+                email_id=record_id,
+                delivery_id="d1",
+                recipient_email="ann@example.com",
+                tracking_enabled={},
+                status="opened",
+                events=[],
+                created_at=postroom.clock.now(),
+                updated_at=postroom.clock.now(),
+            )
+        )
+        for kind, agent, seconds in (("opened", "<b>Mail</b>", 60), ("delivered", None, 1)):
+            await conn.execute(
+                insert(events_t).values(
+                    id=uuid.uuid4(),
+                    tracking_id=tracking_id,
+                    type=kind,
+                    timestamp=postroom.clock.now() + timedelta(seconds=seconds),
+                    data={},
+                    user_agent=agent,
+                )
+            )
+    page = await web.get(f"/messages/{sent.id}")
+    timeline = page.text.split('<ol class="timeline">')[1].split("</ol>")[0]
+    assert timeline.index("delivered") < timeline.index("opened")
+    assert "&lt;b&gt;Mail&lt;/b&gt;" in timeline

@@ -173,7 +173,9 @@ async def message(
 ) -> Response:
     pr = postroom_of(request)
     found = await status_service.get_status(pr.engine, email_id)
-    stored = await _log(request).stored(found.id)
+    log = _log(request)
+    stored = await log.stored(found.id)
+    events = await log.events(found.id)
     msg = _parse(stored.mime)
     html, text = _body(msg, "html"), _body(msg, "plain")
     if view not in VIEWS:
@@ -187,6 +189,7 @@ async def message(
         "message.html",
         session,
         m=found,
+        events=events,
         request_data=stored.request,
         from_outbox=stored.from_outbox,
         view=view,

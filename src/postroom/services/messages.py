@@ -26,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.compose.message import compose
 from postroom.db.engine import reader
-from postroom.db.models import EmailJob, EmailProvider, EmailRecord
+from postroom.db.models import (
+    EmailJob,
+    EmailProvider,
+    EmailRecord,
+    EmailTracking,
+    EmailTrackingEvent,
+)
 from postroom.errors import NotFound
 from postroom.services.status import EMAIL_STATUS
 from postroom.types import JobStatus
@@ -34,6 +40,8 @@ from postroom.types import JobStatus
 jobs_t = cast(Table, EmailJob.__table__)
 records_t = cast(Table, EmailRecord.__table__)
 providers_t = cast(Table, EmailProvider.__table__)
+tracking_t = cast(Table, EmailTracking.__table__)
+events_t = cast(Table, EmailTrackingEvent.__table__)
 
 PAGE_SIZE = 50
 #: the email statuses a search may ask for -> job statuses
@@ -85,6 +93,16 @@ class StoredMessage:
 def _like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped.lower()}%"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrackingEvent:
+    """One delivery, open, click, bounce... of one recipient, for the timeline."""
+
+    timestamp: datetime
+    type: str
+    recipient: str
+    user_agent: str | None
 
 
 class MessageLog:
@@ -190,6 +208,32 @@ class MessageLog:
             str(key), request, now=job.created_at, message_id_domain=self._message_id_domain
         )
         return StoredMessage(id=str(key), mime=message.mime, from_outbox=False, request=request)
+
+    async def events(self, email_id: str) -> list[TrackingEvent]:
+        """The tracking events of every recipient of the email, oldest first."""
+        stmt = (
+            select(
+                events_t.c.timestamp,
+                events_t.c.type,
+                events_t.c.user_agent,
+                records_t.c.recipient_email,
+            )
+            .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
+            .join(records_t, records_t.c.id == tracking_t.c.email_id)
+            .where(records_t.c.job_id == uuid.UUID(email_id))
+            .order_by(events_t.c.timestamp, events_t.c.id)
+        )
+        async with reader(self._engine).connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            TrackingEvent(
+                timestamp=r.timestamp,
+                type=r.type,
+                recipient=r.recipient_email,
+                user_agent=r.user_agent,
+            )
+            for r in rows
+        ]
 
     def _outbox_path(self, config: dict[str, Any], email_id: str) -> Path:
         # the same rule as providers.file.FileProvider.from_spec and path_for
