@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
+
 from tests.dashboard.conftest import ADMIN, VIEWER, Dialogs, Server, sign_in
 
 
@@ -185,3 +187,22 @@ def test_sending_a_test_message_shows_the_answer_in_place(page: Any, server: Ser
     card.locator("button:has-text('Send test')").click()
     page.wait_for_selector("[data-provider='Development outbox'] [data-result='ok']")
     assert "Test message sent to ops@example.com" in card.locator("[data-result]").inner_text()
+
+
+def test_create_and_revoke_an_api_key(page: Any, server: Server) -> None:
+    sign_in(page)
+    page.goto("/keys")
+    page.fill("#key-name", "cms")
+    page.check("input[name=scope_read]")
+    page.click("button:has-text('Create key')")
+    key = page.locator("[data-field='new-key']").inner_text()
+    queues = httpx.get(
+        f"{server.base}/api/system/email/queues", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert queues.status_code == 200  # the key works, with the read scope
+    prefix = key[: len("pr_") + 8]  # pr_ and 8 hex digits
+    page.goto("/keys")
+    assert key not in page.content()  # shown once
+    page.locator(f"[data-key='{prefix}'] button:has-text('Revoke')").click()
+    assert page.locator(".notice").inner_text().startswith(f"Key {prefix} revoked")
+    assert "revoked" in page.locator(f"[data-key='{prefix}']").inner_text()

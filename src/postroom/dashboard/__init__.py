@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from postroom.dashboard import messages, pages, provider_forms, providers
+from postroom.dashboard import keys, messages, pages, provider_forms, providers
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -25,4 +25,5 @@ def install(app: FastAPI) -> None:
     app.include_router(provider_forms.router)
     app.include_router(providers.router)
     app.include_router(messages.router)
+    app.include_router(keys.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
