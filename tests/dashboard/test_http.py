@@ -138,3 +138,10 @@ async def test_tracking_events_show_as_a_timeline_only_when_there_are_some(
     timeline = page.text.split('<ol class="timeline">')[1].split("</ol>")[0]
     assert timeline.index("delivered") < timeline.index("opened")
     assert "&lt;b&gt;Mail&lt;/b&gt;" in timeline
+
+
+async def test_a_poll_after_the_session_ended_sends_htmx_to_the_sign_in_page(
+    web: httpx.AsyncClient,
+) -> None:
+    answer = await web.get("/overview/figures", headers={"HX-Request": "true"})
+    assert (answer.status_code, answer.headers["hx-redirect"]) == (401, "/login")

@@ -83,8 +83,15 @@ class DashboardRoute(APIRoute):
             try:
                 response = await handler(request)
             except security.SignInRequired:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                response = RedirectResponse(f"/login?next={quote(target, safe='')}", 303)
+                if request.headers.get("hx-request") == "true":
+                    # htmx would follow a redirect and swap the sign-in page into a
+                    # fragment; this header makes it load the sign-in page instead
+                    response = Response(status_code=401, headers={"HX-Redirect": "/login"})
+                else:
+                    target = request.url.path + (
+                        f"?{request.url.query}" if request.url.query else ""
+                    )
+                    response = RedirectResponse(f"/login?next={quote(target, safe='')}", 303)
             except PostroomError as exc:
                 if exc.http_status >= 500:
                     log.error("dashboard: %s", exc.message)
