@@ -145,7 +145,11 @@ def _body(msg: EmailMessage, kind: str) -> str | None:
     part = msg.get_body(preferencelist=(kind,))
     if part is None:
         return None
-    content = part.get_content()
+    try:
+        content = part.get_content()
+    except (LookupError, ValueError):  # an unknown or lying charset: show what we can
+        raw = part.get_payload(decode=True)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
     return content if isinstance(content, str) else None
 
 
