@@ -1,4 +1,7 @@
-"""Browser fixtures: one ``postroom serve`` and one headless Chromium per session.
+"""Browser fixtures: one ``postroom serve`` per session, one headless Chromium per module.
+
+The browser lives only as long as its module: Playwright's sync API keeps an event
+loop running in the thread, which the async tests of other modules must not meet.
 
 The browser is Debian's ``chromium`` (CI installs it), driven by Playwright and
 launched with that executable: no browser is downloaded. Without Chromium the
@@ -97,7 +100,7 @@ def run_cli_input(args: list[str], env: dict[str, str], stdin: str) -> Any:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -127,7 +130,7 @@ class Dialogs:
     messages: list[str]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _context(browser: Any, server: Server) -> Iterator[Any]:
     context = browser.new_context(base_url=server.base, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
@@ -137,7 +140,7 @@ def _context(browser: Any, server: Server) -> Iterator[Any]:
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _page_and_dialogs(_context: Any) -> tuple[Any, Dialogs]:
     page = _context.new_page()
     dialogs = Dialogs([])

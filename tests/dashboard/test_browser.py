@@ -101,6 +101,13 @@ def test_outbox_viewer_renders_html_in_a_sandbox_without_running_scripts(
     frame = page.request.get(f"/messages/{email_id}/frame")
     assert "sandbox" in frame.headers["content-security-policy"]
     assert "img-src data:;" in frame.headers["content-security-policy"]  # remote images blocked
+    page.click("a:has-text('Mobile')")
+    assert "mobile" in (page.locator("iframe.mail").get_attribute("class") or "")
+    page.click("a:has-text('show them')")  # remote images, on request
+    assert (page.locator("iframe.mail").get_attribute("src") or "").endswith("?images=1")
+    shown = page.request.get(f"/messages/{email_id}/frame?images=1")
+    assert "img-src data: https: http:;" in shown.headers["content-security-policy"]
+    assert "sandbox" in shown.headers["content-security-policy"]
     page.click("a:has-text('Text')")
     assert page.locator("pre.body").inner_text().strip() == "plain part"
     page.click("a:has-text('Headers')")
