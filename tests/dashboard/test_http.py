@@ -145,3 +145,62 @@ async def test_a_poll_after_the_session_ended_sends_htmx_to_the_sign_in_page(
 ) -> None:
     answer = await web.get("/overview/figures", headers={"HX-Request": "true"})
     assert (answer.status_code, answer.headers["hx-redirect"]) == (401, "/login")
+
+
+async def csrf_of(web: httpx.AsyncClient, path: str) -> str:
+    page = await web.get(path)
+    return page.text.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+async def test_provider_buttons_enable_disable_and_reprioritise(
+    web: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    await sign_in(web)
+    token = await csrf_of(web, "/providers")
+    origin = {"Origin": "https://dash.test"}
+    off = await web.post(
+        "/providers/Development outbox/disable", data={"csrf_token": token}, headers=origin
+    )
+    assert off.headers["location"] == "/providers?done=disabled&provider=Development+outbox"
+    prio = await web.post(
+        "/providers/Development outbox/priority",
+        data={"csrf_token": token, "priority": "7"},
+        headers=origin,
+    )
+    assert prio.status_code == 303
+    bad = await web.post(
+        "/providers/Development outbox/priority",
+        data={"csrf_token": token, "priority": "-1"},
+        headers=origin,
+    )
+    assert bad.status_code == 422 and "whole number" in bad.text
+    from postroom.services.providers import ProviderService
+
+    stored = await ProviderService.of(postroom).get("Development outbox")
+    assert (stored.enabled, stored.priority) == (False, 7)
+
+
+async def test_retry_failed_puts_failed_jobs_back(
+    web: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    from tests.support.payloads import email
+    from tests.support.providers import add_provider, disable_all
+
+    await disable_all(postroom)
+    await add_provider(postroom, name="fake", type="fake", config={"script": ["rejected"]})
+    sent = await postroom.send(email())
+    worker = postroom.worker()
+    try:
+        await worker.drain()
+    finally:
+        await worker.aclose()
+    assert (await postroom.status(sent.id)).status == "failed"
+    await sign_in(web)
+    token = await csrf_of(web, "/queues")
+    answer = await web.post(
+        "/queues/transactional/retry",
+        data={"csrf_token": token},
+        headers={"Origin": "https://dash.test"},
+    )
+    assert answer.headers["location"] == "/queues?done=retried&queue=transactional"
+    assert (await postroom.status(sent.id)).status == "queued"
