@@ -105,7 +105,10 @@ def browser() -> Iterator[Any]:
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        # as root (CI) Chromium needs --no-sandbox; containers often have a tiny /dev/shm
+        chromium = pw.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         try:
             yield chromium
         finally:
