@@ -33,6 +33,7 @@ from postroom.services.keys import KeyStore
 from postroom.services.raw_sending import RawEnvelope, RawSender
 from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
+from postroom.services.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Postroom:
         self.sender = Sender(self.engine, self.settings, self.clock, self.queues)
         self.raw_sender = RawSender(self.sender)
         self.keys = KeyStore(self.engine, self.clock)
+        self.users = UserStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from postroom import __version__
+from postroom import __version__, dashboard
 from postroom.api import docs, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
@@ -61,6 +61,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(providers.router)
     app.include_router(api)
     app.include_router(health.router)
+    dashboard.install(app)  # the web dashboard at /, beside the API
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -18,6 +18,7 @@ from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
 from postroom.cli.smtpd import smtpd
+from postroom.cli.users import users_app
 
 app = new_typer("Postroom: self-hosted email delivery.")
 app.add_typer(keys_app, name="keys")
@@ -30,6 +31,7 @@ app.command("send")(sending.send)
 app.command("status")(sending.status)
 app.command("config")(configuration.show)
 app.command("smtpd")(smtpd)
+app.add_typer(users_app, name="users")
 
 
 def _version(value: bool) -> None:

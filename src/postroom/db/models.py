@@ -408,3 +408,38 @@ class ProviderCheck(Base):
     ok: Mapped[bool | None] = mapped_column(Boolean)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+# -- added: dashboard users and sessions (migration 0007) -------------------------------
+
+
+class DashboardUser(Base):
+    """A person who signs in to the web dashboard; ``role`` is ``admin`` or ``viewer``."""
+
+    __tablename__ = "dashboard_users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    #: argon2id, in the PHC string format
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    #: consecutive failed sign-ins; reset by a successful one
+    failed_logins: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class DashboardSession(Base):
+    """One signed-in browser; ``id`` is the SHA-256 of the cookie's token."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("dashboard_users.id", ondelete="CASCADE"), index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
