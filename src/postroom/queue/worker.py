@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -35,6 +35,7 @@ from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryPolicy
+from postroom.queue.writeback import RepeatedError, WriteBack
 
 log = logging.getLogger(__name__)
 queues_t = cast(Table, EmailQueue.__table__)
@@ -47,6 +48,24 @@ FLUSH_INTERVAL_S = 0.02
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def process_gone(token: str, host: str) -> bool:
+    """Whether lease ``token`` (``host:pid:suffix#n``) is held by a process of ``host``
+    that no longer exists. This process's own tokens and unparsable ones never are."""
+    parts = token.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
 
 
 #: queue priority -> claim order when queues are claimed one by one
@@ -73,6 +92,7 @@ class Worker:
         worker_id: str | None = None,
         queue_names: Sequence[str] | None = None,
         retry_policy: RetryPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -87,8 +107,6 @@ class Worker:
         self.lease_s = ws.lease_s
         self._tokens = (f"{self.id}#{n}" for n in itertools.count(1))
         self._inflight: dict[asyncio.Task[None], Job] = {}
-        self._results: list[Result] = []
-        self._unflushed_tokens: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._queue_limits: dict[uuid.UUID, _QueueLimits] = {}
         self._queues_loaded_at = 0.0
@@ -98,6 +116,10 @@ class Worker:
         self._claims_paused_until = 0.0
         #: counters for logs, the CLI and benchmarks
         self.stats: Counter[str] = Counter()
+        self.writeback = WriteBack(
+            engine, worker_id=self.id, stats=self.stats, probe=self._heartbeat, monotonic=monotonic
+        )
+        self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -113,6 +135,7 @@ class Worker:
             background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
         try:
             await self._reap()
+            await self._release_gone()
             while not stop.is_set():
                 claimed = await self._claim_if_room()
                 if claimed:
@@ -123,7 +146,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self.flush()
+            await self.flush(force=True)
             await self.aclose()
             log.info("worker %s stopped: %s", self.id, dict(self.stats))
 
@@ -142,7 +165,7 @@ class Worker:
                 break
             if self._inflight:
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
-            if len(self._results) >= self.batch_size:
+            if len(self.writeback) >= self.batch_size:
                 await self.flush()
         await self.flush()
         return self._processed - before
@@ -225,6 +248,8 @@ class Worker:
     async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
         if not force and time.monotonic() < self._claims_paused_until:
             return []
+        if not force and self.writeback.failing:
+            return []  # no new work while results cannot be written back
         room = self.concurrency - len(self._inflight)
         # claim in batches: wait for a reasonable amount of room unless idle
         if room <= 0 or (not force and self._inflight and room < self._claim_threshold):
@@ -243,9 +268,11 @@ class Worker:
                     lease_s=self.lease_s,
                     queue_ids=queue_ids,
                 )
-        except Exception:
-            log.exception("worker %s: claim failed", self.id)
+        except Exception as exc:
+            self._claim_errors.failed(exc)
             await asyncio.sleep(self.settings.worker.poll_interval_s)
+        else:
+            self._claim_errors.recovered()
         if claimed:
             # load providers once here, not concurrently from every task
             try:
@@ -359,36 +386,20 @@ class Worker:
         )
 
     def _record(self, result: Result) -> None:
-        self._results.append(result)
+        self.writeback.add(result)
         self._processed += 1
-        self._unflushed_tokens[result.job.locked_by] += 1
         self.stats[result.outcome] += 1
-        if len(self._results) >= self.batch_size:
+        if len(self.writeback) >= self.batch_size:
             self.wake()
 
-    async def flush(self) -> None:
-        """Write buffered results back; on a database error keep them for the next try."""
-        if not self._results:
-            return
-        batch, self._results = self._results, []
-        try:
-            written = await store.finish(self.engine, batch)
-        except Exception:
-            log.exception("worker %s: writing %d results failed; will retry", self.id, len(batch))
-            self._results = batch + self._results
-            return
-        for result in batch:
-            self._unflushed_tokens[result.job.locked_by] -= 1
-        self._unflushed_tokens += Counter()  # drop zero counts
-        lost = len(batch) - len(written)
-        if lost:
-            self.stats["fenced"] += lost
-            log.warning("worker %s: %d results refused: their lease had expired", self.id, lost)
+    async def flush(self, *, force: bool = False) -> None:
+        """Write buffered results back (``queue.writeback``: backoff while the database fails)."""
+        await self.writeback.flush(force=force)
 
     # -- leases ------------------------------------------------------------------------
 
     def _held_tokens(self) -> set[str]:
-        return {job.locked_by for job in self._inflight.values()} | set(self._unflushed_tokens)
+        return {job.locked_by for job in self._inflight.values()} | set(self.writeback.tokens)
 
     async def _heartbeat(self) -> None:
         await store.heartbeat(
@@ -400,6 +411,23 @@ class Worker:
         if reaped:
             self.stats["reaped"] += reaped
             log.warning("worker %s: returned %d jobs with expired leases", self.id, reaped)
+
+    async def _release_gone(self) -> None:
+        """Take back the leases of workers of this host whose process no longer exists.
+
+        After a crash (``kill -9``) of a process on this host, its jobs need not wait
+        for their leases to run out. Workers of other hosts are left to ``reap``.
+        """
+        host = socket.gethostname()
+        gone = {t for t in await store.lease_holders(self.engine) if process_gone(t, host)}
+        released = await store.release_dead(self.engine, gone, now=self.clock.now())
+        if released:
+            self.stats["released_gone"] += released
+            log.warning(
+                "worker %s: took back %d jobs of worker processes that no longer exist",
+                self.id,
+                released,
+            )
 
     async def _shutdown(self) -> None:
         """Let in-flight sends finish within the grace period; give the rest back."""
@@ -427,4 +455,4 @@ class Worker:
                 )
             )
         with contextlib.suppress(Exception):
-            await self.flush()
+            await self.flush(force=True)
