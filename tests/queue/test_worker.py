@@ -241,3 +241,22 @@ async def test_frozen_worker_loses_its_lease_and_its_late_result_is_refused(
     status = await postroom.status(result.id)
     assert (status.status, status.attempts) == ("sent", 2)
     assert [a.outcome for a in status.attempt_log] == ["released", "sent"]
+
+
+async def test_a_failed_email_keeps_its_original_scheduled_at(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    await fake(postroom, ["transient", "transient"])
+    accepted = clock.now()
+    result = await postroom.send(email(maxAttempts=2))
+    worker = postroom.worker()
+    try:
+        clock.advance(7)
+        await drain(worker)
+        clock.advance(60)
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("failed", 2)
+    assert status.scheduled_at == accepted == result.scheduled_at
