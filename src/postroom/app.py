@@ -25,6 +25,7 @@ from postroom.db import migrate
 from postroom.errors import ConfigError, RequestInvalid
 from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
+from postroom.queue.retry import default_retry
 from postroom.queue.worker import Worker
 from postroom.schemas.email import EmailRequest
 from postroom.schemas.results import EmailSendResult, EmailStatus
@@ -76,9 +77,7 @@ class Postroom:
             await migrate.upgrade(self.engine)
         elif not await migrate.is_current(self.engine):
             raise ConfigError("the database schema is not up to date: run 'postroom migrate'")
-        await bootstrap.ensure_defaults(
-            self.engine, self.clock, max_attempts=self.settings.max_attempts
-        )
+        await bootstrap.ensure_defaults(self.engine, self.clock, retry=default_retry(self.settings))
         self.started = True
         return self
 

@@ -11,6 +11,7 @@ import typer
 
 from postroom.app import Postroom
 from postroom.cli.common import run, settings_or_exit, table
+from postroom.queue.retry import default_retry
 from postroom.schemas.queues import QueueStatus
 from postroom.services.queues import QueueManager
 
@@ -35,6 +36,7 @@ async def _manager() -> AsyncIterator[QueueManager]:
             postroom.clock,
             postroom.queues,
             default_concurrency=postroom.settings.worker.concurrency,
+            retry_defaults=default_retry(postroom.settings),
         )
     finally:
         await postroom.aclose()

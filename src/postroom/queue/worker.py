@@ -34,7 +34,7 @@ from postroom.errors import PostroomError, ProviderError
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
-from postroom.queue.retry import RetryPolicy
+from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
 from postroom.queue.writeback import RepeatedError, WriteBack
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class _QueueLimits:
     concurrency: int
     batch_size: int | None
     rank: int
+    #: the queue's ``retry`` config as a policy (base and cap of the backoff)
+    retry: RetryPolicy
 
 
 class Worker:
@@ -100,7 +102,10 @@ class Worker:
         self.clock = clock or SystemClock()
         self.id = worker_id or default_worker_id()
         self.queue_names = list(queue_names) if queue_names else None
-        self.retry = retry_policy or RetryPolicy(cap_s=settings.retry_max_backoff_s)
+        #: an explicit policy overrides the queues' own ``retry`` configs
+        self._fixed_retry = retry_policy
+        self._retry_defaults = default_retry(settings)
+        self.retry = retry_policy or self._retry_defaults.policy()
         ws = settings.worker
         self.concurrency = ws.concurrency
         self.batch_size = ws.batch_size
@@ -208,7 +213,8 @@ class Worker:
         now = time.monotonic()
         if now - self._queues_loaded_at <= 5.0:
             return
-        stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.priority, queues_t.c.processor)
+        q = queues_t.c
+        stmt = select(q.id, q.name, q.priority, q.processor, q.retry)
         async with reader(self.engine).connect() as conn:
             rows = (await conn.execute(stmt)).all()
         limits: dict[uuid.UUID, _QueueLimits] = {}
@@ -220,6 +226,7 @@ class Worker:
                 concurrency=int(processor.get("concurrency") or self.concurrency),
                 batch_size=int(processor["batchSize"]) if processor.get("batchSize") else None,
                 rank=QUEUE_RANK.get(row.priority, 2),
+                retry=RetryConfig.from_json(row.retry, defaults=self._retry_defaults).policy(),
             )
         self._queue_limits = limits
         self._queues_loaded_at = now
@@ -348,6 +355,13 @@ class Worker:
             result = self._failure(job, exc, started, candidate)
         self._record(result)
 
+    def _retry_policy(self, job: Job) -> RetryPolicy:
+        """The backoff of the job's queue (its ``retry`` config), unless one was fixed."""
+        limits = self._queue_limits.get(job.queue_id) if job.queue_id else None
+        if self._fixed_retry is not None or limits is None:
+            return self.retry
+        return limits.retry
+
     def _failure(self, job: Job, exc: BaseException, started: Any, candidate: Any) -> Result:
         if not isinstance(exc, PostroomError):
             log.error(
@@ -361,9 +375,9 @@ class Worker:
         if isinstance(exc, ProviderError) and exc.context.get("rate_limited"):
             # throttled (429, SES 454, 421 4.7.x rate limits): the message was not
             # at fault, so wait as asked without spending an attempt
-            outcome, delay = "deferred", exc.retry_after or self.retry.backoff(1)
+            outcome, delay = "deferred", exc.retry_after or self._retry_policy(job).backoff(1)
         else:
-            outcome, delay = self.retry.decide(
+            outcome, delay = self._retry_policy(job).decide(
                 attempts=job.attempts, max_attempts=job.max_attempts, error=exc
             )
         now = self.clock.now()
