@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from postroom.clock import Clock, SystemClock
 from postroom.compose.message import compose
 from postroom.config import Settings
+from postroom.db.clock import DatabaseClock
 from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import PostroomError, ProviderError
@@ -42,6 +43,8 @@ queues_t = cast(Table, EmailQueue.__table__)
 
 #: longest claim pause after no provider could take a message
 MAX_CLAIM_PAUSE_S = 5.0
+#: a host clock further than this off the database's is worth a warning
+CLOCK_WARN_S = 5.0
 #: write results back at least this often
 FLUSH_INTERVAL_S = 0.02
 
@@ -119,6 +122,7 @@ class Worker:
         #: claim once this many slots are free (or when idle): fewer, fuller claims
         self._claim_threshold = max(1, min(self.batch_size, self.concurrency) // 4)
         self._claims_paused_until = 0.0
+        self._clock_warned = False
         #: counters for logs, the CLI and benchmarks
         self.stats: Counter[str] = Counter()
         self.writeback = WriteBack(
@@ -139,7 +143,7 @@ class Worker:
         if self.engine.dialect.name == "postgresql":
             background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
         try:
-            await self._reap()
+            await self._reap()  # measures the clock offset first
             await self._release_gone()
             while not stop.is_set():
                 claimed = await self._claim_if_room()
@@ -161,6 +165,7 @@ class Worker:
         For tests, ``postroom worker --burst`` and benchmarks.
         """
         before = self._processed
+        await self._sync_clock()
         for _ in range(max_rounds):
             # only a claim made with nothing in flight proves that nothing is due:
             # with sends in flight, a busy queue may have been left out of it
@@ -420,7 +425,26 @@ class Worker:
             self.engine, self._held_tokens(), now=self.clock.now(), lease_s=self.lease_s
         )
 
+    async def _sync_clock(self) -> None:
+        """Measure this process's offset to the database's clock (``db.clock``)."""
+        if not isinstance(self.clock, DatabaseClock):
+            return
+        try:
+            offset = await self.clock.sync()
+        except Exception as exc:  # keep the last offset; the database may be down
+            log.warning("worker %s: reading the database's clock failed: %s", self.id, exc)
+            return
+        if abs(offset.total_seconds()) > CLOCK_WARN_S and not self._clock_warned:
+            self._clock_warned = True
+            log.warning(
+                "worker %s: this host's clock is %+.1f s off the database's; "
+                "leases and due times use the database's",
+                self.id,
+                -offset.total_seconds(),
+            )
+
     async def _reap(self) -> None:
+        await self._sync_clock()
         reaped = await store.reap(self.engine, now=self.clock.now())
         if reaped:
             self.stats["reaped"] += reaped
