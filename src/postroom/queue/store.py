@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from postroom.db.engine import reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
 from postroom.queue.jobs import Job, Result
@@ -247,7 +248,7 @@ async def reap(engine: AsyncEngine, *, now: datetime) -> int:
 async def lease_holders(engine: AsyncEngine) -> set[str]:
     """The lease tokens of every job being processed now."""
     stmt = select(jobs.c.locked_by).where(jobs.c.status == JobStatus.PROCESSING).distinct()
-    async with engine.connect() as conn:
+    async with reader(engine).connect() as conn:
         return {token for token in (await conn.execute(stmt)).scalars() if token}
 
 
