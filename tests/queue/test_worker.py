@@ -11,6 +11,7 @@ from postroom.providers.fake import FakeProvider
 from postroom.queue.worker import Worker
 from tests.support.payloads import email
 from tests.support.providers import add_provider, disable_all
+from tests.support.queues import SPEC_RETRY, set_retry
 
 
 async def fake(postroom: Postroom, script: list[str], **config: Any) -> None:
@@ -26,15 +27,6 @@ def provider_of(worker: Worker) -> FakeProvider:
 
 async def drain(worker: Worker) -> int:
     return await worker.drain()
-
-
-async def set_retry(postroom: Postroom, queue: str, retry: dict[str, Any]) -> None:
-    from sqlalchemy import update
-
-    from postroom.services.router import queues_t
-
-    async with postroom.engine.begin() as conn:
-        await conn.execute(update(queues_t).where(queues_t.c.name == queue).values(retry=retry))
 
 
 async def test_a_transient_outage_is_retried_over_minutes_by_default(
@@ -66,7 +58,7 @@ async def test_transient_failures_retry_with_backoff_then_send(
     postroom: Postroom, clock: ManualClock
 ) -> None:
     """A queue may keep the spec's 1 s base: 2, 4, 8 s."""
-    await set_retry(postroom, "transactional", {"maxAttempts": 5, "baseDelaySeconds": 1})
+    await set_retry(postroom, SPEC_RETRY, "transactional")
     await fake(postroom, ["transient", "transient", "transient"])
     result = await postroom.send(email())
     worker = postroom.worker()

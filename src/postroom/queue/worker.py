@@ -108,7 +108,8 @@ class Worker:
         #: an explicit policy overrides the queues' own ``retry`` configs
         self._fixed_retry = retry_policy
         self._retry_defaults = default_retry(settings)
-        self.retry = retry_policy or self._retry_defaults.policy()
+        #: the spec's 2^n s: how long a throttled message waits when no Retry-After says
+        self.retry = retry_policy or RetryPolicy(cap_s=settings.retry_max_backoff_s)
         ws = settings.worker
         self.concurrency = ws.concurrency
         self.batch_size = ws.batch_size
@@ -363,9 +364,9 @@ class Worker:
     def _retry_policy(self, job: Job) -> RetryPolicy:
         """The backoff of the job's queue (its ``retry`` config), unless one was fixed."""
         limits = self._queue_limits.get(job.queue_id) if job.queue_id else None
-        if self._fixed_retry is not None or limits is None:
-            return self.retry
-        return limits.retry
+        if self._fixed_retry is not None:
+            return self._fixed_retry
+        return limits.retry if limits is not None else self._retry_defaults.policy()
 
     def _failure(self, job: Job, exc: BaseException, started: Any, candidate: Any) -> Result:
         if not isinstance(exc, PostroomError):
@@ -380,7 +381,7 @@ class Worker:
         if isinstance(exc, ProviderError) and exc.context.get("rate_limited"):
             # throttled (429, SES 454, 421 4.7.x rate limits): the message was not
             # at fault, so wait as asked without spending an attempt
-            outcome, delay = "deferred", exc.retry_after or self._retry_policy(job).backoff(1)
+            outcome, delay = "deferred", exc.retry_after or self.retry.backoff(1)
         else:
             outcome, delay = self._retry_policy(job).decide(
                 attempts=job.attempts, max_attempts=job.max_attempts, error=exc
