@@ -68,7 +68,7 @@ class RepeatedError:
         if self._since is None:
             self._since = self._interval_start = now
             self._in_interval = 0
-            log.error("%s failed; retrying with backoff", self.what, exc_info=exc)
+            log.error("%s failed; will try again", self.what, exc_info=exc)
             return
         self._in_interval += 1
         if now - self._interval_start >= self.interval_s:
