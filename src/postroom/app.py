@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -20,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock, SystemClock
 from postroom.config import Settings, load_settings
+from postroom.db import clock as db_clock
 from postroom.db import engine as db_engine
 from postroom.db import migrate
 from postroom.errors import ConfigError, RequestInvalid
 from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
+from postroom.queue.retry import default_retry
 from postroom.queue.worker import Worker
 from postroom.schemas.email import EmailRequest
 from postroom.schemas.results import EmailSendResult, EmailStatus
@@ -59,9 +62,16 @@ class Postroom:
         engine: AsyncEngine | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.clock = clock or SystemClock()
         self._own_engine = engine is None
         self.engine = engine or db_engine.create_engine(self.settings)
+        #: the time every process agrees on: the database's clock (``db.clock``); an
+        #: injected clock stands in for it (tests)
+        self.time_reference: db_clock.Reference = (
+            db_clock.reading(clock)
+            if clock
+            else functools.partial(db_clock.server_now, self.engine)
+        )
+        self.clock: Clock = clock or db_clock.DatabaseClock(SystemClock(), self.time_reference)
         self.queues = QueueDirectory(self.engine)
         self.sender = Sender(self.engine, self.settings, self.clock, self.queues)
         self.raw_sender = RawSender(self.sender)
@@ -80,9 +90,9 @@ class Postroom:
             await migrate.upgrade(self.engine)
         elif not await migrate.is_current(self.engine):
             raise ConfigError("the database schema is not up to date: run 'postroom migrate'")
-        await bootstrap.ensure_defaults(
-            self.engine, self.clock, max_attempts=self.settings.max_attempts
-        )
+        if isinstance(self.clock, db_clock.DatabaseClock):
+            await self.clock.sync()
+        await bootstrap.ensure_defaults(self.engine, self.clock, retry=default_retry(self.settings))
         self.started = True
         return self
 
@@ -156,14 +166,25 @@ class Postroom:
         )
 
     def worker(
-        self, *, worker_id: str | None = None, queue_names: Sequence[str] | None = None
+        self,
+        *,
+        worker_id: str | None = None,
+        queue_names: Sequence[str] | None = None,
+        clock: Clock | None = None,
     ) -> Worker:
-        """A worker bound to this Postroom; run it with ``await worker.run(stop_event)``."""
+        """A worker bound to this Postroom; run it with ``await worker.run(stop_event)``.
+
+        Its clock is ``clock`` (default: this process's) corrected to the database's.
+        """
+        if clock is None and isinstance(self.clock, db_clock.DatabaseClock):
+            worker_clock = self.clock  # one offset per process, kept fresh by its workers
+        else:
+            worker_clock = db_clock.DatabaseClock(clock or self.clock, self.time_reference)
         w = Worker(
             self.engine,
             self.settings,
             self.provider_router(),
-            clock=self.clock,
+            clock=worker_clock,
             worker_id=worker_id,
             queue_names=queue_names,
         )

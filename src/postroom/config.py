@@ -90,9 +90,12 @@ class Settings(BaseSettings):
     default_from: str = ""
     #: the domain in generated Message-IDs when the sender's cannot be used
     message_id_domain: str = "postroom.localhost"
-    #: default job attempts when a request does not say (spec default 3)
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    #: the cap of the exponential retry backoff
+    #: attempts of a queue whose ``retry`` config does not say, and of new default queues
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    #: base of the exponential retry backoff (``base * 2^attempts``) when the queue's
+    #: ``retry.baseDelaySeconds`` does not say; the spec's shape with 1 s is ``1``
+    retry_base_delay_s: float = Field(default=30.0, gt=0)
+    #: cap of the retry backoff when the queue's ``retry.maxDelaySeconds`` does not say
     retry_max_backoff_s: float = Field(default=3600.0, gt=0)
     #: PostgreSQL connections kept open per process, and extra ones allowed at peaks
     database_pool_size: int = Field(default=20, ge=1, le=500)

@@ -309,3 +309,14 @@ async def test_openapi_documents_the_queue_endpoints(client: httpx.AsyncClient) 
         assert QUEUES + path in schema["paths"]
     throughput = schema["components"]["schemas"]["QueueStats"]["properties"]["throughput"]
     assert "per minute" in throughput["description"]
+
+
+async def test_a_queue_shows_its_retry_config_and_schedule(client: httpx.AsyncClient) -> None:
+    body = (await client.get(f"{QUEUES}/transactional")).json()
+    assert body["retry"] == {
+        "maxAttempts": 5,
+        "backoff": "exponential",
+        "baseDelaySeconds": 30.0,
+        "maxDelaySeconds": 3600.0,
+        "schedule": [60.0, 180.0, 420.0, 900.0],
+    }

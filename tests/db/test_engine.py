@@ -47,3 +47,27 @@ async def test_migrations_go_down_and_up(postroom: Postroom) -> None:
     assert await migrate.current_revision(postroom.engine) is None
     await migrate.upgrade(postroom.engine)
     assert await migrate.is_current(postroom.engine)
+
+
+async def test_existing_queues_get_the_retry_defaults(postroom: Postroom) -> None:
+    from sqlalchemy import update
+
+    from postroom.services.router import queues_t
+
+    await migrate.downgrade(postroom.engine, "0002")
+    async with postroom.engine.begin() as conn:
+        await conn.execute(update(queues_t).values(retry={"maxAttempts": 3}))
+        await conn.execute(
+            update(queues_t).where(queues_t.c.name == "bulk").values(retry={"maxAttempts": 8})
+        )
+    await migrate.upgrade(postroom.engine)
+    async with postroom.engine.connect() as conn:
+        rows = dict((await conn.execute(select(queues_t.c.name, queues_t.c.retry))).all())
+    defaults = {"backoff": "exponential", "baseDelaySeconds": 30, "maxDelaySeconds": 3600}
+    assert rows["transactional"] == {"maxAttempts": 5, **defaults}
+    assert rows["bulk"] == {"maxAttempts": 8, **defaults}  # set by hand: kept
+    await migrate.downgrade(postroom.engine, "0002")
+    async with postroom.engine.connect() as conn:
+        rows = dict((await conn.execute(select(queues_t.c.name, queues_t.c.retry))).all())
+    assert rows["transactional"] == {"maxAttempts": 3} and rows["bulk"] == {"maxAttempts": 8}
+    await migrate.upgrade(postroom.engine)

@@ -18,6 +18,7 @@ from postroom.queue.worker import Worker
 from tests.providers.smtp_server import SMTPServer
 from tests.support.payloads import email
 from tests.support.providers import disable_all
+from tests.support.queues import SPEC_RETRY, set_retry
 
 API = "/api/system/email"
 PASSWORD = "primary-relay-password-4711"
@@ -64,6 +65,7 @@ async def test_failover_to_the_secondary_and_failback_after_cooldown(
             body = {"name": name, "type": "smtp", "priority": priority, "config": config}
             await api("POST", "/providers", json={**body, "authentication": auth})
 
+        await set_retry(postroom, SPEC_RETRY)  # this test is about failover, not backoff
         worker = postroom.worker()
         try:
             await send(api, 20)

@@ -11,6 +11,7 @@ from postroom.providers.fake import FakeProvider
 from postroom.queue.worker import Worker
 from tests.support.payloads import email
 from tests.support.providers import add_provider, disable_all
+from tests.support.queues import SPEC_RETRY, set_retry
 
 
 async def fake(postroom: Postroom, script: list[str], **config: Any) -> None:
@@ -28,11 +29,38 @@ async def drain(worker: Worker) -> int:
     return await worker.drain()
 
 
+async def test_a_transient_outage_is_retried_over_minutes_by_default(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    """452, 421, 451 in a row: with the defaults the message is still alive a
+    quarter of an hour later, and the fifth attempt goes out about 15 minutes in."""
+    await fake(postroom, ["transient"] * 4)
+    result = await postroom.send(email())
+    worker = postroom.worker()
+    started = clock.now()
+    try:
+        for attempt, wait in enumerate([60, 120, 240, 480], start=1):
+            assert await drain(worker) == 1
+            status = await postroom.status(result.id)
+            assert (status.status, status.attempts, status.max_attempts) == ("queued", attempt, 5)
+            clock.advance(wait - 1)
+            assert await drain(worker) == 0  # not due yet
+            clock.advance(wait * 0.25 + 1.01)
+        assert await drain(worker) == 1
+    finally:
+        await worker.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("sent", 5)
+    assert (clock.now() - started).total_seconds() >= 15 * 60
+
+
 async def test_transient_failures_retry_with_backoff_then_send(
     postroom: Postroom, clock: ManualClock
 ) -> None:
+    """A queue may keep the spec's 1 s base: 2, 4, 8 s."""
+    await set_retry(postroom, SPEC_RETRY, "transactional")
     await fake(postroom, ["transient", "transient", "transient"])
-    result = await postroom.send(email(maxAttempts=5))
+    result = await postroom.send(email())
     worker = postroom.worker()
     try:
         for attempt in range(1, 4):
@@ -58,7 +86,7 @@ async def test_out_of_attempts_fails_with_the_last_error(
     worker = postroom.worker()
     try:
         await drain(worker)
-        clock.advance(10)
+        clock.advance(100)
         await drain(worker)
     finally:
         await worker.aclose()
@@ -241,3 +269,22 @@ async def test_frozen_worker_loses_its_lease_and_its_late_result_is_refused(
     status = await postroom.status(result.id)
     assert (status.status, status.attempts) == ("sent", 2)
     assert [a.outcome for a in status.attempt_log] == ["released", "sent"]
+
+
+async def test_a_failed_email_keeps_its_original_scheduled_at(
+    postroom: Postroom, clock: ManualClock
+) -> None:
+    await fake(postroom, ["transient", "transient"])
+    accepted = clock.now()
+    result = await postroom.send(email(maxAttempts=2))
+    worker = postroom.worker()
+    try:
+        clock.advance(7)
+        await drain(worker)
+        clock.advance(80)
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    status = await postroom.status(result.id)
+    assert (status.status, status.attempts) == ("failed", 2)
+    assert status.scheduled_at == accepted == result.scheduled_at

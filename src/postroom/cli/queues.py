@@ -29,6 +29,7 @@ _WINDOWS = "Completed, failed, average send time: last 24 hours. Per minute: las
 
 @contextlib.asynccontextmanager
 async def _manager() -> AsyncIterator[QueueManager]:
+    from postroom.queue.retry import default_retry
     from postroom.services.queues import QueueManager
 
     async with started() as postroom:
@@ -37,6 +38,7 @@ async def _manager() -> AsyncIterator[QueueManager]:
             postroom.clock,
             postroom.queues,
             default_concurrency=postroom.settings.worker.concurrency,
+            retry_defaults=default_retry(postroom.settings),
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -40,7 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from postroom.db.models import EmailJob, EmailJobAttempt, EmailQueue, EmailRecord
+from postroom.db.engine import reader
+from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
 from postroom.queue.jobs import Job, Result
 from postroom.types import JobStatus, RecordStatus
@@ -49,6 +50,7 @@ jobs = cast(Table, EmailJob.__table__)
 records = cast(Table, EmailRecord.__table__)
 attempts_t = cast(Table, EmailJobAttempt.__table__)
 queues = cast(Table, EmailQueue.__table__)
+providers = cast(Table, EmailProvider.__table__)
 
 #: results written per statement: bounds the size of the fenced ``IN`` list
 FINISH_CHUNK = 500
@@ -234,18 +236,56 @@ async def reap(engine: AsyncEngine, *, now: datetime) -> int:
     never fails a job within its budget plus ``CRASH_ALLOWANCE``.
     """
     expired = and_(jobs.c.status == JobStatus.PROCESSING, jobs.c.locked_until < now)
+    return await _take_back(
+        engine,
+        expired,
+        now=now,
+        code="lease-expired",
+        message="the worker's lease expired before it reported back",
+    )
+
+
+async def lease_holders(engine: AsyncEngine) -> set[str]:
+    """The lease tokens of every job being processed now."""
+    stmt = select(jobs.c.locked_by).where(jobs.c.status == JobStatus.PROCESSING).distinct()
+    async with reader(engine).connect() as conn:
+        return {token for token in (await conn.execute(stmt)).scalars() if token}
+
+
+async def release_dead(engine: AsyncEngine, tokens: Iterable[str], *, now: datetime) -> int:
+    """Take back at once the jobs leased under ``tokens``: their worker process is gone.
+
+    Treated like an expired lease: the attempt stays counted (the send may have
+    happened before the process died).
+    """
+    token_list = sorted(set(tokens))
+    if not token_list:
+        return 0
+    held = and_(jobs.c.status == JobStatus.PROCESSING, jobs.c.locked_by.in_(token_list))
+    return await _take_back(
+        engine,
+        held,
+        now=now,
+        code="worker-gone",
+        message="the worker process holding the lease no longer exists",
+    )
+
+
+async def _take_back(
+    engine: AsyncEngine, held: Any, *, now: datetime, code: str, message: str
+) -> int:
     crash_looping = jobs.c.attempts >= jobs.c.max_attempts + CRASH_ALLOWANCE
     async with engine.begin() as conn:
         rows = (
             await conn.execute(
                 update(jobs)
-                .where(expired)
+                .where(held)
                 .values(
                     status=case((crash_looping, JobStatus.FAILED), else_=JobStatus.PENDING),
                     failed_at=case((crash_looping, now), else_=jobs.c.failed_at),
                     locked_by=None,
                     locked_until=None,
-                    last_error_code="lease-expired",
+                    last_error_code=code,
                 )
                 .returning(jobs.c.id, jobs.c.attempts, jobs.c.status)
             )
@@ -260,8 +300,8 @@ async def reap(engine: AsyncEngine, *, now: datetime) -> int:
                         "attempt": row.attempts,
                         "finished_at": now,
                         "outcome": "released",
-                        "error_code": "lease-expired",
-                        "error_message": "the worker's lease expired before it reported back",
+                        "error_code": code,
+                        "error_message": message,
                     }
                     for row in rows
                 ],
@@ -305,7 +345,7 @@ async def finish(engine: AsyncEngine, results: Sequence[Result]) -> set[uuid.UUI
     written: set[uuid.UUID] = set()
     async with engine.begin() as conn:
         for start in range(0, len(results), FINISH_CHUNK):
-            chunk = results[start : start + FINISH_CHUNK]
+            chunk = await _without_deleted_providers(conn, results[start : start + FINISH_CHUNK])
             by_outcome: dict[str, list[Result]] = defaultdict(list)
             for r in chunk:
                 by_outcome[r.outcome].append(r)
@@ -317,6 +357,30 @@ async def finish(engine: AsyncEngine, results: Sequence[Result]) -> set[uuid.UUI
                 await conn.execute(insert(attempts_t), [_attempt_row(r) for r in accepted])
             written |= done
     return written
+
+
+async def _without_deleted_providers(
+    conn: AsyncConnection, chunk: Sequence[Result]
+) -> Sequence[Result]:
+    """Clear the provider of results whose provider was deleted while they were sent.
+
+    The attempt and its records keep the provider's name; only the link goes, as
+    ``ON DELETE SET NULL`` does for rows written earlier. On PostgreSQL the
+    providers still there are locked (KEY SHARE) until commit, so a delete cannot
+    slip in between this check and the insert.
+    """
+    wanted = {r.provider_id for r in chunk if r.provider_id is not None}
+    if not wanted:
+        return chunk
+    stmt = select(providers.c.id).where(providers.c.id.in_(wanted))
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(key_share=True)
+    present = set((await conn.execute(stmt)).scalars())
+    if present == wanted:
+        return chunk
+    return [
+        replace(r, provider_id=None) if r.provider_id not in (None, *present) else r for r in chunk
+    ]
 
 
 def _fenced(group: Sequence[Result]) -> Any:
@@ -392,7 +456,8 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             {
                 "b_id": r.job.id,
                 "b_status": JobStatus.FAILED if outcome == "failed" else JobStatus.PENDING,
-                "b_scheduled_at": r.retry_at or r.finished_at,
+                # a failed job keeps the time it was due (status shows it as scheduledAt)
+                "b_scheduled_at": r.retry_at or r.job.scheduled_at,
                 "b_failed_at": r.finished_at if outcome == "failed" else None,
                 "b_give_back": 1 if outcome == "deferred" else 0,
                 "b_code": r.error_code,

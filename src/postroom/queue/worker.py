@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -30,6 +30,7 @@ from postroom.clock import Clock, SystemClock
 from postroom.compose import raw as raw_mime
 from postroom.compose.message import compose
 from postroom.config import Settings
+from postroom.db.clock import DatabaseClock
 from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import PostroomError, ProviderError, ProviderUnavailable
@@ -37,19 +38,40 @@ from postroom.providers.base import OutgoingMessage, SendResult
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
-from postroom.queue.retry import RetryPolicy
+from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
+from postroom.queue.writeback import RepeatedError, WriteBack
 
 log = logging.getLogger(__name__)
 queues_t = cast(Table, EmailQueue.__table__)
 
 #: longest claim pause after no provider could take a message
 MAX_CLAIM_PAUSE_S = 5.0
+#: a host clock further than this off the database's is worth a warning
+CLOCK_WARN_S = 5.0
 #: write results back at least this often
 FLUSH_INTERVAL_S = 0.02
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def process_gone(token: str, host: str) -> bool:
+    """Whether lease ``token`` (``host:pid:suffix#n``) is held by a process of ``host``
+    that no longer exists. This process's own tokens and unparsable ones never are."""
+    parts = token.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
 
 
 #: queue priority -> claim order when queues are claimed one by one
@@ -61,6 +83,8 @@ class _QueueLimits:
     concurrency: int
     batch_size: int | None
     rank: int
+    #: the queue's ``retry`` config as a policy (base and cap of the backoff)
+    retry: RetryPolicy
 
 
 class Worker:
@@ -76,6 +100,7 @@ class Worker:
         worker_id: str | None = None,
         queue_names: Sequence[str] | None = None,
         retry_policy: RetryPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -83,6 +108,10 @@ class Worker:
         self.clock = clock or SystemClock()
         self.id = worker_id or default_worker_id()
         self.queue_names = list(queue_names) if queue_names else None
+        #: an explicit policy overrides the queues' own ``retry`` configs
+        self._fixed_retry = retry_policy
+        self._retry_defaults = default_retry(settings)
+        #: the spec's 2^n s: how long a throttled message waits when no Retry-After says
         self.retry = retry_policy or RetryPolicy(cap_s=settings.retry_max_backoff_s)
         ws = settings.worker
         self.concurrency = ws.concurrency
@@ -90,8 +119,6 @@ class Worker:
         self.lease_s = ws.lease_s
         self._tokens = (f"{self.id}#{n}" for n in itertools.count(1))
         self._inflight: dict[asyncio.Task[None], Job] = {}
-        self._results: list[Result] = []
-        self._unflushed_tokens: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._queue_limits: dict[uuid.UUID, _QueueLimits] = {}
         self._queues_loaded_at = 0.0
@@ -99,8 +126,13 @@ class Worker:
         #: claim once this many slots are free (or when idle): fewer, fuller claims
         self._claim_threshold = max(1, min(self.batch_size, self.concurrency) // 4)
         self._claims_paused_until = 0.0
+        self._clock_warned = False
         #: counters for logs, the CLI and benchmarks
         self.stats: Counter[str] = Counter()
+        self.writeback = WriteBack(
+            engine, worker_id=self.id, stats=self.stats, probe=self._heartbeat, monotonic=monotonic
+        )
+        self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -115,7 +147,8 @@ class Worker:
         if self.engine.dialect.name == "postgresql":
             background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
         try:
-            await self._reap()
+            await self._reap()  # measures the clock offset first
+            await self._release_gone()
             while not stop.is_set():
                 claimed = await self._claim_if_room()
                 if claimed:
@@ -126,7 +159,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self.flush()
+            await self.flush(force=True)
             await self.aclose()
             log.info("worker %s stopped: %s", self.id, dict(self.stats))
 
@@ -136,6 +169,7 @@ class Worker:
         For tests, ``postroom worker --burst`` and benchmarks.
         """
         before = self._processed
+        await self._sync_clock()
         for _ in range(max_rounds):
             # only a claim made with nothing in flight proves that nothing is due:
             # with sends in flight, a busy queue may have been left out of it
@@ -145,7 +179,7 @@ class Worker:
                 break
             if self._inflight:
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
-            if len(self._results) >= self.batch_size:
+            if len(self.writeback) >= self.batch_size:
                 await self.flush()
         await self.flush()
         return self._processed - before
@@ -188,7 +222,8 @@ class Worker:
         now = time.monotonic()
         if now - self._queues_loaded_at <= 5.0:
             return
-        stmt = select(queues_t.c.id, queues_t.c.name, queues_t.c.priority, queues_t.c.processor)
+        q = queues_t.c
+        stmt = select(q.id, q.name, q.priority, q.processor, q.retry)
         async with reader(self.engine).connect() as conn:
             rows = (await conn.execute(stmt)).all()
         limits: dict[uuid.UUID, _QueueLimits] = {}
@@ -200,6 +235,7 @@ class Worker:
                 concurrency=int(processor.get("concurrency") or self.concurrency),
                 batch_size=int(processor["batchSize"]) if processor.get("batchSize") else None,
                 rank=QUEUE_RANK.get(row.priority, 2),
+                retry=RetryConfig.from_json(row.retry, defaults=self._retry_defaults).policy(),
             )
         self._queue_limits = limits
         self._queues_loaded_at = now
@@ -228,6 +264,8 @@ class Worker:
     async def _claim_if_room(self, *, force: bool = False) -> list[Job]:
         if not force and time.monotonic() < self._claims_paused_until:
             return []
+        if not force and self.writeback.failing:
+            return []  # no new work while results cannot be written back
         room = self.concurrency - len(self._inflight)
         # claim in batches: wait for a reasonable amount of room unless idle
         if room <= 0 or (not force and self._inflight and room < self._claim_threshold):
@@ -246,9 +284,11 @@ class Worker:
                     lease_s=self.lease_s,
                     queue_ids=queue_ids,
                 )
-        except Exception:
-            log.exception("worker %s: claim failed", self.id)
+        except Exception as exc:
+            self._claim_errors.failed(exc)
             await asyncio.sleep(self.settings.worker.poll_interval_s)
+        else:
+            self._claim_errors.recovered()
         if claimed:
             # load providers once here, not concurrently from every task
             try:
@@ -346,6 +386,13 @@ class Worker:
         self.router.report(candidate, error=None, latency_ms=(time.perf_counter() - t0) * 1000)
         return sent
 
+    def _retry_policy(self, job: Job) -> RetryPolicy:
+        """The backoff of the job's queue (its ``retry`` config), unless one was fixed."""
+        limits = self._queue_limits.get(job.queue_id) if job.queue_id else None
+        if self._fixed_retry is not None:
+            return self._fixed_retry
+        return limits.retry if limits is not None else self._retry_defaults.policy()
+
     def _failure(self, job: Job, exc: BaseException, started: Any, candidate: Any) -> Result:
         if not isinstance(exc, PostroomError):
             log.error(
@@ -361,7 +408,7 @@ class Worker:
             # at fault, so wait as asked without spending an attempt
             outcome, delay = "deferred", exc.retry_after or self.retry.backoff(1)
         else:
-            outcome, delay = self.retry.decide(
+            outcome, delay = self._retry_policy(job).decide(
                 attempts=job.attempts, max_attempts=job.max_attempts, error=exc
             )
         now = self.clock.now()
@@ -385,47 +432,67 @@ class Worker:
 
     def _record(self, result: Result) -> None:
         logs.delivery(log, result)
-        self._results.append(result)
+        self.writeback.add(result)
         self._processed += 1
-        self._unflushed_tokens[result.job.locked_by] += 1
         self.stats[result.outcome] += 1
-        if len(self._results) >= self.batch_size:
+        if len(self.writeback) >= self.batch_size:
             self.wake()
 
-    async def flush(self) -> None:
-        """Write buffered results back; on a database error keep them for the next try."""
-        if not self._results:
-            return
-        batch, self._results = self._results, []
-        try:
-            written = await store.finish(self.engine, batch)
-        except Exception:
-            log.exception("worker %s: writing %d results failed; will retry", self.id, len(batch))
-            self._results = batch + self._results
-            return
-        for result in batch:
-            self._unflushed_tokens[result.job.locked_by] -= 1
-        self._unflushed_tokens += Counter()  # drop zero counts
-        lost = len(batch) - len(written)
-        if lost:
-            self.stats["fenced"] += lost
-            log.warning("worker %s: %d results refused: their lease had expired", self.id, lost)
+    async def flush(self, *, force: bool = False) -> None:
+        """Write buffered results back (``queue.writeback``: backoff while the database fails)."""
+        await self.writeback.flush(force=force)
 
     # -- leases ------------------------------------------------------------------------
 
     def _held_tokens(self) -> set[str]:
-        return {job.locked_by for job in self._inflight.values()} | set(self._unflushed_tokens)
+        return {job.locked_by for job in self._inflight.values()} | set(self.writeback.tokens)
 
     async def _heartbeat(self) -> None:
         await store.heartbeat(
             self.engine, self._held_tokens(), now=self.clock.now(), lease_s=self.lease_s
         )
 
+    async def _sync_clock(self) -> None:
+        """Measure this process's offset to the database's clock (``db.clock``)."""
+        if not isinstance(self.clock, DatabaseClock):
+            return
+        try:
+            offset = await self.clock.sync()
+        except Exception as exc:  # keep the last offset; the database may be down
+            log.warning("worker %s: reading the database's clock failed: %s", self.id, exc)
+            return
+        if abs(offset.total_seconds()) > CLOCK_WARN_S and not self._clock_warned:
+            self._clock_warned = True
+            log.warning(
+                "worker %s: this host's clock is %+.1f s off the database's; "
+                "leases and due times use the database's",
+                self.id,
+                -offset.total_seconds(),
+            )
+
     async def _reap(self) -> None:
+        await self._sync_clock()
         reaped = await store.reap(self.engine, now=self.clock.now())
         if reaped:
             self.stats["reaped"] += reaped
             log.warning("worker %s: returned %d jobs with expired leases", self.id, reaped)
+
+    async def _release_gone(self) -> None:
+        """Take back the leases of workers of this host whose process no longer exists.
+
+        After a crash (``kill -9``) of a process on this host, its jobs need not wait
+        for their leases to run out. Workers of other hosts are left to ``reap``.
+        """
+        host = socket.gethostname()
+        gone = {t for t in await store.lease_holders(self.engine) if process_gone(t, host)}
+        released = await store.release_dead(self.engine, gone, now=self.clock.now())
+        if released:
+            self.stats["released_gone"] += released
+            log.warning(
+                "worker %s: took back %d jobs of worker processes that no longer exist",
+                self.id,
+                released,
+            )
 
     async def _shutdown(self) -> None:
         """Let in-flight sends finish within the grace period; give the rest back."""
@@ -453,4 +520,4 @@ class Worker:
                 )
             )
         with contextlib.suppress(Exception):
-            await self.flush()
+            await self.flush(force=True)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from postroom.queue.retry import RetryConfig
 from postroom.schemas.base import PublicModel
 from postroom.types import ProcessorStatus
 
@@ -26,6 +27,32 @@ HEALTH_RULES = (
     f"has waited more than {BACKLOG_AGE_S // 60} minutes; healthy otherwise. "
     "Failing is reported before backlogged."
 )
+
+
+class QueueRetry(PublicModel):
+    """A queue's ``retry`` config (the spec's ``RetryConfig``), as it takes effect."""
+
+    max_attempts: int = Field(ge=1, le=100, description="Attempts per message (default 5).")
+    backoff: Literal["exponential"] = Field(
+        default="exponential",
+        description="After attempt n fails, the next is due baseDelaySeconds * 2^n later.",
+    )
+    base_delay_seconds: float = Field(gt=0, description="Backoff base (default 30).")
+    max_delay_seconds: float = Field(gt=0, description="Longest wait between attempts (3600).")
+    schedule: list[float] = Field(
+        default_factory=list,
+        description="Seconds after the first attempt at which each further attempt is "
+        "due, before jitter (up to +25 %) and any longer Retry-After.",
+    )
+
+    @classmethod
+    def of(cls, config: RetryConfig) -> QueueRetry:
+        return cls(
+            max_attempts=config.max_attempts,
+            base_delay_seconds=config.base_s,
+            max_delay_seconds=config.cap_s,
+            schedule=config.schedule(),
+        )
 
 
 class QueueStats(PublicModel):
@@ -67,6 +94,7 @@ class QueueStatus(PublicModel):
     stats: QueueStats
     health: QueueHealth = Field(description=HEALTH_RULES)
     processor: QueueProcessor
+    retry: QueueRetry
 
 
 class QueueList(PublicModel):

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.db.models import EmailProvider, EmailQueue
+from postroom.queue.retry import RetryConfig
 from postroom.types import ProviderType, QueuePriority, QueueType
 
 queues = cast(Table, EmailQueue.__table__)
@@ -26,18 +27,23 @@ DEFAULT_QUEUES: tuple[tuple[str, QueueType, QueuePriority, dict[str, Any]], ...]
 )
 
 
-async def ensure_defaults(engine: AsyncEngine, clock: Clock, *, max_attempts: int = 3) -> None:
+async def ensure_defaults(
+    engine: AsyncEngine, clock: Clock, *, retry: RetryConfig | None = None
+) -> None:
     """Create the default queues and, when there is no provider at all, the file outbox.
 
+    Each new queue gets ``retry`` (default: 5 attempts, 30 s base, 1 h cap) written
+    out in full, so its row shows the schedule it runs on.
     Idempotent, and safe when several processes start at once (names are unique).
     """
+    retry = retry or RetryConfig()
     try:
-        await _ensure(engine, clock, max_attempts)
+        await _ensure(engine, clock, retry)
     except IntegrityError:  # another process created them at the same moment
-        await _ensure(engine, clock, max_attempts)
+        await _ensure(engine, clock, retry)
 
 
-async def _ensure(engine: AsyncEngine, clock: Clock, max_attempts: int) -> None:
+async def _ensure(engine: AsyncEngine, clock: Clock, retry: RetryConfig) -> None:
     now = clock.now()
     async with engine.begin() as conn:
         existing = set((await conn.execute(select(queues.c.name))).scalars())
@@ -54,7 +60,7 @@ async def _ensure(engine: AsyncEngine, clock: Clock, max_attempts: int) -> None:
                     paused=False,
                     config={},
                     processor=processor,
-                    retry={"maxAttempts": max_attempts},
+                    retry=retry.to_json(),
                     created_at=now,
                     updated_at=now,
                 )

@@ -20,6 +20,7 @@ from postroom.db.lookup import as_uuid, by_name_or_id
 from postroom.db.models import EmailQueue
 from postroom.errors import NotFound
 from postroom.queue import store
+from postroom.queue.retry import RetryConfig
 from postroom.schemas import queues as schemas
 from postroom.services.router import QueueDirectory
 from postroom.types import ProcessorStatus, QueuePriority
@@ -83,12 +84,15 @@ class QueueManager:
         directory: QueueDirectory | None = None,
         *,
         default_concurrency: int = 100,
+        retry_defaults: RetryConfig | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._directory = directory
         #: a queue without ``processor.concurrency`` runs at the worker's own limit
         self._default_concurrency = default_concurrency
+        #: what a queue's ``retry`` config does not say
+        self._retry_defaults = retry_defaults or RetryConfig()
 
     async def list_queues(self) -> list[schemas.QueueStatus]:
         """Every queue with its status, most urgent first."""
@@ -188,6 +192,9 @@ class QueueManager:
             stats=stats,
             health=health(stats, oldest_due=activity.get("oldest_due"), now=now),
             processor=processor,
+            retry=schemas.QueueRetry.of(
+                RetryConfig.from_json(row.retry, defaults=self._retry_defaults)
+            ),
         )
 
 

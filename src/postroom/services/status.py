@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -78,6 +79,21 @@ async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
     return _status(job, recs, attempts)
 
 
+def _scheduled_for(job: Any, request: dict[str, Any]) -> datetime:
+    """When the email was scheduled for: its ``scheduledAt`` (never before acceptance),
+    else its acceptance. Retries move the job's due time, not this."""
+    wanted = request.get("scheduledAt")
+    if not wanted:
+        return job.created_at  # type: ignore[no-any-return]
+    try:
+        when = datetime.fromisoformat(wanted)
+    except (TypeError, ValueError):
+        return job.created_at  # type: ignore[no-any-return]
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(job.created_at, when)  # type: ignore[no-any-return]
+
+
 def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStatus:
     provider = next((r.provider_name for r in recs if r.provider_name), None)
     sent_at = max((r.sent_at for r in recs if r.sent_at), default=None)
@@ -94,7 +110,7 @@ def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStat
         max_attempts=job.max_attempts,
         subject=request.get("subject", ""),
         created_at=job.created_at,
-        scheduled_at=job.scheduled_at,
+        scheduled_at=_scheduled_for(job, request),
         sent_at=sent_at,
         failed_at=job.failed_at,
         error=job.error,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 
 from postroom.api.deps import PostroomDep, require
+from postroom.queue.retry import default_retry
 from postroom.schemas.queues import QueueList, QueueStatus, RetryResult
 from postroom.services.queues import QueueManager
 from postroom.types import ApiScope
@@ -26,6 +27,7 @@ def get_manager(postroom: PostroomDep) -> QueueManager:
         postroom.clock,
         postroom.queues,
         default_concurrency=postroom.settings.worker.concurrency,
+        retry_defaults=default_retry(postroom.settings),
     )
 
 
