@@ -44,8 +44,18 @@ def _not_found(ident: str) -> NotFound:
     return NotFound(f"no email with id {ident!r}")
 
 
-async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
-    """Status by email (job) id, or by the id of one of its recipient records."""
+#: ``owner`` value that sees every email (the facade, ``read`` keys)
+ANY_OWNER = "any"
+
+
+async def get_status(
+    engine: AsyncEngine, ident: str, *, owner: uuid.UUID | str | None = ANY_OWNER
+) -> EmailStatus:
+    """Status by email (job) id, or by the id of one of its recipient records.
+
+    ``owner`` limits it to the mail one API key sent (``None``: mail sent through
+    the facade); another's email is "not found", so its existence does not leak.
+    """
     try:
         key = uuid.UUID(ident)
     except ValueError:
@@ -58,7 +68,7 @@ async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
             ).scalar()
             if job_id is not None:
                 job = (await conn.execute(select(jobs_t).where(jobs_t.c.id == job_id))).first()
-        if job is None:
+        if job is None or (owner != ANY_OWNER and job.api_key_id != owner):
             raise _not_found(ident)
         recs = (
             await conn.execute(
