@@ -1,0 +1,82 @@
+"""JSON request bodies: one parser for every route that takes one.
+
+FastAPI answers a body it cannot parse with an undocumented ``400`` (for example a
+``RecursionError`` from JSON nested thousands deep) and lets any content type
+through to validation. Routes of :class:`JSONRoute` instead refuse a non-JSON
+content type with ``415`` and a body that is not JSON, or nested deeper than
+``MAX_DEPTH``, with ``422``, before FastAPI (or the route) reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from postroom.errors import RequestInvalid, UnsupportedMediaType
+
+#: deeper JSON is refused: no request of Postroom's needs more, and deep data costs
+#: recursion everywhere it is handled later
+MAX_DEPTH = 32
+
+
+def is_json_media_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    maintype, _, subtype = media.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _depth(value: Any) -> int:
+    """How deep containers nest in ``value`` (iteratively: no recursion to exhaust)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; RequestInvalid (422) says why it is not acceptable."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        data = None
+        too_deep = True
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    else:
+        too_deep = _depth(data) > MAX_DEPTH
+    if too_deep:
+        message = f"JSON is nested more than {MAX_DEPTH} levels deep"
+        raise RequestInvalid([{"field": "body", "message": message}])
+    return data
+
+
+def takes_json(route: APIRoute) -> bool:
+    """A route with a body: a model parameter, or one it documents and parses itself."""
+    extra = route.openapi_extra or {}
+    return route.body_field is not None or "requestBody" in extra
+
+
+class JSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not takes_json(self):
+            return handler
+
+        async def parse_then_handle(request: Request) -> Response:
+            if not is_json_media_type(request.headers.get("content-type", "")):
+                raise UnsupportedMediaType()
+            # Starlette caches the parsed body here; FastAPI's request.json() reuses it
+            request._json = parse_json(await request.body())
+            return await handler(request)
+
+        return parse_then_handle
