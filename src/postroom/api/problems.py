@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from postroom.api import dbfailure
 from postroom.app import validation_errors
 from postroom.errors import AuthError, PostroomError, RequestInvalid
 
@@ -38,6 +39,17 @@ def problem(
     body = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _unavailable(failure: dbfailure.Failure, exc: Exception) -> JSONResponse:
+    """The database cannot serve the request: nothing was accepted, so say "retry"."""
+    log.error("database unavailable: %s: %s", type(exc).__name__, failure.reason, exc_info=exc)
+    return problem(
+        failure.http_status,
+        failure.code,
+        f"{failure.summary} ({failure.reason}); nothing was accepted, please retry",
+        headers={"Retry-After": str(failure.retry_after_s)},
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -68,22 +80,21 @@ def install(app: FastAPI) -> None:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
         return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
+    @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OSError)
-    async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
-        # the database is down or saturated: nothing was accepted, so say "retry"
-        log.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
-        return problem(
-            503,
-            "unavailable",
-            "the database is not available; nothing was accepted, please retry",
-            headers={"Retry-After": "5"},
-        )
+    async def _database(_request: Request, exc: Exception) -> JSONResponse:
+        failure = dbfailure.classify(exc)
+        if failure is None:  # a bad query or another bug: not the database's state
+            log.exception("unhandled database error", exc_info=exc)
+            return problem(500, "internal", "an internal error occurred; it has been logged")
+        return _unavailable(failure, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        failure = dbfailure.classify(exc)  # a driver error that arrived unwrapped
+        if failure is not None:
+            return _unavailable(failure, exc)
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "internal", "an internal error occurred; it has been logged")
 
