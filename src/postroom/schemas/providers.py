@@ -15,7 +15,7 @@ from pydantic import Field
 
 from postroom.providers.health import DEGRADED_SHARE, DOWN_AFTER_FAILURES
 from postroom.schemas.base import ApiModel, PublicModel
-from postroom.schemas.email import EmailAddress, EmailSender, HeaderText
+from postroom.schemas.email import EmailRecipient, EmailSender, HeaderText
 
 ProviderName = Annotated[HeaderText, Field(min_length=1, max_length=255)]
 Priority = Annotated[int, Field(ge=0, le=1_000_000, description="Higher is tried first.")]
@@ -137,7 +137,8 @@ class ProviderTestResult(PublicModel):
 
 
 class TestEmailRequest(ApiModel):
-    to: EmailAddress
+    #: the same shape as ``EmailRequest.to`` and ``from``
+    to: Annotated[list[EmailRecipient], Field(min_length=1, max_length=50)]
     provider_id: str | None = Field(
         default=None,
         description="A provider's id or name; default: the provider mail would go to first.",

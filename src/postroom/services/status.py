@@ -121,17 +121,35 @@ def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStat
             )
             for r in recs
         ],
-        attempt_log=[
+        attempt_log=_attempt_log(attempts),
+    )
+
+
+#: outcomes that spent an attempt; ``deferred`` and ``released`` gave theirs back
+TRIED = frozenset({"sent", "retry", "failed"})
+
+
+def _attempt_log(attempts: Sequence[Any]) -> list[AttemptPublic]:
+    """The log in time order, attempts numbered 1, 2, ... over the email's whole life.
+
+    The stored number restarts when failed jobs are retried with a fresh budget, so
+    it is not shown; an attempt given back (``deferred``, ``released``) carries the
+    number of the attempt that will be made instead.
+    """
+    log = []
+    tried = 0
+    for a in attempts:
+        log.append(
             AttemptPublic(
-                attempt=a.attempt,
+                attempt=tried + 1,
                 provider=a.provider_name,
                 outcome=a.outcome,
                 error_code=a.error_code,
                 error=a.error_message,
                 started_at=a.started_at,
                 finished_at=a.finished_at,
-                duration_ms=a.duration_ms,
+                duration_ms=None if a.duration_ms is None else round(a.duration_ms, 1),
             )
-            for a in attempts
-        ],
-    )
+        )
+        tried += a.outcome in TRIED
+    return log
