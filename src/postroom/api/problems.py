@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,20 @@ def _unavailable(failure: dbfailure.Failure, exc: Exception) -> JSONResponse:
     )
 
 
+def _allowed(request: Request) -> str:
+    """Every method the document gives the path. Starlette names only the first route
+    that matched it, but FastAPI makes one route per method."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m.upper() in _METHODS}
+    return ", ".join(sorted(methods))
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PostroomError)
     async def _postroom(_request: Request, exc: PostroomError) -> JSONResponse:
@@ -76,9 +91,12 @@ def install(app: FastAPI) -> None:
         return problem(422, "invalid-request", f"the request is invalid: {summary}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-        return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
+        return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)
