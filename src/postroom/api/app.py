@@ -6,17 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from postroom import __version__
-from postroom.api import problems
+from postroom.api import openapi, problems
 from postroom.api.deps import current_key
 from postroom.api.routes import email, health, providers, queues
 from postroom.app import Postroom
-from postroom.schemas.email import EmailRequest
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/system/email"
@@ -56,21 +53,5 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.include_router(api)
     app.include_router(health.router)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            request_schema = EmailRequest.model_json_schema(
-                by_alias=True, ref_template="#/components/schemas/{model}"
-            )
-            components.update(request_schema.pop("$defs", {}))
-            components["EmailRequest"] = request_schema
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}
-            }
-            schema["security"] = [{"bearer": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    openapi.install(app, pr.settings)
     return app

@@ -66,7 +66,18 @@ def takes_json(route: APIRoute) -> bool:
     return route.body_field is not None or "requestBody" in extra
 
 
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
 class JSONRoute(APIRoute):
+    """An APIRoute that checks its JSON body first, and documents 415 and 422."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if takes_json(self):
+            for status in (415, 422):
+                self.responses.setdefault(status, _PROBLEM)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if not takes_json(self):

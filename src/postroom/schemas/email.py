@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from postroom.schemas.base import ApiModel
@@ -51,8 +51,23 @@ def valid_address(value: str) -> str:
     return result.normalized
 
 
-HeaderText = Annotated[str, AfterValidator(no_control_chars)]
-EmailAddress = Annotated[str, Field(max_length=254), AfterValidator(valid_address)]
+#: the OpenAPI document states what ``no_control_chars`` enforces
+NO_CONTROL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+HeaderText = Annotated[
+    str, AfterValidator(no_control_chars), Field(json_schema_extra={"pattern": NO_CONTROL_PATTERN})
+]
+#: email-validator refuses these domains (and their subdomains)
+_SPECIAL_USE = "|".join(
+    "".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in SPECIAL_USE_DOMAIN_NAMES
+)
+EmailAddress = Annotated[
+    str,
+    Field(
+        max_length=254,
+        json_schema_extra={"format": "email", "pattern": f"^(?!.*[.@]({_SPECIAL_USE})$)"},
+    ),
+    AfterValidator(valid_address),
+]
 
 
 class EmailSender(ApiModel):

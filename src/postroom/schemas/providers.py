@@ -11,14 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from postroom.providers.health import DEGRADED_SHARE, DOWN_AFTER_FAILURES
-from postroom.schemas.base import ApiModel, PublicModel
+from postroom.schemas.base import NOT_COERCED, ApiModel, PublicModel
 from postroom.schemas.email import EmailRecipient, EmailSender, HeaderText
 
 ProviderName = Annotated[HeaderText, Field(min_length=1, max_length=255)]
-Priority = Annotated[int, Field(ge=0, le=1_000_000, description="Higher is tried first.")]
+Priority = Annotated[
+    int, Field(ge=0, le=1_000_000, description="Higher is tried first."), NOT_COERCED
+]
 
 HEALTH_RULES = (
     "down: the latest evidence is failure - at least "
@@ -47,7 +49,7 @@ class ProviderCreate(ApiModel):
         max_length=50,
         description="smtp, sendgrid, mailgun, ses, postmark, custom or file.",
     )
-    enabled: bool = True
+    enabled: StrictBool = True
     priority: Priority = 100
     config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings.")
     limits: dict[str, Any] = Field(default_factory=dict, description=LIMITS_DOC)
@@ -64,7 +66,7 @@ class ProviderUpdate(ApiModel):
 
     name: ProviderName | None = None
     type: str | None = Field(default=None, min_length=1, max_length=50)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     priority: Priority | None = None
     config: dict[str, Any] | None = None
     limits: dict[str, Any] | None = Field(default=None, description=LIMITS_DOC)

@@ -11,6 +11,7 @@ from postroom.api.bodies import JSONRoute
 from postroom.api.deps import CurrentKey, PostroomDep, require, require_any
 from postroom.errors import RequestInvalid
 from postroom.schemas.results import EmailSendResult, EmailStatus
+from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.services.status import ANY_OWNER
 from postroom.types import ApiScope
 
@@ -38,7 +39,14 @@ async def send_email(
     request: Request,
     postroom: PostroomDep,
     key: CurrentKey,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Makes retries safe: a repeat within 24 hours returns the first "
+            "response; the same key with another body is 422. Scoped to the API key.",
+            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Queue an email. ``202`` means it is stored durably and will be sent."""
     # The body is validated here rather than by FastAPI so that the size limit from the
