@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from postroom.schemas.base import ApiModel
 from postroom.types import EmailType, RecipientType
@@ -31,6 +32,21 @@ RESERVED_HEADERS = frozenset(
         "return-path", "received",
     }
 )  # fmt: skip
+
+#: what ``base64.b64decode(validate=True)`` accepts
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: the OpenAPI document's form of the ``headers`` checks (names case-insensitively)
+_RESERVED = "|".join(
+    "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
+    for name in sorted(RESERVED_HEADERS)
+)
+HEADERS_SCHEMA: JsonDict = {
+    "propertyNames": {"pattern": f"^(?!(?:{_RESERVED})$)[!-9;-~]+$"},
+    "additionalProperties": {
+        "type": "string",
+        "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$",
+    },
+}
 
 #: the size limit used when validation is not given one in its context
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
@@ -53,8 +69,14 @@ def valid_address(value: str) -> str:
 
 #: the OpenAPI document states what ``no_control_chars`` enforces
 NO_CONTROL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+
+
+def _no_control_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("pattern", NO_CONTROL_PATTERN)  # a stricter pattern of its own wins
+
+
 HeaderText = Annotated[
-    str, AfterValidator(no_control_chars), Field(json_schema_extra={"pattern": NO_CONTROL_PATTERN})
+    str, AfterValidator(no_control_chars), Field(json_schema_extra=_no_control_schema)
 ]
 #: email-validator refuses these domains (and their subdomains)
 _SPECIAL_USE = "|".join(
@@ -83,8 +105,10 @@ class EmailRecipient(EmailSender):
 class EmailAttachment(ApiModel):
     filename: Annotated[HeaderText, Field(min_length=1, max_length=255)]
     #: base64-encoded bytes
-    content: str
-    content_type: Annotated[HeaderText, Field(pattern=r"^[\w.+-]+/[\w.+-]+$")] = (
+    content: Annotated[
+        str, Field(json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"})
+    ]
+    content_type: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+$")] = (
         "application/octet-stream"
     )
     disposition: Literal["attachment", "inline"] = "attachment"
@@ -139,7 +163,7 @@ class EmailRequest(ApiModel):
     source: Annotated[str, Field(max_length=100)] | None = None
     user_id: Annotated[str, Field(max_length=255)] | None = None
     #: extension: extra message headers
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=HEADERS_SCHEMA)
     #: extension: put the job on this queue (by name or id) instead of routing by type
     queue: Annotated[str, Field(max_length=255)] | None = None
     #: extension: send only through this provider (by name or id), no failover
