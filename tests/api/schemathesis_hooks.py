@@ -1,13 +1,15 @@
-"""Schemathesis hooks for the contract test: names that must refer to existing rows.
+"""Schemathesis hooks for the contract test: values whose validity is state, not schema.
 
 ``provider`` and ``queue`` in ``POST /send`` and ``providerId`` in ``POST /test``
 name rows that exist; no schema can say which. A generated string there is
-replaced by a real name (an invalid value, e.g. a number or an overlong string,
-is left alone so that negative tests still see it refused).
+replaced by a real name. An ``Idempotency-Key`` may be reused only with the same
+body, so each generated key is made unique. Invalid values (a number, an overlong
+or blank string) are left alone, so that negative tests still see them refused.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import schemathesis
@@ -28,3 +30,17 @@ def map_body(context: Any, body: Any) -> Any:
             if isinstance(value, str) and len(value) <= 255:
                 body[field] = existing
     return body
+
+
+_serial = itertools.count()
+
+
+@schemathesis.hook
+def map_headers(context: Any, headers: Any) -> Any:
+    if not isinstance(headers, dict):
+        return headers
+    for name, value in headers.items():
+        if name.lower() == "idempotency-key" and isinstance(value, str):
+            if value.strip() and len(value) <= 190 and value.isascii():
+                headers[name] = f"{value}-{next(_serial)}"
+    return headers
