@@ -69,3 +69,20 @@ async def test_malformed_json_is_422_not_400(
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"metadata": {"k": "a\u0000"}},
+        {"metadata": {"\u0000": 1}},
+        {"userId": "a\u0000"},
+        {"content": {"text": "a\u0000b"}},
+    ],
+)
+async def test_a_nul_character_is_422_on_every_database(
+    client: httpx.AsyncClient, change: dict[str, object]
+) -> None:
+    response = await client.post(SEND, json=email_body(**change))
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.json()["detail"]

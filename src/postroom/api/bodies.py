@@ -3,8 +3,8 @@
 FastAPI answers a body it cannot parse with an undocumented ``400`` (for example a
 ``RecursionError`` from JSON nested thousands deep) and lets any content type
 through to validation. Routes of :class:`JSONRoute` instead refuse a non-JSON
-content type with ``415`` and a body that is not JSON, or nested deeper than
-``MAX_DEPTH``, with ``422``, before FastAPI (or the route) reads it.
+content type with ``415`` and a body that is not JSON, nested deeper than ``MAX_DEPTH``, or
+holding a NUL character, with ``422``, before FastAPI (or the route) reads it.
 """
 
 from __future__ import annotations
@@ -29,18 +29,23 @@ def is_json_media_type(content_type: str) -> bool:
     return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def _depth(value: Any) -> int:
-    """How deep containers nest in ``value`` (iteratively: no recursion to exhaust)."""
-    deepest = 0
+def _shape(value: Any) -> tuple[int, bool]:
+    """How deep containers nest in ``value``, and whether a string or key holds NUL
+    (iteratively: no recursion to exhaust)."""
+    deepest, nul = 0, False
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+            continue
         if isinstance(item, dict):
+            nul = nul or any("\x00" in key for key in item)
             item = list(item.values())
         if isinstance(item, list):
             deepest = max(deepest, depth + 1)
             stack.extend((child, depth + 1) for child in item)
-    return deepest
+    return deepest, nul
 
 
 def parse_json(body: bytes) -> Any:
@@ -53,7 +58,11 @@ def parse_json(body: bytes) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
     else:
-        too_deep = _depth(data) > MAX_DEPTH
+        depth, nul = _shape(data)
+        too_deep = depth > MAX_DEPTH
+        if nul:  # PostgreSQL can store no NUL in text or JSON; refuse it on every database
+            message = "strings must not contain NUL characters (\\u0000)"
+            raise RequestInvalid([{"field": "body", "message": message}])
     if too_deep:
         message = f"JSON is nested more than {MAX_DEPTH} levels deep"
         raise RequestInvalid([{"field": "body", "message": message}])
