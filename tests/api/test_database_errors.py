@@ -156,3 +156,39 @@ async def test_a_bad_query_stays_a_500(
         )
     assert response.status_code == 500
     assert response.json()["type"] == "urn:postroom:problem:internal"
+
+
+class _DriverError(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("message", "sqlstate", "status"),
+    [
+        ("the database system is starting up", "57P03", 503),
+        ("the database system is shutting down", "57P03", 503),
+        ("the database system is not yet accepting connections", "57P03", 503),
+        ("connection was closed in the middle of operation", None, 503),
+        ("terminating connection due to administrator command", "57P01", 503),
+        ("sorry, too many clients already", "53300", 503),
+        ("could not extend file: No space left on device", "53100", 507),
+        ("database or disk is full", None, 507),
+        ("database is locked", None, 503),
+        ('syntax error at or near "SELEC"', "42601", None),
+        ('column "nope" does not exist', "42703", None),
+        ("no such table: email_jobz", None, None),
+    ],
+)
+def test_which_driver_errors_mean_the_database_cannot_serve(
+    message: str, sqlstate: str | None, status: int | None
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from postroom.api import dbfailure
+
+    failure = dbfailure.classify(DBAPIError("SELECT 1", {}, _DriverError(message, sqlstate)))
+    assert (failure.http_status if failure else None) == status
+    if failure is not None:
+        assert message in failure.reason
