@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -125,11 +126,22 @@ class Postroom:
             raise RequestInvalid(validation_errors(exc)) from None
 
     async def send(
-        self, request: Mapping[str, Any] | EmailRequest, *, idempotency_key: str | None = None
+        self,
+        request: Mapping[str, Any] | EmailRequest,
+        *,
+        idempotency_key: str | None = None,
+        api_key_id: uuid.UUID | None = None,
     ) -> EmailSendResult:
-        """Accept one email; it is durable when this returns."""
+        """Accept one email; it is durable when this returns.
+
+        ``api_key_id`` names the API key sending it; mail sent without one belongs
+        to no key: ``send`` keys cannot read its status, ``read`` keys and
+        :meth:`status` can, and its idempotency keys form their own scope.
+        """
         parsed = self.parse_request(request)
-        result = await self.sender.send(parsed, idempotency_key=idempotency_key)
+        result = await self.sender.send(
+            parsed, idempotency_key=idempotency_key, api_key_id=api_key_id
+        )
         for worker in self._workers:
             worker.wake()
         return result
@@ -140,17 +152,23 @@ class Postroom:
         envelope: RawEnvelope | None = None,
         *,
         idempotency_key: str | None = None,
+        api_key_id: uuid.UUID | None = None,
     ) -> EmailSendResult:
-        """Accept one finished MIME message; it is durable when this returns."""
+        """Accept one finished MIME message; it is durable when this returns.
+        ``api_key_id`` owns it (None: the facade), as for :meth:`send`."""
         result = await self.raw_sender.send_raw(
-            mime, envelope or RawEnvelope(), idempotency_key=idempotency_key
+            mime, envelope or RawEnvelope(), idempotency_key=idempotency_key, api_key_id=api_key_id
         )
         for worker in self._workers:
             worker.wake()
         return result
 
-    async def status(self, email_id: str) -> EmailStatus:
-        return await status.get_status(self.engine, email_id)
+    async def status(
+        self, email_id: str, *, owner: uuid.UUID | str | None = status.ANY_OWNER
+    ) -> EmailStatus:
+        """The email's status; ``owner`` limits it to one API key's mail (None: the
+        facade's own), as for a ``send``-scoped key."""
+        return await status.get_status(self.engine, email_id, owner=owner)
 
     async def ping(self) -> None:
         """Raise unless the database answers."""

@@ -7,11 +7,13 @@
     ├── AuthError                      missing or bad API key (401)
     │   └── ForbiddenError             key lacks the scope (403)
     ├── NotFound                       404
+    ├── UnsupportedMediaType           the body is not JSON (415)
     ├── Conflict                       409
     ├── RateLimited                    a limit is full right now (429)
     ├── InvalidProvider                a provider's settings are invalid (422)
     ├── MessageError                   the message itself is unacceptable (422)
     │   ├── RequestInvalid             .errors: every problem of a request, by field
+    │   ├── IdempotencyKeyReused       the key was first used with another request
     │   ├── InvalidAddress(ValueError)
     │   ├── TemplateError
     │   ├── Suppressed
@@ -78,6 +80,13 @@ class NotFound(PostroomError):
     code = "not-found"
 
 
+class UnsupportedMediaType(PostroomError):
+    """The request body must be JSON: send 'Content-Type: application/json'."""
+
+    http_status = 415
+    code = "unsupported-media-type"
+
+
 class Conflict(PostroomError):
     """The request conflicts with the current state."""
 
@@ -115,6 +124,12 @@ class RequestInvalid(MessageError):
         super().__init__(f"the request is invalid: {summary}")
         #: ``[{"field": "to.0.email", "message": "..."}]``
         self.errors = errors
+
+
+class IdempotencyKeyReused(MessageError):
+    """This Idempotency-Key was already used with a different request."""
+
+    code = "idempotency-key-reused"
 
 
 class InvalidAddress(MessageError, ValueError):

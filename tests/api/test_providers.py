@@ -234,7 +234,7 @@ async def test_read_scope_lists_but_cannot_change(
     response = await client.post(PROVIDERS, json=smtp_body(), headers=headers)
     assert response.status_code == 403
     assert (
-        await client.post(TEST, json={"to": "a@example.com"}, headers=headers)
+        await client.post(TEST, json={"to": [{"email": "a@example.com"}]}, headers=headers)
     ).status_code == 403
 
 
@@ -375,7 +375,7 @@ async def test_test_email_is_sent_at_once_through_the_chosen_provider(
     client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer
 ) -> None:
     await client.post(PROVIDERS, json=relay_body(smtp))
-    body = {"to": "ops@example.com", "from": {"email": "app@example.com"}}
+    body = {"to": [{"email": "ops@example.com"}], "from": {"email": "app@example.com"}}
 
     response = await client.post(TEST, json=body)  # default: the highest priority provider
     assert response.status_code == 200, response.text
@@ -403,10 +403,10 @@ async def test_test_email_needs_a_sender_and_respects_limits(
 ) -> None:
     await disable_all(postroom)
     await add_provider(postroom, name="capped", type="fake", limits={"hourly": 1})
-    response = await client.post(TEST, json={"to": "ops@example.com"})
+    response = await client.post(TEST, json={"to": [{"email": "ops@example.com"}]})
     assert response.status_code == 422  # no from, no POSTROOM_DEFAULT_FROM
 
-    body = {"to": "ops@example.com", "from": {"email": "app@example.com"}}
+    body = {"to": [{"email": "ops@example.com"}], "from": {"email": "app@example.com"}}
     assert (await client.post(TEST, json=body)).json()["ok"] is True
     response = await client.post(TEST, json=body)
     assert response.status_code == 429

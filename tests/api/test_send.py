@@ -85,10 +85,10 @@ async def test_idempotency_key_returns_the_first_result_and_creates_nothing(
 ) -> None:
     headers = {"Idempotency-Key": "order-42-receipt"}
     first = await client.post(SEND, json=email_body(), headers=headers)
-    second = await client.post(SEND, json=email_body(subject="Changed"), headers=headers)
+    second = await client.post(SEND, json=email_body(), headers=headers)
 
     assert first.status_code == second.status_code == 202
-    assert second.json()["id"] == first.json()["id"]
+    assert second.json() == first.json()
     assert await count(postroom, jobs_t) == 1
     assert await count(postroom, records_t) == 1
 

@@ -6,18 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from postroom import __version__, dashboard
-from postroom.api import docs, problems
+from postroom.api import docs, openapi, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
 from postroom.api.routes import email, health, providers, queues, raw
 from postroom.app import Postroom
-from postroom.schemas.email import EmailRequest
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/system/email"
@@ -63,21 +60,5 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.include_router(health.router)
     dashboard.install(app)  # the web dashboard at /, beside the API
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            request_schema = EmailRequest.model_json_schema(
-                by_alias=True, ref_template="#/components/schemas/{model}"
-            )
-            components.update(request_schema.pop("$defs", {}))
-            components["EmailRequest"] = request_schema
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}
-            }
-            schema["security"] = [{"bearer": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    openapi.install(app, pr.settings)
     return app

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from postroom.app import Postroom
-from postroom.errors import AuthError
+from postroom.errors import AuthError, ForbiddenError
 from postroom.services.keys import KeyInfo
 from postroom.types import ApiScope
 
@@ -36,6 +36,18 @@ def require(scope: ApiScope) -> Callable[..., Coroutine[Any, Any, KeyInfo]]:
 
     async def _check(key: CurrentKey) -> KeyInfo:
         key.require(scope)
+        return key
+
+    return _check
+
+
+def require_any(*scopes: ApiScope) -> Callable[..., Coroutine[Any, Any, KeyInfo]]:
+    """A dependency that admits keys with at least one of ``scopes``."""
+
+    async def _check(key: CurrentKey) -> KeyInfo:
+        if not any(key.allows(scope) for scope in scopes):
+            names = " or ".join(repr(s.value) for s in scopes)
+            raise ForbiddenError(f"this API key needs the {names} scope")
         return key
 
     return _check

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -117,9 +118,16 @@ class EmailJob(Base):
     # added: the lease. locked_by is "<worker id>" and, with attempts, fences late writes
     locked_by: Mapped[str | None] = mapped_column(String(100))
     locked_until: Mapped[datetime | None]
-    # added: a client-chosen key that makes a repeated request return the first result
+    # added: a client-chosen key that makes a repeated request return the first result,
+    # stored as "<scope>:<key>" (scope: the API key's id, or "local" for the facade)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     last_error_code: Mapped[str | None] = mapped_column(String(100))
+    # added: the API key that sent it (NULL: the in-process facade or the CLI); scopes
+    # idempotency keys and limits what a ``send`` key may read
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # added: SHA-256 of the normalized request, to refuse an idempotency key reused
+    # with another body
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     # added: for queue statistics (completed/failed in the last 24 h)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -443,3 +451,14 @@ class DashboardSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class HealthProbe(Base):
+    """added (0004): the write ``/healthz`` commits (and deletes) to prove writes succeed."""
+
+    __tablename__ = "health_probes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    written_at: Mapped[datetime]
+    #: a few pages, so the probe needs free space as an email would
+    padding: Mapped[bytes] = mapped_column(LargeBinary)

@@ -84,6 +84,10 @@ class NewJob:
     scheduled_at: datetime
     created_at: datetime
     idempotency_key: str | None = None
+    #: the API key that sent it; None for the in-process facade
+    api_key_id: uuid.UUID | None = None
+    #: fingerprint of the request, compared when an idempotency key is reused
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -133,6 +137,8 @@ async def enqueue_many(
                 "scheduled_at": job.scheduled_at,
                 "created_at": job.created_at,
                 "idempotency_key": job.idempotency_key,
+                "api_key_id": job.api_key_id,
+                "request_hash": job.request_hash,
             }
             for job, _ in items
         ],
@@ -168,6 +174,16 @@ async def enqueue_many(
 async def job_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:
     result = await conn.execute(select(jobs).where(jobs.c.idempotency_key == key))
     return result.first()
+
+
+async def release_idempotency_key(engine: AsyncEngine, job_id: uuid.UUID, key: str) -> None:
+    """Free an expired idempotency key so a new request may take it; the job stays."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.idempotency_key == key)
+            .values(idempotency_key=None)
+        )
 
 
 async def claim(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ class Credential:
     id: str
     #: what the job's metadata records as the submitter
     label: str
+    #: the API key that owns the mail it submits (None: a trusted network)
+    key_id: uuid.UUID | None = None
 
 
 def parse_networks(raw: Iterable[str]) -> tuple[Network, ...]:
@@ -76,7 +79,7 @@ async def api_key(keys: KeyStore, username: bytes, password: bytes) -> Credentia
         return None
     if not info.allows(ApiScope.SEND):
         return None
-    return Credential(id=f"key:{info.prefix}", label=f"key:{info.prefix}")
+    return Credential(id=f"key:{info.prefix}", label=f"key:{info.prefix}", key_id=info.id)
 
 
 class RateLimiter:

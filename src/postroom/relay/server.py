@@ -214,7 +214,9 @@ class _Handler:
             submitted_by=credential.label,
         )
         try:
-            result = await self.relay.postroom.send_raw(content, raw_envelope)
+            result = await self.relay.postroom.send_raw(
+                content, raw_envelope, api_key_id=credential.key_id
+            )
         except MessageError as exc:
             return f"554 5.6.0 {_one_line(exc.message)}"
         except Exception:

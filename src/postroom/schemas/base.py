@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
+
+
+def _json_number(value: Any) -> Any:
+    """Refuse what JSON would not call a number (lax ints take true and "3")."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
+
+
+#: put last in ``Annotated[int, Field(...), NOT_COERCED]``: an integer as JSON Schema
+#: means it, 3 or 3.0, never true or "3"
+NOT_COERCED = BeforeValidator(_json_number)
 
 
 class ApiModel(BaseModel):

@@ -19,8 +19,9 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from postroom.compose import headers as header_policy
 from postroom.schemas.base import ApiModel
@@ -31,10 +32,58 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: RFC 5321: at most 64 octets before the @
 MAX_LOCAL_PART_OCTETS = 64
 
+#: what ``base64.b64decode(validate=True)`` accepts
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _any_case(text: str) -> str:
+    """A JSON Schema (ECMA 262) pattern matching ``text`` in any letter case."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in text)
+
+
+_FIELD = "[!-9;-~]"
+#: names a request may set: X-* but not X-Postroom-*, List-*, and the standard ones
+_ALLOWED_NAME = (
+    f"^(?=.{{1,{header_policy.MAX_NAME_LENGTH}}}$)(?:"
+    f"{_any_case('x-')}(?!{_any_case('postroom-')}){_FIELD}+"
+    f"|{_any_case('list-')}{_FIELD}+"
+    f"|{'|'.join(_any_case(n) for n in header_policy.ALLOWED_NAMES)})$"
+)
+#: structured values: printable ASCII, no run without a space longer than a folded line allows
+_STRUCTURED_VALUE = f"^[ \\t]*(?:[!-~]{{1,{header_policy.MAX_WORD_LENGTH}}}(?:[ \\t]+|$))*$"
+_STRUCTURED_NAME = (
+    f"^(?:{_any_case('list-')}{_FIELD}+|"
+    + "|".join(
+        _any_case(n)
+        for n in header_policy.ALLOWED_NAMES
+        if n.lower() not in header_policy.UNSTRUCTURED
+    )
+    + ")$"
+)
+#: the OpenAPI document's form of the ``headers`` policy (compose/headers.py)
+HEADERS_SCHEMA: JsonDict = {
+    "maxProperties": header_policy.MAX_HEADERS,
+    "propertyNames": {"pattern": _ALLOWED_NAME},
+    "patternProperties": {
+        _STRUCTURED_NAME: {
+            "type": "string",
+            "maxLength": header_policy.MAX_VALUE_LENGTH,
+            "pattern": _STRUCTURED_VALUE,
+        }
+    },
+    "additionalProperties": {
+        "type": "string",
+        "maxLength": header_policy.MAX_VALUE_LENGTH,
+        "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$",
+    },
+}
+
 #: the size limit used when validation is not given one in its context
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 _NOT_SUPPORTED = "not supported yet: "
+#: the OpenAPI form of a flag that may only be false (or absent) for now
+_ONLY_FALSE: JsonDict = {"enum": [False, None]}
 
 
 def _has_surrogate(value: str) -> bool:
@@ -112,11 +161,32 @@ def _address_key(address: str) -> str:
     return f"{local.casefold()}@{domain.lower()}"
 
 
+#: the OpenAPI document states what ``no_control_chars`` enforces
+NO_CONTROL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+
+
+def _no_control_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("pattern", NO_CONTROL_PATTERN)  # a stricter pattern of its own wins
+
+
 Text = Annotated[str, AfterValidator(valid_unicode)]
-HeaderText = Annotated[str, AfterValidator(no_control_chars)]
+HeaderText = Annotated[
+    str, AfterValidator(no_control_chars), Field(json_schema_extra=_no_control_schema)
+]
 BodyText = Annotated[str, AfterValidator(body_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(json_text)]
-EmailAddress = Annotated[str, Field(max_length=254), AfterValidator(valid_address)]
+#: email-validator refuses these domains (and their subdomains)
+_SPECIAL_USE = "|".join(
+    "".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in SPECIAL_USE_DOMAIN_NAMES
+)
+EmailAddress = Annotated[
+    str,
+    Field(
+        max_length=254,
+        json_schema_extra={"format": "email", "pattern": f"^(?!.*[.@]({_SPECIAL_USE})$)"},
+    ),
+    AfterValidator(valid_address),
+]
 
 
 class EmailSender(ApiModel):
@@ -132,11 +202,22 @@ class EmailRecipient(EmailSender):
 class EmailAttachment(ApiModel):
     filename: Annotated[HeaderText, Field(min_length=1, max_length=255)]
     #: base64-encoded bytes
-    content: str
+    content: Annotated[
+        str, Field(json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"})
+    ]
     #: ``type/subtype`` (RFC 6838), without parameters
-    content_type: Annotated[HeaderText, Field(max_length=255)] = "application/octet-stream"
+    content_type: Annotated[
+        str,
+        Field(max_length=255, json_schema_extra={"pattern": header_policy.CONTENT_TYPE.pattern}),
+    ] = "application/octet-stream"
     disposition: Literal["attachment", "inline"] = "attachment"
-    cid: Annotated[HeaderText, Field(max_length=250)] | None = None
+    cid: (
+        Annotated[
+            HeaderText,
+            Field(max_length=250, json_schema_extra={"pattern": header_policy.CONTENT_ID.pattern}),
+        ]
+        | None
+    ) = None
 
     @field_validator("content")
     @classmethod
@@ -172,7 +253,9 @@ class EmailAttachment(ApiModel):
 class EmailContent(ApiModel):
     text: BodyText | None = None
     html: BodyText | None = None
-    template: dict[str, Any] | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
+    template: dict[str, Any] | None = Field(
+        default=None, description=_NOT_SUPPORTED + "refused", json_schema_extra={"not": {}}
+    )
 
     @field_validator("template")
     @classmethod
@@ -188,25 +271,35 @@ class EmailRequest(ApiModel):
     from_: EmailSender | None = Field(default=None, alias="from")
     reply_to: EmailSender | None = None
     subject: Annotated[HeaderText, Field(max_length=500)]
-    template_id: Text | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
+    template_id: Text | None = Field(
+        default=None, description=_NOT_SUPPORTED + "refused", json_schema_extra={"not": {}}
+    )
     content: EmailContent
     type: EmailType = EmailType.TRANSACTIONAL
     priority: Annotated[int, Field(ge=1, le=5)] | None = None
     scheduled_at: datetime | None = None
-    track_delivery: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
-    track_opens: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
-    track_clicks: bool | None = Field(default=None, description=_NOT_SUPPORTED + "only false")
+    track_delivery: bool | None = Field(
+        default=None, description=_NOT_SUPPORTED + "only false", json_schema_extra=_ONLY_FALSE
+    )
+    track_opens: bool | None = Field(
+        default=None, description=_NOT_SUPPORTED + "only false", json_schema_extra=_ONLY_FALSE
+    )
+    track_clicks: bool | None = Field(
+        default=None, description=_NOT_SUPPORTED + "only false", json_schema_extra=_ONLY_FALSE
+    )
     tags: Annotated[list[Annotated[HeaderText, Field(max_length=100)]], Field(max_length=50)] = (
         Field(default_factory=list)
     )
     metadata: JsonObject | None = None
-    template_data: JsonObject | None = Field(default=None, description=_NOT_SUPPORTED + "refused")
+    template_data: JsonObject | None = Field(
+        default=None, description=_NOT_SUPPORTED + "refused", json_schema_extra={"not": {}}
+    )
     attachments: list[EmailAttachment] = Field(default_factory=list)
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
     source: Annotated[Text, Field(max_length=100)] | None = None
     user_id: Annotated[Text, Field(max_length=255)] | None = None
     #: extension: extra message headers (see ``compose.headers`` for which)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=HEADERS_SCHEMA)
     #: extension: put the job on this queue (by name or id) instead of routing by type
     queue: Annotated[Text, Field(max_length=255)] | None = None
     #: extension: send only through this provider (by name or id), no failover

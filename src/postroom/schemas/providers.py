@@ -11,15 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from postroom.providers.health import DEGRADED_SHARE, DOWN_AFTER_FAILURES
 from postroom.providers.registry import USER_TYPES
-from postroom.schemas.base import ApiModel, PublicModel
-from postroom.schemas.email import EmailAddress, EmailSender, HeaderText
+from postroom.schemas.base import NOT_COERCED, ApiModel, PublicModel
+from postroom.schemas.email import EmailRecipient, EmailSender, HeaderText
 
 ProviderName = Annotated[HeaderText, Field(min_length=1, max_length=255)]
-Priority = Annotated[int, Field(ge=0, le=1_000_000, description="Higher is tried first.")]
+Priority = Annotated[
+    int, Field(ge=0, le=1_000_000, description="Higher is tried first."), NOT_COERCED
+]
 
 HEALTH_RULES = (
     "down: the latest evidence is failure - at least "
@@ -57,7 +59,7 @@ ProviderTypeName = Annotated[
 class ProviderCreate(ApiModel):
     name: ProviderName
     type: ProviderTypeName
-    enabled: bool = True
+    enabled: StrictBool = True
     priority: Priority = 100
     config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings.")
     limits: dict[str, Any] = Field(default_factory=dict, description=LIMITS_DOC)
@@ -74,7 +76,7 @@ class ProviderUpdate(ApiModel):
 
     name: ProviderName | None = None
     type: ProviderTypeName | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     priority: Priority | None = None
     config: dict[str, Any] | None = None
     limits: dict[str, Any] | None = Field(default=None, description=LIMITS_DOC)
@@ -153,7 +155,8 @@ class ProviderTestResult(PublicModel):
 
 
 class TestEmailRequest(ApiModel):
-    to: EmailAddress
+    #: the same shape as ``EmailRequest.to`` and ``from``
+    to: Annotated[list[EmailRecipient], Field(min_length=1, max_length=50)]
     provider_id: str | None = Field(
         default=None,
         description="A provider's id or name; default: the provider mail would go to first.",

@@ -80,7 +80,7 @@ class ProviderTester:
             str(uuid.uuid4()),
             {
                 "from": sender.model_dump(exclude_none=True),
-                "to": [{"email": request.to}],
+                "to": [r.model_dump(mode="json", exclude_none=True) for r in request.to],
                 "subject": f"{request.subject} ({row.name})",
                 "content": {"text": TEST_TEXT},
             },

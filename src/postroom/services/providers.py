@@ -172,7 +172,7 @@ class ProviderService:
                 failed_last_hour=summary.failed_last_hour,
                 throttled_last_hour=summary.throttled_last_hour,
                 rejected_last_hour=summary.rejected_last_hour,
-                latency_ms=latency,
+                latency_ms=None if latency is None else round(latency, 1),
                 last_success_at=summary.last_success_at,
                 last_failure_at=summary.last_failure_at,
                 last_error=scrub(summary.last_error, secrets),
@@ -180,7 +180,7 @@ class ProviderService:
                     schemas.CheckPublic(
                         checked_at=check.at,
                         ok=check.ok,
-                        latency_ms=check.latency_ms,
+                        latency_ms=None if check.latency_ms is None else round(check.latency_ms, 1),
                         detail=scrub(check.detail, secrets) or "",
                     )
                     if check

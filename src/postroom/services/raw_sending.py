@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +22,11 @@ from sqlalchemy.exc import IntegrityError
 
 from postroom.compose import raw as raw_mime
 from postroom.compose.message import message_id_for
-from postroom.db.engine import reader
-from postroom.errors import Conflict, MessageError
+from postroom.errors import MessageError
 from postroom.queue import store
 from postroom.schemas.email import valid_address
 from postroom.schemas.results import EmailSendResult
-from postroom.services.sending import Sender, _result_from_row
+from postroom.services.sending import Sender, scope_idempotency_key
 from postroom.types import EmailType, RecipientType
 
 #: envelope recipients of one message: the API's limit for ``to``
@@ -78,9 +78,16 @@ class RawSender:
         self.sender = sender
 
     async def send_raw(
-        self, mime: bytes, envelope: RawEnvelope, *, idempotency_key: str | None = None
+        self,
+        mime: bytes,
+        envelope: RawEnvelope,
+        *,
+        idempotency_key: str | None = None,
+        api_key_id: uuid.UUID | None = None,
     ) -> EmailSendResult:
         """Enqueue ``mime`` for ``envelope``; returns once its job and records are committed.
+
+        ``api_key_id`` owns the email and scopes ``idempotency_key``, as for ``Sender.send``.
 
         Raises:
             MessageError: too large, malformed header block, bad or too many recipients.
@@ -90,13 +97,12 @@ class RawSender:
             raise MessageError(
                 f"message is {len(mime)} bytes, over the {settings.max_message_bytes}-byte limit"
             )
+        fingerprint = _fingerprint(mime, envelope)
+        scoped_key = None
         if idempotency_key is not None:
-            if len(idempotency_key) > 255:
-                raise MessageError("Idempotency-Key is longer than 255 characters")
-            async with reader(self.sender.engine).connect() as conn:
-                row = await store.job_by_idempotency_key(conn, idempotency_key)
-            if row is not None:
-                return _result_from_row(row)
+            scoped_key = scope_idempotency_key(idempotency_key, api_key_id)
+            if (first := await self.sender.replayed(scoped_key, fingerprint)) is not None:
+                return first
         job_id = uuid.uuid4()
         now = clock.now()
         prepared = raw_mime.prepare(
@@ -155,7 +161,9 @@ class RawSender:
             data=data,
             scheduled_at=now,
             created_at=now,
-            idempotency_key=idempotency_key,
+            idempotency_key=scoped_key,
+            api_key_id=api_key_id,
+            request_hash=fingerprint,
         )
         new_records = [
             store.NewRecord(
@@ -172,13 +180,9 @@ class RawSender:
         try:
             await self.sender.batcher.submit(job, new_records)
         except IntegrityError:
-            if idempotency_key is None:
+            if scoped_key is None:
                 raise
-            async with reader(self.sender.engine).connect() as conn:
-                row = await store.job_by_idempotency_key(conn, idempotency_key)
-            if row is None:
-                raise Conflict("a request with this Idempotency-Key is being processed") from None
-            return _result_from_row(row)
+            return await self.sender.after_race(scoped_key, fingerprint)
         return EmailSendResult(
             id=str(job_id),
             status="queued",
@@ -189,3 +193,16 @@ class RawSender:
             scheduled_at=now,
             recipients=len(new_records),
         )
+
+
+def _fingerprint(mime: bytes, envelope: RawEnvelope) -> str:
+    """SHA-256 of the message and its envelope: what an Idempotency-Key repeat must match."""
+    digest = hashlib.sha256(mime)
+    for part in (
+        envelope.mail_from or "",
+        *(envelope.recipients or ()),
+        envelope.queue or "",
+        envelope.type.value,
+    ):
+        digest.update(b"\0" + part.encode())
+    return digest.hexdigest()

@@ -1,8 +1,18 @@
-"""The spec's ``sendEmail``: validate, check, route, and enqueue in one transaction."""
+"""The spec's ``sendEmail``: validate, check, route, and enqueue in one transaction.
+
+Idempotency follows the usual contract (Stripe; draft-ietf-httpapi-idempotency-key-header):
+a key is scoped to the API key that sent it, a repeat within ``IDEMPOTENCY_WINDOW``
+returns the first response exactly (``queued``, 0 attempts, whatever happened since),
+and a repeat with another request is refused. The request's fingerprint is stored
+with the job, in the same transaction, so the check holds across processes.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any, cast
 
@@ -16,15 +26,18 @@ from postroom.config import Settings
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
-from postroom.errors import ConfigError, Conflict, MessageError
+from postroom.errors import ConfigError, Conflict, IdempotencyKeyReused, MessageError
 from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
 from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
-from postroom.types import JobStatus
 
 providers_t = cast(Table, EmailProvider.__table__)
+#: how long an Idempotency-Key holds; after it the key may be used for a new email
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+#: room for the ``<scope>:`` prefix in the 255-character column
+MAX_IDEMPOTENCY_KEY = 200
 
 
 class Sender:
@@ -40,16 +53,23 @@ class Sender:
         self.batcher = EnqueueBatcher(engine)
 
     async def send(
-        self, request: EmailRequest, *, idempotency_key: str | None = None
+        self,
+        request: EmailRequest,
+        *,
+        idempotency_key: str | None = None,
+        api_key_id: uuid.UUID | None = None,
     ) -> EmailSendResult:
-        """Enqueue ``request``; returns once its job and records are committed."""
+        """Enqueue ``request``; returns once its job and records are committed.
+
+        ``api_key_id`` is the sender (None: the in-process facade); it owns the
+        email and scopes ``idempotency_key``.
+        """
+        fingerprint = request_fingerprint(request)
+        scoped_key = None
         if idempotency_key is not None:
-            if len(idempotency_key) > 255:
-                raise MessageError("Idempotency-Key is longer than 255 characters")
-            async with reader(self.engine).connect() as conn:
-                row = await store.job_by_idempotency_key(conn, idempotency_key)
-            if row is not None:
-                return _result_from_row(row)
+            scoped_key = scope_idempotency_key(idempotency_key, api_key_id)
+            if (first := await self.replayed(scoped_key, fingerprint)) is not None:
+                return first
         sender = request.from_ or self._default_sender()
         now = self.clock.now()
         route = await self.directory.for_request(
@@ -74,7 +94,9 @@ class Sender:
             },
             scheduled_at=scheduled_at,
             created_at=now,
-            idempotency_key=idempotency_key,
+            idempotency_key=scoped_key,
+            api_key_id=api_key_id,
+            request_hash=fingerprint,
         )
         new_records = [
             store.NewRecord(
@@ -91,14 +113,9 @@ class Sender:
         try:
             await self.batcher.submit(job, new_records)
         except IntegrityError:
-            if idempotency_key is None:
+            if scoped_key is None:
                 raise
-            # the same key raced us; answer with the winner's result
-            async with reader(self.engine).connect() as conn:
-                row = await store.job_by_idempotency_key(conn, idempotency_key)
-            if row is None:
-                raise Conflict("a request with this Idempotency-Key is being processed") from None
-            return _result_from_row(row)
+            return await self.after_race(scoped_key, fingerprint)
         return EmailSendResult(
             id=str(job_id),
             status="queued",
@@ -109,6 +126,26 @@ class Sender:
             scheduled_at=scheduled_at,
             recipients=len(new_records),
         )
+
+    async def replayed(self, scoped_key: str, fingerprint: str) -> EmailSendResult | None:
+        """The first response to ``scoped_key`` while it is within its window (a
+        different request under it is refused); None when the key is free."""
+        async with reader(self.engine).connect() as conn:
+            row = await store.job_by_idempotency_key(conn, scoped_key)
+        if row is None:
+            return None
+        if row.created_at > self.clock.now() - IDEMPOTENCY_WINDOW:
+            return _replay(row, fingerprint)
+        await store.release_idempotency_key(self.engine, row.id, scoped_key)
+        return None
+
+    async def after_race(self, scoped_key: str, fingerprint: str) -> EmailSendResult:
+        """The winner's response when a concurrent request took ``scoped_key`` first."""
+        async with reader(self.engine).connect() as conn:
+            row = await store.job_by_idempotency_key(conn, scoped_key)
+        if row is None:
+            raise Conflict("a request with this Idempotency-Key is being processed")
+        return _replay(row, fingerprint)
 
     async def _check_provider(self, ident: str) -> None:
         """A request may pin a provider that exists (enabled or not: it may come back)."""
@@ -131,15 +168,44 @@ class Sender:
             raise ConfigError(f"POSTROOM_DEFAULT_FROM is not a valid address: {exc}") from None
 
 
-def _result_from_row(row: Any) -> EmailSendResult:
-    status = "queued" if row.status in (JobStatus.PENDING, JobStatus.PROCESSING) else row.status
+def scope_idempotency_key(key: str, api_key_id: uuid.UUID | None) -> str:
+    """``<scope>:<key>``: each API key (and the facade, ``local``) has its own keys."""
+    if not key.strip():
+        raise MessageError("Idempotency-Key must not be empty", field="Idempotency-Key")
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise MessageError(
+            f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters",
+            field="Idempotency-Key",
+        )
+    return f"{api_key_id.hex if api_key_id else 'local'}:{key}"
+
+
+def request_fingerprint(request: EmailRequest) -> str:
+    """SHA-256 of the validated request, so key order and spacing do not matter."""
+    payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(row: Any, fingerprint: str) -> EmailSendResult:
+    """The first response again, exactly: what the job is doing now is ``GET /status``'s."""
+    if row.request_hash is not None and row.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request; "
+            "use a new key for a new email",
+            field="Idempotency-Key",
+        )
+    request = row.data.get("request", {})
+    scheduled_at = row.created_at
+    if request.get("scheduledAt"):
+        scheduled_at = max(row.created_at, datetime.fromisoformat(request["scheduledAt"]))
     return EmailSendResult(
         id=str(row.id),
-        status=status,
+        status="queued",
         queue_id=str(row.queue_id) if row.queue_id else None,
         job_id=str(row.id),
-        attempts=row.attempts,
+        attempts=0,
         created_at=row.created_at,
-        scheduled_at=row.scheduled_at,
-        recipients=len(row.data.get("request", {}).get("to", [])),
+        scheduled_at=scheduled_at,
+        recipients=len(request.get("to", [])),
     )

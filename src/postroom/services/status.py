@@ -45,8 +45,18 @@ def _not_found(ident: str) -> NotFound:
     return NotFound(f"no email with id {ident!r}")
 
 
-async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
-    """Status by email (job) id, or by the id of one of its recipient records."""
+#: ``owner`` value that sees every email (the facade, ``read`` keys)
+ANY_OWNER = "any"
+
+
+async def get_status(
+    engine: AsyncEngine, ident: str, *, owner: uuid.UUID | str | None = ANY_OWNER
+) -> EmailStatus:
+    """Status by email (job) id, or by the id of one of its recipient records.
+
+    ``owner`` limits it to the mail one API key sent (``None``: mail sent through
+    the facade); another's email is "not found", so its existence does not leak.
+    """
     try:
         key = uuid.UUID(ident)
     except ValueError:
@@ -59,7 +69,7 @@ async def get_status(engine: AsyncEngine, ident: str) -> EmailStatus:
             ).scalar()
             if job_id is not None:
                 job = (await conn.execute(select(jobs_t).where(jobs_t.c.id == job_id))).first()
-        if job is None:
+        if job is None or (owner != ANY_OWNER and job.api_key_id != owner):
             raise _not_found(ident)
         recs = (
             await conn.execute(
@@ -127,17 +137,35 @@ def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStat
             )
             for r in recs
         ],
-        attempt_log=[
+        attempt_log=_attempt_log(attempts),
+    )
+
+
+#: outcomes that spent an attempt; ``deferred`` and ``released`` gave theirs back
+TRIED = frozenset({"sent", "retry", "failed"})
+
+
+def _attempt_log(attempts: Sequence[Any]) -> list[AttemptPublic]:
+    """The log in time order, attempts numbered 1, 2, ... over the email's whole life.
+
+    The stored number restarts when failed jobs are retried with a fresh budget, so
+    it is not shown; an attempt given back (``deferred``, ``released``) carries the
+    number of the attempt that will be made instead.
+    """
+    log = []
+    tried = 0
+    for a in attempts:
+        log.append(
             AttemptPublic(
-                attempt=a.attempt,
+                attempt=tried + 1,
                 provider=a.provider_name,
                 outcome=a.outcome,
                 error_code=a.error_code,
                 error=a.error_message,
                 started_at=a.started_at,
                 finished_at=a.finished_at,
-                duration_ms=a.duration_ms,
+                duration_ms=None if a.duration_ms is None else round(a.duration_ms, 1),
             )
-            for a in attempts
-        ],
-    )
+        )
+        tried += a.outcome in TRIED
+    return log

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from postroom.api.deps import PostroomDep, require
+from postroom.api.bodies import JSONRoute
+from postroom.api.deps import CurrentKey, PostroomDep, require, require_any
 from postroom.errors import RequestInvalid
 from postroom.schemas.results import EmailSendResult, EmailStatus
+from postroom.services.sending import MAX_IDEMPOTENCY_KEY
+from postroom.services.status import ANY_OWNER
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["email"])
+router = APIRouter(tags=["email"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
@@ -36,18 +38,23 @@ _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 async def send_email(
     request: Request,
     postroom: PostroomDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    key: CurrentKey,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Makes retries safe: a repeat within 24 hours returns the first "
+            "response; the same key with another body is 422. Scoped to the API key.",
+            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Queue an email. ``202`` means it is stored durably and will be sent."""
-    # The body is parsed here rather than by FastAPI so that the size limit from the
+    # The body is validated here rather than by FastAPI so that the size limit from the
     # settings takes part in validation and every problem is reported at once.
-    try:
-        data: Any = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    data: Any = await request.json()  # parsed (and checked) by JSONRoute
     if not isinstance(data, dict):
         raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
-    result = await postroom.send(data, idempotency_key=idempotency_key)
+    result = await postroom.send(data, idempotency_key=idempotency_key, api_key_id=key.id)
     return JSONResponse(result.dump(), status_code=202)
 
 
@@ -56,9 +63,11 @@ async def send_email(
     response_model=EmailStatus,
     response_model_by_alias=True,
     response_model_exclude_none=True,
-    dependencies=[Depends(require(ApiScope.SEND))],
+    dependencies=[Depends(require_any(ApiScope.SEND, ApiScope.READ))],
     responses={401: _PROBLEM, 404: _PROBLEM},
 )
-async def email_status(email_id: str, postroom: PostroomDep) -> EmailStatus:
-    """The email's status, its recipients and every delivery attempt."""
-    return await postroom.status(email_id)
+async def email_status(email_id: str, postroom: PostroomDep, key: CurrentKey) -> EmailStatus:
+    """The email's status, its recipients and every delivery attempt. A ``send``-scoped
+    key sees only the mail it sent (another's is 404); ``read`` sees every email."""
+    owner = ANY_OWNER if key.allows(ApiScope.READ) else key.id
+    return await postroom.status(email_id, owner=owner)

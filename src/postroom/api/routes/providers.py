@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 
+from postroom.api.bodies import JSONRoute
 from postroom.api.deps import PostroomDep, require
 from postroom.schemas import providers as schemas
 from postroom.services.provider_tests import ProviderTester
 from postroom.services.providers import ProviderService
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["providers"])
+router = APIRouter(tags=["providers"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _READ = [Depends(require(ApiScope.READ))]

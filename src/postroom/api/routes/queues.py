@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 
+from postroom.api.bodies import JSONRoute
 from postroom.api.deps import PostroomDep, require
 from postroom.queue.retry import default_retry
 from postroom.schemas.queues import QueueList, QueueStatus, RetryResult
 from postroom.services.queues import QueueManager
 from postroom.types import ApiScope
 
-router = APIRouter(prefix="/queues", tags=["queues"])
+router = APIRouter(prefix="/queues", tags=["queues"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _READ = [Depends(require(ApiScope.READ))]

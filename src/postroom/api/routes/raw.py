@@ -24,6 +24,7 @@ from postroom.api.deps import CurrentKey, PostroomDep, require
 from postroom.app import validation_errors
 from postroom.errors import MessageError, RequestInvalid
 from postroom.schemas.base import ApiModel
+from postroom.schemas.email import BASE64_PATTERN
 from postroom.schemas.results import EmailSendResult
 from postroom.services.raw_sending import MAX_RECIPIENTS, RawEnvelope
 from postroom.types import ApiScope, EmailType
@@ -39,7 +40,12 @@ class RawSendRequest(ApiModel):
     """The JSON form of a raw send."""
 
     #: the RFC 5322 message, base64-encoded
-    raw: str
+    raw: Annotated[
+        str,
+        Field(
+            min_length=4, json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"}
+        ),
+    ]
     to: Annotated[list[str], Field(max_length=MAX_RECIPIENTS)] | None = None
     from_: str | None = Field(default=None, alias="from")
     queue: Annotated[str, Field(max_length=255)] | None = None
@@ -124,5 +130,7 @@ async def send_raw(
             f"Content-Type {content_type!r} is not accepted: "
             "send message/rfc822 or application/json"
         )
-    result = await postroom.send_raw(mime, envelope, idempotency_key=idempotency_key)
+    result = await postroom.send_raw(
+        mime, envelope, idempotency_key=idempotency_key, api_key_id=key.id
+    )
     return JSONResponse(result.dump(), status_code=202)

@@ -5,7 +5,7 @@ with argon2 password hashes, a failed-login counter for the lockout, and one row
 per signed-in browser holding its CSRF token.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-30
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import postroom.db.types
 
 revision: str = "0007"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

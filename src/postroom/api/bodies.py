@@ -1,0 +1,110 @@
+"""JSON request bodies: one parser for every route that takes one.
+
+FastAPI answers a body it cannot parse with an undocumented ``400`` (for example a
+``RecursionError`` from JSON nested thousands deep) and lets any content type
+through to validation. Routes of :class:`JSONRoute` instead refuse a non-JSON
+content type with ``415`` and a body that is not JSON, nested deeper than ``MAX_DEPTH``, or
+holding a NUL character, with ``422``, before FastAPI (or the route) reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from postroom.errors import RequestInvalid, UnsupportedMediaType
+
+#: deeper JSON is refused: no request of Postroom's needs more, and deep data costs
+#: recursion everywhere it is handled later
+MAX_DEPTH = 32
+
+
+def is_json_media_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    maintype, _, subtype = media.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _shape(value: Any) -> tuple[int, str | None]:
+    """How deep containers nest in ``value``, and the path of the first string or key
+    that holds NUL, if any (iteratively: no recursion to exhaust)."""
+    deepest, nul = 0, None
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, str):
+            if nul is None and "\x00" in item:
+                nul = path or "body"
+            continue
+        children: list[tuple[Any, str]] = []
+        if isinstance(item, dict):
+            for key, child in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if nul is None and "\x00" in key:
+                    nul = path or "body"
+                children.append((child, where))
+        elif isinstance(item, list):
+            children = [(child, f"{path}.{n}" if path else str(n)) for n, child in enumerate(item)]
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1, where) for child, where in reversed(children))
+    return deepest, nul
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; RequestInvalid (422) says why it is not acceptable."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        data = None
+        too_deep = True
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    else:
+        depth, nul = _shape(data)
+        too_deep = depth > MAX_DEPTH
+        if nul is not None:  # PostgreSQL stores no NUL in text or JSON: refused everywhere
+            message = "must not contain NUL characters (\\u0000)"
+            raise RequestInvalid([{"field": nul.replace("\x00", "\\u0000"), "message": message}])
+    if too_deep:
+        message = f"JSON is nested more than {MAX_DEPTH} levels deep"
+        raise RequestInvalid([{"field": "body", "message": message}])
+    return data
+
+
+def takes_json(route: APIRoute) -> bool:
+    """A route with a body: a model parameter, or one it documents and parses itself."""
+    extra = route.openapi_extra or {}
+    return route.body_field is not None or "requestBody" in extra
+
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+class JSONRoute(APIRoute):
+    """An APIRoute that checks its JSON body first, and documents 415 and 422."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if takes_json(self):
+            for status in (415, 422):
+                self.responses.setdefault(status, _PROBLEM)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not takes_json(self):
+            return handler
+
+        async def parse_then_handle(request: Request) -> Response:
+            if not is_json_media_type(request.headers.get("content-type", "")):
+                raise UnsupportedMediaType()
+            # Starlette caches the parsed body here; FastAPI's request.json() reuses it
+            request._json = parse_json(await request.body())
+            return await handler(request)
+
+        return parse_then_handle
