@@ -110,9 +110,10 @@ class ProviderService:
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
             raise provider_settings.invalid(exc, "config") from None
 
-    async def build_unsaved(self, data: schemas.ProviderCreate) -> Provider:
-        """A validated adapter for a provider not stored yet, so that it can be checked
-        before it is stored (the caller closes it)."""
+    async def _validated(
+        self, data: schemas.ProviderCreate
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``data``'s config and credentials, split and checked as a worker would use them."""
         config, secrets = provider_settings.split_secrets(data.config, data.authentication)
         provider_settings.user_type(data.type)
         await provider_settings.validate(
@@ -125,6 +126,12 @@ class ProviderService:
             data.encryption,
             data.monitoring,
         )
+        return config, secrets
+
+    async def build_unsaved(self, data: schemas.ProviderCreate) -> Provider:
+        """A validated adapter for a provider not stored yet, so that it can be checked
+        before it is stored (the caller closes it)."""
+        config, secrets = await self._validated(data)
         spec = ProviderSpec(
             id="new",
             name=data.name,
@@ -203,18 +210,7 @@ class ProviderService:
     # -- changing ----------------------------------------------------------------------
 
     async def create(self, data: schemas.ProviderCreate) -> schemas.ProviderPublic:
-        config, secrets = provider_settings.split_secrets(data.config, data.authentication)
-        provider_settings.user_type(data.type)
-        await provider_settings.validate(
-            self.context,
-            data.name,
-            data.type,
-            config,
-            secrets,
-            data.limits,
-            data.encryption,
-            data.monitoring,
-        )
+        config, secrets = await self._validated(data)
         await self._unique_name(data.name)
         provider_id, now = uuid.uuid4(), self.clock.now()
         async with self.engine.begin() as conn:

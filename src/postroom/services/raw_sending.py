@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from postroom.compose import raw as raw_mime
 from postroom.compose.message import message_id_for
 from postroom.errors import MessageError
@@ -177,22 +175,7 @@ class RawSender:
             )
             for r in to_list
         ]
-        try:
-            await self.sender.batcher.submit(job, new_records)
-        except IntegrityError:
-            if scoped_key is None:
-                raise
-            return await self.sender.after_race(scoped_key, fingerprint)
-        return EmailSendResult(
-            id=str(job_id),
-            status="queued",
-            queue_id=str(queue.id),
-            job_id=str(job_id),
-            attempts=0,
-            created_at=now,
-            scheduled_at=now,
-            recipients=len(new_records),
-        )
+        return await self.sender.commit(job, new_records, fingerprint)
 
 
 def _fingerprint(mime: bytes, envelope: RawEnvelope) -> str:

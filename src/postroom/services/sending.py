@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any, cast
@@ -110,20 +111,27 @@ class Sender:
             )
             for r in request.to
         ]
+        return await self.commit(job, new_records, fingerprint)
+
+    async def commit(
+        self, job: store.NewJob, new_records: Sequence[store.NewRecord], fingerprint: str
+    ) -> EmailSendResult:
+        """Write ``job`` and its records (group commit); the first response to the job's
+        Idempotency-Key when a concurrent request took it first."""
         try:
             await self.batcher.submit(job, new_records)
         except IntegrityError:
-            if scoped_key is None:
+            if job.idempotency_key is None:
                 raise
-            return await self.after_race(scoped_key, fingerprint)
+            return await self.after_race(job.idempotency_key, fingerprint)
         return EmailSendResult(
-            id=str(job_id),
+            id=str(job.id),
             status="queued",
-            queue_id=str(queue.id),
-            job_id=str(job_id),
+            queue_id=str(job.queue_id),
+            job_id=str(job.id),
             attempts=0,
-            created_at=now,
-            scheduled_at=scheduled_at,
+            created_at=job.created_at,
+            scheduled_at=job.scheduled_at,
             recipients=len(new_records),
         )
 
