@@ -155,7 +155,7 @@ async def test_bad_bodies_are_clear_errors(client: httpx.AsyncClient, postroom: 
     response = await client.post(RAW, content=b"{", headers={"Content-Type": "application/json"})
     assert response.status_code == 422 and "JSON" in response.text
     response = await client.post(RAW, content=b"x", headers={"Content-Type": "text/plain"})
-    assert response.status_code == 422 and "message/rfc822" in response.text
+    assert response.status_code == 415 and "message/rfc822" in response.text
     assert await count(postroom, jobs_t) == 0
 
 

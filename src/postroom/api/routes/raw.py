@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError
 
 from postroom.api.deps import CurrentKey, PostroomDep, require
 from postroom.app import validation_errors
-from postroom.errors import MessageError, RequestInvalid
+from postroom.errors import MessageError, RequestInvalid, UnsupportedMediaType
 from postroom.schemas.base import ApiModel
 from postroom.schemas.email import BASE64_PATTERN
 from postroom.schemas.results import EmailSendResult
@@ -42,9 +42,7 @@ class RawSendRequest(ApiModel):
     #: the RFC 5322 message, base64-encoded
     raw: Annotated[
         str,
-        Field(
-            min_length=4, json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"}
-        ),
+        Field(json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"}),
     ]
     to: Annotated[list[str], Field(max_length=MAX_RECIPIENTS)] | None = None
     from_: str | None = Field(default=None, alias="from")
@@ -84,7 +82,7 @@ def _inline_schema(model: type[ApiModel]) -> dict[str, Any]:
             },
         }
     },
-    responses={401: _PROBLEM, 413: _PROBLEM, 422: _PROBLEM},
+    responses={401: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
 )
 async def send_raw(
     request: Request,
@@ -126,7 +124,7 @@ async def send_raw(
             type=parsed.type,
         )
     else:
-        raise MessageError(
+        raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted: "
             "send message/rfc822 or application/json"
         )
