@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     default_from: str = ""
     #: the domain in generated Message-IDs when the sender's cannot be used
     message_id_domain: str = "postroom.localhost"
+    #: consecutive soft bounces after which an address is suppressed (0: never)
+    suppress_after_soft_bounces: int = Field(default=3, ge=0)
+    #: how old a signed webhook (Mailgun timestamp) may be, in seconds
+    webhook_max_age_s: int = Field(default=300, ge=1)
     #: attempts of a queue whose ``retry`` config does not say, and of new default queues
     max_attempts: int = Field(default=5, ge=1, le=100)
     #: base of the exponential retry backoff (``base * 2^attempts``) when the queue's

@@ -84,6 +84,8 @@ class NewJob:
     scheduled_at: datetime
     created_at: datetime
     idempotency_key: str | None = None
+    #: CANCELLED when every recipient is suppressed: nothing to send
+    status: str = JobStatus.PENDING
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,6 +97,8 @@ class NewRecord:
     subject: str
     type: str
     metadata: dict[str, Any]
+    #: SUPPRESSED for a recipient on the suppression list: never attempted
+    status: str = RecordStatus.QUEUED
 
 
 #: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
@@ -126,7 +130,7 @@ async def enqueue_many(
                 "queue_id": job.queue_id,
                 "type": job.type,
                 "priority": job.priority,
-                "status": JobStatus.PENDING,
+                "status": job.status,
                 "attempts": 0,
                 "max_attempts": job.max_attempts,
                 "data": job.data,
@@ -150,7 +154,7 @@ async def enqueue_many(
                 "sender_email": r.sender_email,
                 "subject": r.subject,
                 "type": r.type,
-                "status": RecordStatus.QUEUED,
+                "status": r.status,
                 "attempts": 0,
                 "metadata": r.metadata,
                 "created_at": job.created_at,

@@ -22,7 +22,8 @@ from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
 from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
-from postroom.types import JobStatus
+from postroom.tracking import suppressions
+from postroom.types import JobStatus, RecordStatus
 
 providers_t = cast(Table, EmailProvider.__table__)
 
@@ -62,6 +63,13 @@ class Sender:
         job_id = uuid.uuid4()
         payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         payload["from"] = sender.model_dump(mode="json", exclude_none=True)
+        async with reader(self.engine).connect() as conn:
+            blocked = await suppressions.suppressed(
+                conn, (r.email for r in request.to), request.type, now
+            )
+        if blocked:
+            # a suppressed recipient is never attempted; the others still go
+            payload["to"] = [r for r in payload["to"] if r["email"].lower() not in blocked]
         job = store.NewJob(
             id=job_id,
             queue_id=queue.id,
@@ -75,6 +83,7 @@ class Sender:
             scheduled_at=scheduled_at,
             created_at=now,
             idempotency_key=idempotency_key,
+            status=JobStatus.PENDING if payload["to"] else JobStatus.CANCELLED,
         )
         new_records = [
             store.NewRecord(
@@ -84,7 +93,11 @@ class Sender:
                 sender_email=sender.email,
                 subject=request.subject,
                 type=request.type,
-                metadata={**(request.metadata or {}), **(r.metadata or {})},
+                metadata={**(request.metadata or {}), **(r.metadata or {})}
+                | ({"suppressed": blocked[r.email.lower()]} if r.email.lower() in blocked else {}),
+                status=RecordStatus.SUPPRESSED
+                if r.email.lower() in blocked
+                else RecordStatus.QUEUED,
             )
             for r in request.to
         ]
@@ -101,7 +114,7 @@ class Sender:
             return _result_from_row(row)
         return EmailSendResult(
             id=str(job_id),
-            status="queued",
+            status="queued" if payload["to"] else "suppressed",
             queue_id=str(queue.id),
             job_id=str(job_id),
             attempts=0,
