@@ -58,10 +58,7 @@ async def send_and_drain(
                 .order_by(records_t.c.recipient_email)
             )
         ).all()
-    return [
-        Sent(email_id, str(r.id), r.recipient_email, r.message_id)
-        for r in rows
-    ]
+    return [Sent(email_id, str(r.id), r.recipient_email, r.message_id) for r in rows]
 
 
 async def row_counts(postroom: Postroom) -> dict[str, int]:

@@ -408,7 +408,10 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
         if sent:
             await conn.execute(
                 update(records)
-                .where(records.c.job_id == bindparam("b_job_id"))
+                .where(
+                    records.c.job_id == bindparam("b_job_id"),
+                    records.c.status != RecordStatus.SUPPRESSED,
+                )
                 .values(
                     status=RecordStatus.SENT,
                     provider_id=bindparam("b_provider_id"),
