@@ -15,7 +15,7 @@ from postroom import __version__, dashboard
 from postroom.api import docs, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import email, health, providers, queues, raw, tracking, webhooks
+from postroom.api.routes import email, health, links, providers, queues, raw, tracking, webhooks
 from postroom.app import Postroom
 from postroom.schemas.email import EmailRequest
 
@@ -63,6 +63,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.include_router(api)
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)
+    app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     app.include_router(health.router)
     dashboard.install(app)  # the web dashboard at /, beside the API
 
