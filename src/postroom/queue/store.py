@@ -44,6 +44,7 @@ from postroom.db.engine import reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
 from postroom.queue.jobs import Job, Result
+from postroom.tracking import rejections
 from postroom.types import JobStatus, RecordStatus
 
 jobs = cast(Table, EmailJob.__table__)
@@ -438,6 +439,10 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
                     .where(records.c.job_id == r.job.id, records.c.recipient_email == addr)
                     .values(status=RecordStatus.FAILED)
                 )
+            # a refused recipient is a (synchronous) bounce
+            await rejections.record(
+                conn, [(r.job.id, addr, r.rejected[addr], r.finished_at) for r, addr in rejected]
+            )
         return ids
     # retry, deferred, failed: lock the rows still ours, then one executemany
     mine_ids = set(
@@ -488,6 +493,15 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             for r in mine
         ],
     )
+    if outcome == "failed":  # refused for good by the server: every recipient bounced
+        await rejections.record(
+            conn,
+            [
+                (r.job.id, None, r.error_message or "", r.finished_at)
+                for r in mine
+                if r.error_code == "provider-rejected"
+            ],
+        )
     return mine_ids
 
 
