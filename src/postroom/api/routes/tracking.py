@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from postroom.api.deps import PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.tracking import events
+from postroom.tracking.inbound import Inbound
 from postroom.tracking.suppressions import PAGE_SIZE, Suppressions
 from postroom.types import ApiScope
 
@@ -28,6 +29,19 @@ async def delivery_tracking(ident: str, postroom: PostroomDep) -> dict[str, Any]
     """The spec's ``getDeliveryStatus`` for one recipient: by its record id, its
     email's id (single recipient) or its delivery (provider message) id."""
     return await events.delivery_status(postroom.engine, ident)
+
+
+@router.post("/inbound/raw", dependencies=_MANAGE, responses={**_ERRORS, 422: _PROBLEM})
+async def inbound_raw(request: Request, postroom: PostroomDep) -> dict[str, Any]:
+    """A bounce (DSN, RFC 3464, or a plain-text bounce) or complaint (ARF, RFC 5965)
+    as raw MIME in the body; its events are applied to the records it is about."""
+    body = await request.body()
+    if not body.strip():
+        raise RequestInvalid([{"field": "body", "message": "send the report as raw MIME"}])
+    inbound = Inbound(
+        postroom.engine, postroom.clock, soft_limit=postroom.settings.suppress_after_soft_bounces
+    )
+    return await inbound.receive(body)
 
 
 def get_suppressions(postroom: PostroomDep) -> Suppressions:
