@@ -180,7 +180,10 @@ def parse_report(raw: bytes) -> Report:
             events = _dsn(part)
             if events:
                 return Report("dsn", postroom_id, message_id, events)
-    temporary, permanent = all_failures(msg)
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # a detector choking on an odd message: it is no bounce we know
+        raise NotAReport() from None
     if not temporary and not permanent:
         raise NotAReport()
     found = _DIAGNOSTIC.search(_all_text(msg))
