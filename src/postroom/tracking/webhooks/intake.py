@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -27,7 +27,7 @@ from postroom.errors import NotFound
 from postroom.providers import credentials
 from postroom.tracking import suppressions
 from postroom.tracking.events import NewEvent, find_record, insert_ignore, record_event
-from postroom.tracking.webhooks import mailgun, postmark, sendgrid
+from postroom.tracking.webhooks import mailgun, postmark, sendgrid, ses
 from postroom.tracking.webhooks.base import ParsedEvent, Verified, WebhookForbidden
 
 providers_t = cast(Table, EmailProvider.__table__)
@@ -35,17 +35,32 @@ receipts_t = cast(Table, WebhookReceipt.__table__)
 nonces_t = cast(Table, WebhookNonce.__table__)
 
 
+Verify = Callable[[bytes, Mapping[str, str], Mapping[str, Any], datetime, int], Verified]
+AsyncVerify = Callable[
+    [bytes, Mapping[str, str], Mapping[str, Any], datetime, int], Awaitable[Verified]
+]
+
+
+def _async(verify: Verify) -> AsyncVerify:
+    async def wrapped(*args: Any) -> Verified:
+        return verify(*args)
+
+    return wrapped
+
+
 @dataclass(frozen=True)
 class Scheme:
     keys: frozenset[str]
-    verify: Callable[[bytes, Mapping[str, str], Mapping[str, Any], datetime, int], Verified]
+    verify: AsyncVerify
     parse: Callable[[bytes], list[ParsedEvent]]
 
 
 SCHEMES: dict[str, Scheme] = {
-    "mailgun": Scheme(mailgun.keys, mailgun.verify, mailgun.parse),
-    "sendgrid": Scheme(sendgrid.keys, sendgrid.verify, sendgrid.parse),
-    "postmark": Scheme(postmark.keys, postmark.verify, postmark.parse),
+    "mailgun": Scheme(mailgun.keys, _async(mailgun.verify), mailgun.parse),
+    "sendgrid": Scheme(sendgrid.keys, _async(sendgrid.verify), sendgrid.parse),
+    "postmark": Scheme(postmark.keys, _async(postmark.verify), postmark.parse),
+    # SES publishes its events through SNS, which fetches certificates: async
+    "ses": Scheme(ses.keys, ses.verify, ses.parse),
 }
 
 
@@ -119,7 +134,7 @@ class WebhookIntake:
         scheme = SCHEMES[row.type]
         secrets = credentials.decrypt(self.fernet, row.authentication or {})
         now = self.clock.now()
-        verified = scheme.verify(body, headers, secrets, now, self.max_age_s)
+        verified = await scheme.verify(body, headers, secrets, now, self.max_age_s)
         events = scheme.parse(body)
         async with self.engine.begin() as conn:
             for nonce in verified.nonces:
@@ -157,7 +172,8 @@ class WebhookIntake:
             await conn.execute(
                 update(receipts_t).where(receipts_t.c.id == receipt_id).values(processed_at=now)
             )
-        return {"received": len(events), **counts}
+        note = {"note": verified.note} if verified.note else {}
+        return {"received": len(events), **counts, **note}
 
     async def replay(
         self, *, provider: str | None = None, since: datetime | None = None
