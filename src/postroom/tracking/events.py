@@ -3,9 +3,9 @@
 One ``email_tracking`` row per recipient record (the spec's ``DeliveryTracking``),
 created by its first event; events go to ``email_tracking_events``. An event
 carries a ``dedupe_key`` (the ESP's event id, else a hash of what it says), so
-an ESP that delivers the same event three times stores it once. The status is
-recomputed from all stored events with the spec's ``determineDeliveryStatus``
-precedence, so events arriving out of order end in the same status. Opens and
+an ESP that delivers the same event three times stores it once. The status only
+moves up the spec's ``determineDeliveryStatus`` precedence and each first time only
+moves earlier, so events arriving in any order end in the same state. Opens and
 clicks flagged as made by machines (privacy proxies, scanners) are stored and
 counted but do not move the status.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -43,10 +43,8 @@ PRECEDENCE: tuple[str, ...] = (
     EventType.DELIVERED,
     EventType.SENT,
 )
-#: record statuses an event may replace (a suppressed or cancelled record stays so)
-_REPLACEABLE = frozenset({RecordStatus.QUEUED, RecordStatus.SENT, RecordStatus.FAILED, *PRECEDENCE})
 #: event type -> the email_records column holding its first time
-_TIMESTAMP = {
+_TIMESTAMP: dict[str, str] = {
     EventType.SENT: "sent_at",
     EventType.DELIVERED: "delivered_at",
     EventType.BOUNCED: "bounced_at",
@@ -140,39 +138,42 @@ async def record_event(conn: AsyncConnection, event: NewEvent) -> uuid.UUID | No
     )
     if inserted.rowcount == 0:
         return None
-    await _refresh_status(conn, record, tracking_id, event.timestamp)
+    await _apply_status(conn, record.id, tracking_id, event)
     return event_id
 
 
-async def _refresh_status(
-    conn: AsyncConnection, record: Any, tracking_id: uuid.UUID, now: datetime
+async def _apply_status(
+    conn: AsyncConnection, record_id: uuid.UUID, tracking_id: uuid.UUID, event: NewEvent
 ) -> None:
-    """Recompute the status from every stored event (arrival order does not matter)."""
-    firsts = {
-        row.type: row.first
-        for row in (
-            await conn.execute(
-                select(events_t.c.type, func.min(events_t.c.timestamp).label("first"))
-                .where(events_t.c.tracking_id == tracking_id, events_t.c.machine.is_(False))
-                .group_by(events_t.c.type)
-            )
-        ).all()
-    }
-    status = next((s for s in PRECEDENCE if s in firsts), EventType.SENT)
+    """Move the status up to the event's, if it is stronger, and keep each first time.
+
+    Events are only ever added, so the strongest event and the earliest time of each
+    kind do not depend on arrival order. Each update is conditional in SQL, so two
+    events applied at once cannot overwrite a stronger status with a weaker one.
+    """
+    kind = str(event.type)
+    if event.machine or kind not in PRECEDENCE:
+        return
+    weaker = PRECEDENCE[PRECEDENCE.index(kind) + 1 :]
     await conn.execute(
         update(tracking_t)
-        .where(tracking_t.c.id == tracking_id)
-        .values(status=str(status), updated_at=now)
+        .where(tracking_t.c.id == tracking_id, tracking_t.c.status.in_(weaker))
+        .values(status=kind, updated_at=event.timestamp)
     )
-    values: dict[str, Any] = {}
-    for kind, column in _TIMESTAMP.items():
-        current = getattr(record, column)
-        if kind in firsts and (current is None or firsts[kind] < current):
-            values[column] = firsts[kind]
-    if record.status in _REPLACEABLE and any(s in firsts for s in PRECEDENCE):
-        values["status"] = str(status)
-    if values:
-        await conn.execute(update(records_t).where(records_t.c.id == record.id).values(**values))
+    replaceable = {*weaker, RecordStatus.QUEUED, RecordStatus.FAILED}
+    await conn.execute(
+        update(records_t)
+        .where(records_t.c.id == record_id, records_t.c.status.in_(replaceable))
+        .values(status=kind)
+    )
+    column = _TIMESTAMP.get(kind)
+    if column is not None:
+        col = records_t.c[column]
+        await conn.execute(
+            update(records_t)
+            .where(records_t.c.id == record_id, or_(col.is_(None), col > event.timestamp))
+            .values({column: event.timestamp})
+        )
 
 
 async def find_record(
