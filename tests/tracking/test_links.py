@@ -81,6 +81,7 @@ async def test_open_and_click_through_the_rewritten_message(
     clock.advance(120)  # a person reads it later
     opened = await client.get(local(pixel), headers={"user-agent": BROWSER})
     assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
+    clock.advance(30)
     clicked = await client.get(
         local(hrefs[0].replace("&amp;", "&")), headers={"user-agent": BROWSER}
     )
@@ -146,11 +147,13 @@ async def test_machine_opens_and_scanner_clicks_are_flagged(
     click = local(re.findall(r'href="([^"]*)"', html)[0].replace("&amp;", "&"))
     # a scanner follows the link the moment the message arrives
     assert (await client.head(click, headers={"user-agent": BROWSER})).status_code == 302
+    clock.advance(1)
     assert (await client.get(click, headers={"user-agent": BROWSER})).status_code == 302
     clock.advance(300)
     await client.get(
         local(pixel), headers={"user-agent": "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"}
     )
+    clock.advance(1)
     await client.get(click, headers={"user-agent": "Mozilla/5.0 (compatible; Barracuda Sentinel)"})
 
     body = (await client.get(f"{API}/tracking/{sent.record_id}")).json()

@@ -48,7 +48,9 @@ async def test_a_reputation_block_is_a_soft_bounce_and_suppresses_nobody(
     smtp.script("RCPT", "550 5.7.1 Client host rejected: listed at zen.spamhaus.org")
     (rec,) = await send_and_drain(client, postroom, maxAttempts=1)
     body = (await client.get(f"{API}/tracking/{rec.record_id}")).json()
-    assert body["status"] == "bounced"
+    # the whole job failed: the record stays failed (a queue retry sends it again)
+    assert body["status"] == "failed"
+    assert body["events"][0]["type"] == "bounced"
     assert body["events"][0]["data"]["bounceType"] == "soft"
     assert body["events"][0]["data"]["reason"] == "reputation-block"
     assert (await client.get(f"{API}/suppressions")).json()["suppressions"] == []

@@ -493,7 +493,7 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             for r in mine
         ],
     )
-    if outcome == "failed":  # refused for good by the server: every recipient bounced
+    if outcome == "failed":  # refused for good: a bounce event for every recipient
         await rejections.record(
             conn,
             [
@@ -501,6 +501,7 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
                 for r in mine
                 if r.error_code == "provider-rejected"
             ],
+            moves_status=False,
         )
     return mine_ids
 

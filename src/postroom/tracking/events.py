@@ -66,6 +66,8 @@ class NewEvent:
     user_agent: str | None = None
     ip_address: str | None = None
     machine: bool = False
+    #: False: recorded without moving the status (a rejected job that may be retried)
+    moves_status: bool = True
 
     def dedupe_key(self) -> str:
         if self.event_id:
@@ -152,7 +154,7 @@ async def _apply_status(
     events applied at once cannot overwrite a stronger status with a weaker one.
     """
     kind = str(event.type)
-    if event.machine or kind not in PRECEDENCE:
+    if event.machine or not event.moves_status or kind not in PRECEDENCE:
         return
     weaker = PRECEDENCE[PRECEDENCE.index(kind) + 1 :]
     await conn.execute(

@@ -27,7 +27,11 @@ SOFT_LIMIT = int(Settings.model_fields["suppress_after_soft_bounces"].default)
 Rejection = tuple[uuid.UUID, str | None, str, datetime]
 
 
-async def record(conn: AsyncConnection, rejections: Sequence[Rejection]) -> None:
+async def record(
+    conn: AsyncConnection, rejections: Sequence[Rejection], *, moves_status: bool = True
+) -> None:
+    """``moves_status=False`` for a job that failed as a whole: its records stay
+    ``failed``, so retrying the job (``POST /queues/{q}/retry``) sends them again."""
     for job_id, address, diagnostic, when in rejections:
         stmt = select(records_t.c.id, records_t.c.recipient_email).where(
             records_t.c.job_id == job_id
@@ -39,7 +43,13 @@ async def record(conn: AsyncConnection, rejections: Sequence[Rejection]) -> None
         for rec in (await conn.execute(stmt)).all():
             event_id = await record_event(
                 conn,
-                NewEvent(record_id=rec.id, type=EventType.BOUNCED, timestamp=when, data=data),
+                NewEvent(
+                    record_id=rec.id,
+                    type=EventType.BOUNCED,
+                    timestamp=when,
+                    data=data,
+                    moves_status=moves_status,
+                ),
             )
             if event_id is not None:
                 await suppressions.after_event(
