@@ -145,11 +145,10 @@ class WebhookIntake:
                 )
                 if not fresh.rowcount:
                     raise WebhookForbidden("this signed request was already received: a replay")
-            # a nonce outlives the window in which its timestamp is accepted
+            # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
+            keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
             await conn.execute(
-                delete(nonces_t).where(
-                    nonces_t.c.seen_at < now - timedelta(seconds=2 * self.max_age_s)
-                )
+                delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
             )
             receipt_id = uuid.uuid4()
             stored = await conn.execute(
