@@ -90,6 +90,23 @@ class Settings(BaseSettings):
     default_from: str = ""
     #: the domain in generated Message-IDs when the sender's cannot be used
     message_id_domain: str = "postroom.localhost"
+    #: consecutive soft bounces after which an address is suppressed (0: never)
+    suppress_after_soft_bounces: int = Field(default=3, ge=0)
+    #: how old a signed webhook (Mailgun timestamp) may be, in seconds
+    webhook_max_age_s: int = Field(default=300, ge=1)
+    #: base URL of the public pixel, click and unsubscribe routes; empty: http://host:port
+    public_url: str = ""
+    #: tracking link keys ``id:secret,id2:secret2`` (the first signs, all verify);
+    #: empty: one key derived from the secret key
+    tracking_keys: SecretStr | None = None
+    #: how long tracking and unsubscribe links keep working, in days
+    tracking_link_days: int = Field(default=400, ge=1)
+    #: trackOpens/trackClicks when a request does not say, per email type
+    tracking_defaults: dict[str, dict[str, bool]] = Field(
+        default_factory=lambda: {"marketing": {"opens": True, "clicks": True}}
+    )
+    #: a mailto address added to List-Unsubscribe of marketing mail; empty: https only
+    unsubscribe_mailto: str = ""
     #: attempts of a queue whose ``retry`` config does not say, and of new default queues
     max_attempts: int = Field(default=5, ge=1, le=100)
     #: base of the exponential retry backoff (``base * 2^attempts``) when the queue's

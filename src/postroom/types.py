@@ -66,6 +66,8 @@ class RecordStatus(StrEnum):
     CLICKED = "clicked"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: not attempted: the address is on the suppression list
+    SUPPRESSED = "suppressed"
 
 
 class RecipientType(StrEnum):
@@ -82,6 +84,10 @@ class EventType(StrEnum):
     OPENED = "opened"
     CLICKED = "clicked"
     UNSUBSCRIBED = "unsubscribed"
+    #: added: the receiving server asked to try again later (no status change)
+    DEFERRED = "deferred"
+    #: added: the provider dropped the message without trying (no status change)
+    FAILED = "failed"
 
 
 class ProcessorStatus(StrEnum):

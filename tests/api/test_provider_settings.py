@@ -264,3 +264,27 @@ def test_secrets_echoed_in_provider_errors_are_masked_too() -> None:
     secrets = {"user": "ann", "password": "hunter2hunter2", "apiKey": "SG.0123456789abcdef9f3a"}
     text = "535 auth failed for ann / hunter2hunter2 with SG.0123456789abcdef9f3a"
     assert scrub(text, secrets) == "535 auth failed for ann / **** with ****9f3a"
+
+
+@pytest.mark.parametrize(
+    ("ptype", "secrets"),
+    [
+        ("mailgun", {"webhookSigningKey": "key-hook"}),
+        ("sendgrid", {"webhookPublicKey": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"}),
+        ("postmark", {"webhookUser": "hooks", "webhookPassword": "pw"}),
+        ("ses", {"webhookTopicArn": "arn:aws:sns:eu-west-1:123456789012:ses"}),
+    ],
+)
+async def test_webhook_secrets_are_accepted_and_masked(
+    client: httpx.AsyncClient, ptype: str, secrets: dict[str, str]
+) -> None:
+    response = await client.post(PROVIDERS, json=body(ptype, **secrets))
+    assert response.status_code == 201, response.text
+    shown = response.json()["authentication"]
+    assert set(secrets) <= set(shown)
+    assert all(shown[k] != v for k, v in secrets.items() if len(v) > 8)
+
+
+async def test_a_webhook_secret_of_another_esp_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post(PROVIDERS, json=body("mailgun", webhookPublicKey="x"))
+    assert_refused(response, "authentication.webhookPublicKey", "unknown authentication key")

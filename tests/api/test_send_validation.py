@@ -75,9 +75,6 @@ async def sent_message(postroom: Postroom, tmp_path: Path, email_id: str) -> Any
         ({"templateId": "welcome"}, "templateId"),
         ({"templateData": {"name": "Ann"}}, "templateData"),
         ({"content": {"text": "x", "template": {"id": "welcome"}}}, "content.template"),
-        ({"trackOpens": True}, "trackOpens"),
-        ({"trackClicks": True}, "trackClicks"),
-        ({"trackDelivery": True}, "trackDelivery"),
     ],
 )
 async def test_fields_not_acted_on_yet_are_refused_not_dropped(
@@ -94,8 +91,9 @@ async def test_a_template_request_without_content_lists_both_problems(
     assert {e["field"] for e in problem["errors"]} == {"templateId", "templateData", "content"}
 
 
-async def test_tracking_turned_off_is_honoured_and_accepted(client: httpx.AsyncClient) -> None:
-    body = email_body(trackOpens=False, trackClicks=False, trackDelivery=False)
+@pytest.mark.parametrize("flag", [False, True])
+async def test_tracking_flags_are_accepted(client: httpx.AsyncClient, flag: bool) -> None:
+    body = email_body(trackOpens=flag, trackClicks=flag, trackDelivery=flag)
     response = await post(client, body)
     assert response.status_code == 202, response.text
 

@@ -13,7 +13,7 @@ from postroom import __version__, dashboard
 from postroom.api import docs, openapi, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import email, health, providers, queues, raw
+from postroom.api.routes import email, health, links, providers, queues, raw, tracking, webhooks
 from postroom.app import Postroom
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,11 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(raw.router)
     api.include_router(queues.router)
     api.include_router(providers.router)
+    api.include_router(tracking.router)
     app.include_router(api)
+    # ESP webhooks authenticate by their own signatures, not by API key
+    app.include_router(webhooks.router, prefix=API_PREFIX)
+    app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     app.include_router(health.router)
     dashboard.install(app)  # the web dashboard at /, beside the API
 

@@ -18,6 +18,7 @@ from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
 from postroom.cli.smtpd import smtpd
+from postroom.cli.tracking import inbound, suppressions_app, webhooks_app
 from postroom.cli.users import users_app
 
 app = new_typer("Postroom: self-hosted email delivery.")
@@ -32,6 +33,9 @@ app.command("status")(sending.status)
 app.command("config")(configuration.show)
 app.command("smtpd")(smtpd)
 app.add_typer(users_app, name="users")
+app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(webhooks_app, name="webhooks")
+app.command("inbound")(inbound)
 
 
 def _version(value: bool) -> None:

@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from postroom.compose import headers as header_policy
-from postroom.compose import mime
+from postroom.compose import mime, tracking_rewrite, unsubscribe
 from postroom.errors import ComposeError
 from postroom.providers.base import Address, Attachment, OutgoingMessage
+from postroom.tracking.context import TrackingContext
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,16 @@ def compose(
     *,
     now: datetime,
     message_id_domain: str,
+    tracking: TrackingContext | None = None,
 ) -> OutgoingMessage:
     """Compose the message a stored request describes, MIME bytes included.
 
     Raises ComposeError, and nothing else, when the request cannot become a message.
     """
     try:
-        return _compose(email_id, request, now=now, message_id_domain=message_id_domain)
+        return _compose(
+            email_id, request, now=now, message_id_domain=message_id_domain, tracking=tracking
+        )
     except ComposeError:
         raise
     except Exception as exc:
@@ -65,6 +69,7 @@ def _compose(
     *,
     now: datetime,
     message_id_domain: str,
+    tracking: TrackingContext | None = None,
 ) -> OutgoingMessage:
     sender = _address(request["from"])
     to: list[Address] = []
@@ -93,6 +98,10 @@ def _compose(
     if problems:
         raise ComposeError("; ".join(problems).encode("utf-8", "backslashreplace").decode())
     headers["X-Postroom-Id"] = email_id
+    if tracking is not None:  # open/click tracking and one-click unsubscribe
+        if html:
+            html = tracking_rewrite.rewrite(html, email_id, request, tracking, now)
+        headers.update(unsubscribe.headers(email_id, request, headers, tracking, now))
     message_id = message_id_for(email_id, sender.email, message_id_domain)
     raw = mime.build_message(
         message_id=message_id,

@@ -222,7 +222,11 @@ class EmailTracking(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (Index("idx_email_tracking_delivery_id", "delivery_id"),)
+    __table_args__ = (
+        Index("idx_email_tracking_delivery_id", "delivery_id"),
+        # added (0009): one tracking row per recipient record
+        Index("uq_email_tracking_email_id", "email_id", unique=True),
+    )
 
 
 class EmailTrackingEvent(Base):
@@ -238,10 +242,15 @@ class EmailTrackingEvent(Base):
     user_agent: Mapped[str | None] = mapped_column(Text)
     ip_address: Mapped[str | None] = mapped_column(InetType)
     location: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    #: added (0009): provider event id or content hash; a repeated event is stored once
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    #: added (0009): an open or click made by a privacy proxy, prefetcher or scanner
+    machine: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         Index("idx_email_tracking_events_tracking_id", "tracking_id"),
         Index("idx_email_tracking_events_type", "type"),
+        Index("uq_email_tracking_events_dedupe_key", "dedupe_key", unique=True),
     )
 
 
@@ -332,12 +341,28 @@ class WebhookReceipt(Base):
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
     processed_at: Mapped[datetime | None]
+    #: added (0009): the provider whose webhook URL received it
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: added (0009): why processing failed, if it did (``postroom webhooks replay`` retries)
+    error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint(
             "provider_type", "provider_event_id", name="uq_webhook_receipts_provider_event"
         ),
     )
+
+
+class WebhookNonce(Base):
+    """added (0009): single-use webhook signature tokens (Mailgun), so replays are refused."""
+
+    __tablename__ = "webhook_nonces"
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seen_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_webhook_nonces_seen_at", "seen_at"),)
 
 
 class ApiKey(Base):

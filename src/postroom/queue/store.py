@@ -44,6 +44,7 @@ from postroom.db.engine import reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
 from postroom.queue.jobs import Job, Result
+from postroom.tracking import rejections
 from postroom.types import JobStatus, RecordStatus
 
 jobs = cast(Table, EmailJob.__table__)
@@ -88,6 +89,8 @@ class NewJob:
     api_key_id: uuid.UUID | None = None
     #: fingerprint of the request, compared when an idempotency key is reused
     request_hash: str | None = None
+    #: CANCELLED when every recipient is suppressed: nothing to send
+    status: str = JobStatus.PENDING
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +102,8 @@ class NewRecord:
     subject: str
     type: str
     metadata: dict[str, Any]
+    #: SUPPRESSED for a recipient on the suppression list: never attempted
+    status: str = RecordStatus.QUEUED
 
 
 #: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
@@ -130,7 +135,7 @@ async def enqueue_many(
                 "queue_id": job.queue_id,
                 "type": job.type,
                 "priority": job.priority,
-                "status": JobStatus.PENDING,
+                "status": job.status,
                 "attempts": 0,
                 "max_attempts": job.max_attempts,
                 "data": job.data,
@@ -156,7 +161,7 @@ async def enqueue_many(
                 "sender_email": r.sender_email,
                 "subject": r.subject,
                 "type": r.type,
-                "status": RecordStatus.QUEUED,
+                "status": r.status,
                 "attempts": 0,
                 "metadata": r.metadata,
                 "created_at": job.created_at,
@@ -420,7 +425,10 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
         if sent:
             await conn.execute(
                 update(records)
-                .where(records.c.job_id == bindparam("b_job_id"))
+                .where(
+                    records.c.job_id == bindparam("b_job_id"),
+                    records.c.status != RecordStatus.SUPPRESSED,
+                )
                 .values(
                     status=RecordStatus.SENT,
                     provider_id=bindparam("b_provider_id"),
@@ -447,6 +455,10 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
                     .where(records.c.job_id == r.job.id, records.c.recipient_email == addr)
                     .values(status=RecordStatus.FAILED)
                 )
+            # a refused recipient is a (synchronous) bounce
+            await rejections.record(
+                conn, [(r.job.id, addr, r.rejected[addr], r.finished_at) for r, addr in rejected]
+            )
         return ids
     # retry, deferred, failed: lock the rows still ours, then one executemany
     mine_ids = set(
@@ -497,6 +509,16 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             for r in mine
         ],
     )
+    if outcome == "failed":  # refused for good: a bounce event for every recipient
+        await rejections.record(
+            conn,
+            [
+                (r.job.id, None, r.error_message or "", r.finished_at)
+                for r in mine
+                if r.error_code == "provider-rejected"
+            ],
+            moves_status=False,
+        )
     return mine_ids
 
 

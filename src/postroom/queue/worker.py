@@ -40,6 +40,7 @@ from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
 from postroom.queue.writeback import RepeatedError, WriteBack
+from postroom.tracking.context import TrackingContext
 
 log = logging.getLogger(__name__)
 queues_t = cast(Table, EmailQueue.__table__)
@@ -111,6 +112,8 @@ class Worker:
         #: an explicit policy overrides the queues' own ``retry`` configs
         self._fixed_retry = retry_policy
         self._retry_defaults = default_retry(settings)
+        #: public URL and link keys for open/click tracking and List-Unsubscribe
+        self.tracking = TrackingContext.from_settings(settings)
         #: the spec's 2^n s: how long a throttled message waits when no Retry-After says
         self.retry = retry_policy or RetryPolicy(cap_s=settings.retry_max_backoff_s)
         ws = settings.worker
@@ -321,6 +324,7 @@ class Worker:
                     job.request,
                     now=started,
                     message_id_domain=self.settings.message_id_domain,
+                    tracking=self.tracking,
                 )
             # a provider that could not be reached got nothing: not an attempt, so
             # the next one is tried at once; the attempt log keeps why it was skipped

@@ -8,7 +8,7 @@ No text anywhere in a request may hold a lone surrogate (JSON ``"\\ud800"``): it
 not a character, cannot be encoded as UTF-8, and PostgreSQL refuses it in JSON.
 
 Nothing accepted is ignored: fields of the spec that Postroom does not act on yet
-(templates, open/click/delivery tracking) are refused as "not supported yet".
+(templates) are refused as "not supported yet".
 """
 
 from __future__ import annotations
@@ -82,8 +82,6 @@ HEADERS_SCHEMA: JsonDict = {
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 _NOT_SUPPORTED = "not supported yet: "
-#: the OpenAPI form of a flag that may only be false (or absent) for now
-_ONLY_FALSE: JsonDict = {"enum": [False, None]}
 
 
 def _has_surrogate(value: str) -> bool:
@@ -279,13 +277,14 @@ class EmailRequest(ApiModel):
     priority: Annotated[int, Field(ge=1, le=5)] | None = None
     scheduled_at: datetime | None = None
     track_delivery: bool | None = Field(
-        default=None, description=_NOT_SUPPORTED + "only false", json_schema_extra=_ONLY_FALSE
+        default=None,
+        description="delivery events (ESP webhooks, DSNs) are always recorded; accepted either way",
     )
     track_opens: bool | None = Field(
-        default=None, description=_NOT_SUPPORTED + "only false", json_schema_extra=_ONLY_FALSE
+        default=None, description="add an open pixel (absent: the email type's default)"
     )
     track_clicks: bool | None = Field(
-        default=None, description=_NOT_SUPPORTED + "only false", json_schema_extra=_ONLY_FALSE
+        default=None, description="rewrite links to count clicks (absent: the type's default)"
     )
     tags: Annotated[list[Annotated[HeaderText, Field(max_length=100)]], Field(max_length=50)] = (
         Field(default_factory=list)
@@ -310,16 +309,6 @@ class EmailRequest(ApiModel):
     def _no_templates(cls, value: object) -> None:
         if value is not None:
             raise ValueError(_NOT_SUPPORTED + "templates are not implemented; send content")
-
-    @field_validator("track_delivery", "track_opens", "track_clicks")
-    @classmethod
-    def _no_tracking(cls, value: bool | None, info: ValidationInfo) -> bool | None:
-        if value:
-            what = (info.field_name or "").removeprefix("track_")
-            raise ValueError(
-                f"{_NOT_SUPPORTED}{what} tracking is not implemented (false or absent is accepted)"
-            )
-        return value
 
     @field_validator("scheduled_at")
     @classmethod

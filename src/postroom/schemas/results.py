@@ -30,6 +30,14 @@ class RecipientStatus(PublicModel):
     message_id: str | None = None
     provider: str | None = None
     sent_at: datetime | None = None
+    #: why the recipient was not attempted (``status`` is ``suppressed``)
+    suppressed: str | None = None
+    delivered_at: datetime | None = None
+    bounced_at: datetime | None = None
+    opened_at: datetime | None = None
+    clicked_at: datetime | None = None
+    #: event counts; opens and clicks also human-only (machine ones excluded)
+    summary: dict[str, Any] | None = None
 
 
 class AttemptPublic(PublicModel):

@@ -20,6 +20,7 @@ from postroom.errors import ConfigError, InvalidProvider, PostroomError
 from postroom.providers import credentials, egress, ratelimit, registry
 from postroom.providers.base import ProviderSpec
 from postroom.providers.breaker import BreakerSettings
+from postroom.tracking.webhooks.intake import SCHEMES
 
 #: ``config`` keys that hold secrets belong in ``authentication``
 _SECRET_KEY = re.compile(r"pass(word)?$|secret|api_?key|token$|private_?key|credential", re.I)
@@ -54,7 +55,9 @@ async def validate(
                 field=f"config.{key}",
             )
     known_keys(ptype, "config", config, factory.config_keys)
-    known_keys(ptype, "authentication", secrets, factory.authentication_keys)
+    # the ESP's webhook secrets live beside its sending credentials
+    webhook_keys = SCHEMES[ptype].keys if ptype in SCHEMES else frozenset()
+    known_keys(ptype, "authentication", secrets, factory.authentication_keys | webhook_keys)
     no_credential_headers(config)
     try:
         ratelimit.Limits.parse(limits)

@@ -33,6 +33,8 @@ from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
 from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
+from postroom.tracking import suppressions
+from postroom.types import JobStatus, RecordStatus
 
 providers_t = cast(Table, EmailProvider.__table__)
 #: how long an Idempotency-Key holds; after it the key may be used for a new email
@@ -83,6 +85,13 @@ class Sender:
         job_id = uuid.uuid4()
         payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         payload["from"] = sender.model_dump(mode="json", exclude_none=True)
+        async with reader(self.engine).connect() as conn:
+            blocked = await suppressions.suppressed(
+                conn, (r.email for r in request.to), request.type, now
+            )
+        if blocked:
+            # a suppressed recipient is never attempted; the others still go
+            payload["to"] = [r for r in payload["to"] if r["email"].lower() not in blocked]
         job = store.NewJob(
             id=job_id,
             queue_id=queue.id,
@@ -98,6 +107,7 @@ class Sender:
             idempotency_key=scoped_key,
             api_key_id=api_key_id,
             request_hash=fingerprint,
+            status=JobStatus.PENDING if payload["to"] else JobStatus.CANCELLED,
         )
         new_records = [
             store.NewRecord(
@@ -107,7 +117,11 @@ class Sender:
                 sender_email=sender.email,
                 subject=request.subject,
                 type=request.type,
-                metadata={**(request.metadata or {}), **(r.metadata or {})},
+                metadata={**(request.metadata or {}), **(r.metadata or {})}
+                | ({"suppressed": blocked[r.email.lower()]} if r.email.lower() in blocked else {}),
+                status=RecordStatus.SUPPRESSED
+                if r.email.lower() in blocked
+                else RecordStatus.QUEUED,
             )
             for r in request.to
         ]
@@ -126,7 +140,7 @@ class Sender:
             return await self.after_race(job.idempotency_key, fingerprint)
         return EmailSendResult(
             id=str(job.id),
-            status="queued",
+            status="queued" if job.status == JobStatus.PENDING else "suppressed",
             queue_id=str(job.queue_id),
             job_id=str(job.id),
             attempts=0,
@@ -209,7 +223,8 @@ def _replay(row: Any, fingerprint: str) -> EmailSendResult:
         scheduled_at = max(row.created_at, datetime.fromisoformat(request["scheduledAt"]))
     return EmailSendResult(
         id=str(row.id),
-        status="queued",
+        # a job cancelled at acceptance had every recipient suppressed
+        status="suppressed" if row.status == JobStatus.CANCELLED else "queued",
         queue_id=str(row.queue_id) if row.queue_id else None,
         job_id=str(row.id),
         attempts=0,

@@ -14,6 +14,7 @@ from postroom.db.engine import reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailRecord
 from postroom.errors import NotFound
 from postroom.schemas.results import AttemptPublic, EmailStatus, RecipientStatus
+from postroom.tracking import events as tracking_events
 from postroom.types import JobStatus, RecordStatus
 
 jobs_t = cast(Table, EmailJob.__table__)
@@ -86,7 +87,8 @@ async def get_status(
                 .order_by(attempts_t.c.finished_at, attempts_t.c.attempt)
             )
         ).all()
-    return _status(job, recs, attempts)
+        events = await tracking_events.events_of(conn, [r.id for r in recs])
+    return _status(job, recs, attempts, events)
 
 
 def _scheduled_for(job: Any, request: dict[str, Any]) -> datetime:
@@ -104,15 +106,23 @@ def _scheduled_for(job: Any, request: dict[str, Any]) -> datetime:
     return max(job.created_at, when)  # type: ignore[no-any-return]
 
 
-def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStatus:
+def _status(
+    job: Any,
+    recs: Sequence[Any],
+    attempts: Sequence[Any],
+    events: dict[uuid.UUID, list[Any]],
+) -> EmailStatus:
     provider = next((r.provider_name for r in recs if r.provider_name), None)
     sent_at = max((r.sent_at for r in recs if r.sent_at), default=None)
     statuses = {r.status for r in recs}
     delivery = next((s.value for s in DELIVERY_ORDER if s in statuses), None)
     request = (job.data or {}).get("request", {})
+    status = EMAIL_STATUS.get(job.status, job.status)
+    if recs and statuses == {RecordStatus.SUPPRESSED}:
+        status = "suppressed"  # every recipient was on the suppression list
     return EmailStatus(
         id=str(job.id),
-        status=EMAIL_STATUS.get(job.status, job.status),
+        status=status,
         job_status=job.status,
         queue_id=str(job.queue_id) if job.queue_id else None,
         provider=provider,
@@ -134,8 +144,23 @@ def _status(job: Any, recs: Sequence[Any], attempts: Sequence[Any]) -> EmailStat
                 message_id=r.message_id,
                 provider=r.provider_name,
                 sent_at=r.sent_at,
+                suppressed=(r.metadata or {}).get("suppressed")
+                if r.status == RecordStatus.SUPPRESSED
+                else None,
+                delivered_at=r.delivered_at,
+                bounced_at=r.bounced_at,
+                opened_at=r.opened_at,
+                clicked_at=r.clicked_at,
+                summary=tracking_events.summarize(events.get(r.id, []))
+                if events.get(r.id)
+                else None,
             )
             for r in recs
+        ],
+        tracking_events=[
+            {**tracking_events.event_json(e), "recordId": str(r.id), "recipient": r.recipient_email}
+            for r in recs
+            for e in events.get(r.id, [])
         ],
         attempt_log=_attempt_log(attempts),
     )

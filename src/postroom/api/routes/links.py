@@ -1,0 +1,87 @@
+"""Public tracking routes under ``POSTROOM_PUBLIC_URL``: no API key, a signed token.
+
+``GET /t/o/{token}.gif`` (open pixel), ``GET|HEAD /t/c/{token}`` (click redirect),
+``GET /t/u/{token}`` (a confirmation page) and ``POST /t/u/{token}`` (RFC 8058
+one-click unsubscribe: no session, no CSRF token; the signed token is the proof).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from postroom.api.deps import PostroomDep
+from postroom.tracking.context import TrackingContext
+from postroom.tracking.links import PIXEL, Links
+
+router = APIRouter(prefix="/t", tags=["tracking links"], include_in_schema=False)
+
+_NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
+
+
+def get_links(request: Request, postroom: PostroomDep) -> Links:
+    ctx = getattr(request.app.state, "tracking_context", None)
+    if ctx is None:
+        ctx = request.app.state.tracking_context = TrackingContext.from_settings(postroom.settings)
+    return Links(postroom.engine, ctx, postroom.clock)
+
+
+LinksDep = Annotated[Links, Depends(get_links)]
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.get("/o/{token}")
+async def open_pixel(token: str, request: Request, links: LinksDep) -> Response:
+    await links.open(
+        token.removesuffix(".gif"),
+        request.headers.get("user-agent", ""),
+        _ip(request),
+        request.headers,
+    )
+    return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+
+
+@router.api_route("/c/{token}", methods=["GET", "HEAD"])
+async def click(token: str, request: Request, links: LinksDep) -> Response:
+    url = await links.click(
+        token, request.method, request.headers.get("user-agent", ""), _ip(request), request.headers
+    )
+    return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}}
+button{{font-size:1rem;padding:.5rem 1rem}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
+
+
+@router.get("/u/{token}")
+async def unsubscribe_page(token: str, links: LinksDep) -> HTMLResponse:
+    """Asks for confirmation: a GET (a link scanner, a prefetch) never unsubscribes."""
+    links.payload(token, "u")
+    body = (
+        "<p>Stop receiving marketing email at this address?</p>"
+        f'<form method="post" action="{html.escape(token)}">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">Unsubscribe</button></form>'
+    )
+    return HTMLResponse(_PAGE.format(title="Unsubscribe", body=body), headers=_NO_STORE)
+
+
+@router.post("/u/{token}")
+async def unsubscribe(token: str, request: Request, links: LinksDep) -> HTMLResponse:
+    """RFC 8058 one-click (``List-Unsubscribe=One-Click``) or the page's button."""
+    body = (await request.body()).decode("utf-8", "replace")
+    via = "one-click" if "List-Unsubscribe=One-Click" in body else "page"
+    address = await links.unsubscribe(token, via=via)
+    text = f"<p>{html.escape(address)} will receive no more marketing email from us.</p>"
+    return HTMLResponse(_PAGE.format(title="Unsubscribed", body=text), headers=_NO_STORE)

@@ -1,0 +1,68 @@
+"""Opens and clicks that no person made: privacy proxies, prefetchers, link scanners.
+
+They are recorded with ``machine: true`` and a reason, never dropped, and do not
+count as human opens or clicks nor move the status.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+#: image proxies that fetch every image when mail arrives or is listed
+_OPEN_AGENTS = re.compile(
+    r"GoogleImageProxy|ggpht\.com|YahooMailProxy|Apple-?Mail-?Privacy|"
+    r"Mozilla/5\.0$|^$",  # Apple MPP fetches with a bare "Mozilla/5.0"
+    re.I,
+)
+#: security gateways and bots that follow links to scan them
+_SCANNER_AGENTS = re.compile(
+    r"bot\b|crawler|spider|python-requests|python-urllib|curl/|wget/|go-http-client|"
+    r"java/|okhttp|barracuda|proofpoint|mimecast|symantec|trend ?micro|fortiguard|"
+    r"sophos|urldefense|safelinks|bingpreview|microsoft office existence|"
+    r"headlesschrome|phantomjs|slackbot|facebookexternalhit",
+    re.I,
+)
+#: a click this soon after sending was made by a scanner on delivery
+SCANNER_WINDOW_S = 10.0
+#: several links of one message clicked within this many seconds: a scanner
+BURST_WINDOW_S = 2.0
+
+
+def _prefetch(headers: Mapping[str, str]) -> bool:
+    purpose = headers.get("purpose") or headers.get("sec-purpose") or headers.get("x-moz") or ""
+    return "prefetch" in purpose.lower()
+
+
+def machine_open(
+    user_agent: str, headers: Mapping[str, str], seconds_since_sent: float | None
+) -> str | None:
+    """Why an open was made by a machine, or None for a person."""
+    if _prefetch(headers):
+        return "prefetch"
+    if _OPEN_AGENTS.search(user_agent.strip()):
+        return "privacy-proxy"
+    if seconds_since_sent is not None and seconds_since_sent < 1.0:
+        return "on-delivery"
+    return None
+
+
+def scanner_click(
+    user_agent: str,
+    method: str,
+    headers: Mapping[str, str],
+    seconds_since_sent: float | None,
+    other_links_just_clicked: int,
+) -> str | None:
+    """Why a click was made by a scanner, or None for a person."""
+    if method.upper() == "HEAD":
+        return "head-request"
+    if _prefetch(headers):
+        return "prefetch"
+    if not user_agent.strip() or _SCANNER_AGENTS.search(user_agent):
+        return "scanner-agent"
+    if seconds_since_sent is not None and seconds_since_sent < SCANNER_WINDOW_S:
+        return "on-delivery"
+    if other_links_just_clicked:
+        return "all-links"
+    return None

@@ -1,0 +1,216 @@
+"""Webhook intake: verify, store raw, deduplicate, apply, in one transaction.
+
+Nothing is written before the request is verified and parsed: a forged, stale,
+replayed or malformed request leaves no row behind. An accepted body is stored
+in ``webhook_receipts`` (deduplicated by its SHA-256), its single-use nonces in
+``webhook_nonces``, and its events are applied idempotently (each event once,
+by its ESP event id or a hash), so ``replay`` may run any number of times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from cryptography.fernet import Fernet
+from sqlalchemy import Table, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from postroom.clock import Clock
+from postroom.db.lookup import by_name_or_id
+from postroom.db.models import EmailProvider, WebhookNonce, WebhookReceipt
+from postroom.errors import NotFound
+from postroom.providers import credentials
+from postroom.tracking import suppressions
+from postroom.tracking.events import NewEvent, find_record, insert_ignore, record_event
+from postroom.tracking.webhooks import mailgun, postmark, sendgrid, ses
+from postroom.tracking.webhooks.base import ParsedEvent, Verified, WebhookForbidden
+
+providers_t = cast(Table, EmailProvider.__table__)
+receipts_t = cast(Table, WebhookReceipt.__table__)
+nonces_t = cast(Table, WebhookNonce.__table__)
+
+
+Verify = Callable[[bytes, Mapping[str, str], Mapping[str, Any], datetime, int], Verified]
+AsyncVerify = Callable[
+    [bytes, Mapping[str, str], Mapping[str, Any], datetime, int], Awaitable[Verified]
+]
+
+
+def _async(verify: Verify) -> AsyncVerify:
+    async def wrapped(*args: Any) -> Verified:
+        return verify(*args)
+
+    return wrapped
+
+
+@dataclass(frozen=True)
+class Scheme:
+    keys: frozenset[str]
+    verify: AsyncVerify
+    parse: Callable[[bytes], list[ParsedEvent]]
+
+
+SCHEMES: dict[str, Scheme] = {
+    "mailgun": Scheme(mailgun.keys, _async(mailgun.verify), mailgun.parse),
+    "sendgrid": Scheme(sendgrid.keys, _async(sendgrid.verify), sendgrid.parse),
+    "postmark": Scheme(postmark.keys, _async(postmark.verify), postmark.parse),
+    # SES publishes its events through SNS, which fetches certificates: async
+    "ses": Scheme(ses.keys, ses.verify, ses.parse),
+}
+
+
+async def apply(
+    conn: AsyncConnection, events: Sequence[ParsedEvent], *, now: datetime, soft_limit: int
+) -> dict[str, int]:
+    """Record ``events`` on their records; counts of what happened to them."""
+    counts = {"recorded": 0, "duplicates": 0, "unmatched": 0}
+    for ev in events:
+        record_id = await find_record(conn, ev.message_id, ev.recipient) if ev.message_id else None
+        if record_id is None:
+            counts["unmatched"] += 1
+            continue
+        event_id = await record_event(
+            conn,
+            NewEvent(
+                record_id=record_id,
+                type=ev.type,
+                timestamp=ev.timestamp,
+                data=ev.data,
+                event_id=ev.event_id,
+                user_agent=ev.user_agent,
+                ip_address=ev.ip_address,
+                machine=ev.machine,
+            ),
+        )
+        if event_id is None:
+            counts["duplicates"] += 1
+            continue
+        counts["recorded"] += 1
+        if ev.recipient:
+            await suppressions.after_event(
+                conn,
+                recipient=ev.recipient,
+                event_type=ev.type,
+                event_id=event_id,
+                data=ev.data,
+                now=now,
+                soft_limit=soft_limit,
+            )
+    return counts
+
+
+class WebhookIntake:
+    def __init__(
+        self, engine: AsyncEngine, fernet: Fernet, clock: Clock, *, max_age_s: int, soft_limit: int
+    ) -> None:
+        self.engine = engine
+        self.fernet = fernet
+        self.clock = clock
+        self.max_age_s = max_age_s
+        self.soft_limit = soft_limit
+
+    async def _provider(self, ident: str) -> Any:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(providers_t).where(by_name_or_id(providers_t, "name", ident))
+                )
+            ).all()
+        if not rows:
+            raise NotFound(f"there is no provider {ident!r}")
+        row = rows[0]
+        if row.type not in SCHEMES:
+            raise NotFound(f"provider {ident!r} is of type {row.type!r}, which sends no webhooks")
+        return row
+
+    async def receive(self, ident: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        """Verify and apply one webhook request for provider ``ident`` (name or id)."""
+        row = await self._provider(ident)
+        scheme = SCHEMES[row.type]
+        secrets = credentials.decrypt(self.fernet, row.authentication or {})
+        now = self.clock.now()
+        verified = await scheme.verify(body, headers, secrets, now, self.max_age_s)
+        events = scheme.parse(body)
+        async with self.engine.begin() as conn:
+            for nonce in verified.nonces:
+                fresh = await conn.execute(
+                    insert_ignore(
+                        conn, nonces_t, {"provider_id": row.id, "nonce": nonce, "seen_at": now}
+                    )
+                )
+                if not fresh.rowcount:
+                    raise WebhookForbidden("this signed request was already received: a replay")
+            # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
+            keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
+            await conn.execute(
+                delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
+            )
+            receipt_id = uuid.uuid4()
+            stored = await conn.execute(
+                insert_ignore(
+                    conn,
+                    receipts_t,
+                    {
+                        "id": receipt_id,
+                        "provider_type": row.type,
+                        "provider_id": row.id,
+                        "provider_event_id": "sha256:" + hashlib.sha256(body).hexdigest(),
+                        "payload": body.decode("utf-8", "replace"),
+                        "received_at": now,
+                    },
+                )
+            )
+            if not stored.rowcount:
+                return {"received": len(events), "recorded": 0, "duplicates": len(events)}
+            counts = await apply(conn, events, now=now, soft_limit=self.soft_limit)
+            await conn.execute(
+                update(receipts_t).where(receipts_t.c.id == receipt_id).values(processed_at=now)
+            )
+        note = {"note": verified.note} if verified.note else {}
+        return {"received": len(events), **counts, **note}
+
+    async def replay(
+        self, *, provider: str | None = None, since: datetime | None = None
+    ) -> dict[str, int]:
+        """Apply stored payloads again (events already recorded stay recorded once)."""
+        stmt = select(receipts_t).order_by(receipts_t.c.received_at, receipts_t.c.id)
+        if provider is not None:
+            row = await self._provider(provider)
+            stmt = stmt.where(receipts_t.c.provider_id == row.id)
+        if since is not None:
+            stmt = stmt.where(receipts_t.c.received_at >= since)
+        async with self.engine.connect() as conn:
+            receipts = (await conn.execute(stmt)).all()
+        totals = {"receipts": 0, "failed": 0, "recorded": 0, "duplicates": 0, "unmatched": 0}
+        for receipt in receipts:
+            scheme = SCHEMES.get(receipt.provider_type)
+            if scheme is None:
+                continue
+            now = self.clock.now()
+            totals["receipts"] += 1
+            try:
+                events = scheme.parse(receipt.payload.encode())
+                async with self.engine.begin() as conn:
+                    counts = await apply(conn, events, now=now, soft_limit=self.soft_limit)
+                    await conn.execute(
+                        update(receipts_t)
+                        .where(receipts_t.c.id == receipt.id)
+                        .values(processed_at=now, error=None)
+                    )
+            except Exception as exc:  # keep going: one bad payload must not stop the rest
+                totals["failed"] += 1
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        update(receipts_t)
+                        .where(receipts_t.c.id == receipt.id)
+                        .values(error=f"{type(exc).__name__}: {exc}"[:2000])
+                    )
+                continue
+            for key, value in counts.items():
+                totals[key] += value
+        return totals
