@@ -249,6 +249,10 @@ class EmailTemplate(Timestamps, Base):
     variables: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # added: set by DELETE; the versions stay for mail already queued
+    archived_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("idx_email_templates_name", "name"),)
 
 
 class EmailTemplateVersion(Base):

@@ -40,6 +40,7 @@ from postroom.queue import notify, store
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
 from postroom.queue.writeback import RepeatedError, WriteBack
+from postroom.templates.versions import TemplateStore
 
 log = logging.getLogger(__name__)
 queues_t = cast(Table, EmailQueue.__table__)
@@ -132,6 +133,7 @@ class Worker:
         self.writeback = WriteBack(
             engine, worker_id=self.id, stats=self.stats, probe=self._heartbeat, monotonic=monotonic
         )
+        self.templates = TemplateStore(engine, self.clock)
         self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
 
     # -- the loop ----------------------------------------------------------------------
@@ -316,9 +318,12 @@ class Worker:
             if "raw" in job.data:  # SMTP or /send/raw: the stored bytes go out as they are
                 message = raw_mime.outgoing(str(job.id), job.data)
             else:
+                request = job.request
+                if "templatePin" in request:  # rendered from the version pinned at enqueue
+                    request = await self.templates.render_request(request)
                 message = compose(
                     str(job.id),
-                    job.request,
+                    request,
                     now=started,
                     message_id_domain=self.settings.message_id_domain,
                 )

@@ -16,13 +16,14 @@ from postroom.config import Settings
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
-from postroom.errors import ConfigError, Conflict, MessageError
+from postroom.errors import ConfigError, Conflict, MessageError, RequestInvalid
 from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
 from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
-from postroom.types import JobStatus
+from postroom.templates.versions import TemplateStore
+from postroom.types import EmailType, JobStatus
 
 providers_t = cast(Table, EmailProvider.__table__)
 
@@ -38,6 +39,7 @@ class Sender:
         self.clock = clock
         self.directory = directory
         self.batcher = EnqueueBatcher(engine)
+        self.templates = TemplateStore(engine, clock)
 
     async def send(
         self, request: EmailRequest, *, idempotency_key: str | None = None
@@ -52,8 +54,25 @@ class Sender:
                 return _result_from_row(row)
         sender = request.from_ or self._default_sender()
         now = self.clock.now()
+        subject = request.subject or ""
+        email_type = request.type
+        pin: dict[str, Any] | None = None
+        if request.template_id is not None:
+            version, template_type = await self.templates.pin(
+                request.template_id, request.template_version
+            )
+            data = request.template_data or {}
+            version.check_data(data)
+            # the subject is rendered now for the records; the body when the job is sent
+            try:
+                subject = version.render_subject(data)
+            except MessageError as exc:
+                raise RequestInvalid([{"field": "templateId", "message": exc.message}]) from None
+            pin = {"id": str(version.template_id), "version": version.version}
+            if "type" not in request.model_fields_set:
+                email_type = EmailType(template_type)
         route = await self.directory.for_request(
-            request.type, request.queue, scheduled_at=request.scheduled_at, now=now
+            email_type, request.queue, scheduled_at=request.scheduled_at, now=now
         )
         queue = route.queue
         if request.provider is not None:
@@ -62,10 +81,12 @@ class Sender:
         job_id = uuid.uuid4()
         payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         payload["from"] = sender.model_dump(mode="json", exclude_none=True)
+        if pin is not None:
+            payload.update(templatePin=pin, type=email_type.value)
         job = store.NewJob(
             id=job_id,
             queue_id=queue.id,
-            type=request.type,
+            type=email_type,
             priority=request.priority or route.default_priority,
             max_attempts=request.max_attempts or queue.max_attempts or self.settings.max_attempts,
             data={
@@ -82,8 +103,8 @@ class Sender:
                 recipient_type=r.type,
                 recipient_name=r.name,
                 sender_email=sender.email,
-                subject=request.subject,
-                type=request.type,
+                subject=subject,
+                type=email_type,
                 metadata={**(request.metadata or {}), **(r.metadata or {})},
             )
             for r in request.to
