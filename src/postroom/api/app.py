@@ -15,7 +15,7 @@ from postroom import __version__, dashboard
 from postroom.api import docs, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import email, health, providers, queues, raw, templates
+from postroom.api.routes import bulk, email, health, providers, queues, raw, templates
 from postroom.app import Postroom
 from postroom.schemas.email import EmailRequest
 
@@ -57,6 +57,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_key)])
     api.include_router(email.router)
     api.include_router(raw.router)
+    api.include_router(bulk.router)
     api.include_router(queues.router)
     api.include_router(providers.router)
     api.include_router(templates.router)

@@ -191,7 +191,11 @@ class EmailRecord(Base):
     )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
+    # added: the bulk send this record belongs to (for its progress)
+    bulk_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
     __table_args__ = (
+        Index("idx_email_records_bulk", "bulk_id", "status"),
         Index("idx_email_records_recipient", "recipient_email"),
         Index("idx_email_records_status", "status"),
         Index("idx_email_records_sent_at", "sent_at"),
@@ -271,6 +275,21 @@ class EmailTemplateVersion(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+
+class EmailBulk(Base):
+    """added: one bulk send's shared message, stored once for all its recipients."""
+
+    __tablename__ = "email_bulks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    request: Mapped[dict[str, Any]]
+    total: Mapped[int] = mapped_column(Integer)
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime]
 
 
 class EmailAnalyticsDaily(Base):

@@ -95,6 +95,7 @@ class NewRecord:
     subject: str
     type: str
     metadata: dict[str, Any]
+    bulk_id: uuid.UUID | None = None
 
 
 #: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
@@ -154,6 +155,7 @@ async def enqueue_many(
                 "attempts": 0,
                 "metadata": r.metadata,
                 "created_at": job.created_at,
+                "bulk_id": r.bulk_id,
             }
             for job, new_records in items
             for r in new_records

@@ -37,6 +37,7 @@ from postroom.errors import PostroomError, ProviderError, ProviderUnavailable
 from postroom.providers.base import OutgoingMessage, SendResult
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
+from postroom.queue.bulks import SharedRequests
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
 from postroom.queue.writeback import RepeatedError, WriteBack
@@ -134,6 +135,7 @@ class Worker:
             engine, worker_id=self.id, stats=self.stats, probe=self._heartbeat, monotonic=monotonic
         )
         self.templates = TemplateStore(engine, self.clock)
+        self.bulks = SharedRequests(engine)
         self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
 
     # -- the loop ----------------------------------------------------------------------
@@ -315,10 +317,12 @@ class Worker:
         started = self.clock.now()
         candidate: Candidate | None = None
         try:
+            request = job.request
             if "raw" in job.data:  # SMTP or /send/raw: the stored bytes go out as they are
                 message = raw_mime.outgoing(str(job.id), job.data)
             else:
-                request = job.request
+                if "bulk" in job.data:  # its recipient joined to the bulk's shared message
+                    request = await self.bulks.request(job.data)
                 if "templatePin" in request:  # rendered from the version pinned at enqueue
                     request = await self.templates.render_request(request)
                 message = compose(
@@ -334,7 +338,7 @@ class Worker:
                 choice := await self.router.acquire(
                     message,
                     failed_provider_id=job.failed_provider_id,
-                    only=job.request.get("provider"),
+                    only=request.get("provider"),
                     skip=unreached,
                 ),
                 NoProvider,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from email.utils import parseaddr
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.clock import Clock
 from postroom.config import Settings
@@ -26,6 +27,7 @@ from postroom.templates.versions import TemplateStore
 from postroom.types import EmailType, JobStatus
 
 providers_t = cast(Table, EmailProvider.__table__)
+T = TypeVar("T")
 
 
 class Sender:
@@ -41,17 +43,44 @@ class Sender:
         self.batcher = EnqueueBatcher(engine)
         self.templates = TemplateStore(engine, clock)
 
+    async def idempotent(
+        self,
+        key: str | None,
+        find: Callable[[AsyncConnection, str], Awaitable[T | None]],
+        create: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Run ``create`` once per Idempotency-Key: a repeat answers what ``find`` finds.
+
+        ``create`` stores ``key`` under a unique constraint, so a racing repeat fails
+        with IntegrityError and answers with the winner's result. ``/send`` and
+        ``/bulk`` both go through here.
+        """
+        if key is None:
+            return await create()
+        if len(key) > 255:
+            raise MessageError("Idempotency-Key is longer than 255 characters")
+        async with reader(self.engine).connect() as conn:
+            found = await find(conn, key)
+        if found is not None:
+            return found
+        try:
+            return await create()
+        except IntegrityError:
+            async with reader(self.engine).connect() as conn:
+                found = await find(conn, key)
+            if found is None:
+                raise Conflict("a request with this Idempotency-Key is being processed") from None
+            return found
+
     async def send(
         self, request: EmailRequest, *, idempotency_key: str | None = None
     ) -> EmailSendResult:
         """Enqueue ``request``; returns once its job and records are committed."""
-        if idempotency_key is not None:
-            if len(idempotency_key) > 255:
-                raise MessageError("Idempotency-Key is longer than 255 characters")
-            async with reader(self.engine).connect() as conn:
-                row = await store.job_by_idempotency_key(conn, idempotency_key)
-            if row is not None:
-                return _result_from_row(row)
+        return await self.idempotent(
+            idempotency_key, _job_result, lambda: self._send(request, idempotency_key)
+        )
+
+    async def _send(self, request: EmailRequest, idempotency_key: str | None) -> EmailSendResult:
         sender = request.from_ or self._default_sender()
         now = self.clock.now()
         subject = request.subject or ""
@@ -109,17 +138,7 @@ class Sender:
             )
             for r in request.to
         ]
-        try:
-            await self.batcher.submit(job, new_records)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            # the same key raced us; answer with the winner's result
-            async with reader(self.engine).connect() as conn:
-                row = await store.job_by_idempotency_key(conn, idempotency_key)
-            if row is None:
-                raise Conflict("a request with this Idempotency-Key is being processed") from None
-            return _result_from_row(row)
+        await self.batcher.submit(job, new_records)
         return EmailSendResult(
             id=str(job_id),
             status="queued",
@@ -150,6 +169,11 @@ class Sender:
             return EmailSender(email=address, name=name or None)
         except ValidationError as exc:
             raise ConfigError(f"POSTROOM_DEFAULT_FROM is not a valid address: {exc}") from None
+
+
+async def _job_result(conn: AsyncConnection, key: str) -> EmailSendResult | None:
+    row = await store.job_by_idempotency_key(conn, key)
+    return None if row is None else _result_from_row(row)
 
 
 def _result_from_row(row: Any) -> EmailSendResult:

@@ -61,6 +61,10 @@ class Version:
                 )
         return out
 
+    def subject_names(self) -> frozenset[str]:
+        """The names the subject reads (none: it is the same for every recipient)."""
+        return engine.referenced_names(engine.Source(subject=self.subject, text=""))
+
     def render(self, data: Mapping[str, Any]) -> engine.Rendered:
         return engine.render(self.source, variables.effective(self.variables, data))
 
