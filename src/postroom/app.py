@@ -39,6 +39,7 @@ from postroom.services.raw_sending import RawEnvelope, RawSender
 from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
 from postroom.services.users import UserStore
+from postroom.templates.domains import DomainKeys
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Postroom:
         self.keys = KeyStore(self.engine, self.clock)
         self.users = UserStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
+        self.domains = DomainKeys(self.engine, self.fernet, self.clock)
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded
         self.started = False

@@ -292,6 +292,27 @@ class EmailBulk(Base):
     created_at: Mapped[datetime]
 
 
+class EmailDkimKey(Base):
+    """added: a sender domain's DKIM key; one active per domain, retired ones kept."""
+
+    __tablename__ = "email_dkim_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    domain: Mapped[str] = mapped_column(String(255))
+    selector: Mapped[str] = mapped_column(String(63))
+    #: rsa | ed25519
+    algorithm: Mapped[str] = mapped_column(String(20))
+    #: the PEM private key, Fernet-encrypted with POSTROOM_SECRET_KEY
+    private_key: Mapped[str] = mapped_column(Text)
+    #: base64 of the public key, as the DNS record's p= tag carries it
+    public_key: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("domain", "selector"),)
+
+
 class EmailAnalyticsDaily(Base):
     __tablename__ = "email_analytics_daily"
 

@@ -3,7 +3,8 @@
 A deleted template that queued mail still needs is archived: hidden from lists and
 refused for new mail, while its immutable versions stay for the jobs that pinned them.
 A bulk send stores its shared message once (``email_bulks``); each recipient's record
-names its bulk, for progress.
+names its bulk, for progress. Sender domains keep their DKIM keys (private keys
+encrypted like provider secrets), one active per domain, retired ones kept.
 
 Revision ID: 0008
 Revises: 0007
@@ -54,9 +55,24 @@ def upgrade() -> None:
     with op.batch_alter_table("email_records") as batch:
         batch.add_column(sa.Column("bulk_id", sa.Uuid(), nullable=True))
         batch.create_index("idx_email_records_bulk", ["bulk_id", "status"])
+    op.create_table(
+        "email_dkim_keys",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("domain", sa.String(length=255), nullable=False),
+        sa.Column("selector", sa.String(length=63), nullable=False),
+        sa.Column("algorithm", sa.String(length=20), nullable=False),
+        sa.Column("private_key", sa.Text(), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", postroom.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", postroom.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_email_dkim_keys")),
+        sa.UniqueConstraint("domain", "selector", name=op.f("uq_email_dkim_keys_domain")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("email_dkim_keys")
     with op.batch_alter_table("email_records") as batch:
         batch.drop_index("idx_email_records_bulk")
         batch.drop_column("bulk_id")
