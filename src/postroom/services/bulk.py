@@ -28,8 +28,6 @@ from postroom.types import EmailType, RecordStatus
 bulks_t = cast(Table, EmailBulk.__table__)
 records_t = cast(Table, EmailRecord.__table__)
 
-#: jobs (and as many records) per multi-row INSERT
-CHUNK = 2000
 #: at most this many problems are listed in a 422 (the count says how many in all)
 MAX_LISTED = 1000
 
@@ -150,8 +148,7 @@ class BulkSender:
                     created_at=now,
                 )
             )
-            for start in range(0, len(items), CHUNK):
-                await store.enqueue_many(conn, items[start : start + CHUNK])
+            await store.enqueue_bulk(conn, items)
         return BulkAccepted(
             id=str(bulk_id),
             status="queued",

@@ -23,7 +23,7 @@ from typing import Any
 import css_inline
 import jinja2
 from inscriptis import get_text
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from postroom.errors import MessageError
@@ -198,9 +198,45 @@ def _render_part(part: str, text: str, data: Mapping[str, Any]) -> str:
         raise TemplateError(f"{type(exc).__name__}: {exc}", part=part) from None
 
 
+@functools.lru_cache(maxsize=512)
+def _plain_pieces(text: str) -> tuple[tuple[bool, str], ...] | None:
+    """A subject of only literal text and ``{{ name }}`` as (is_name, text) pieces, so
+    that it renders by joining strings (bulk sends render one per recipient at enqueue);
+    None for anything more (filters, attributes, tags), which Jinja renders."""
+    body = _PLAIN.parse(text).body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+        return None if body else ()
+    pieces: list[tuple[bool, str]] = []
+    for node in body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            pieces.append((False, node.data))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            pieces.append((True, node.name))
+        else:
+            return None
+    return tuple(pieces)
+
+
+def _join(pieces: tuple[tuple[bool, str], ...], data: Mapping[str, Any]) -> str | None:
+    out = []
+    for is_name, text in pieces:
+        if not is_name:
+            out.append(text)
+        elif isinstance(value := data.get(text), str | int | float) and not isinstance(value, bool):
+            out.append(str(value))
+        else:
+            return None  # missing, or a value whose rendering Jinja should decide
+    return "".join(out)
+
+
 def render_subject(source: Source, data: Mapping[str, Any]) -> str:
     """Only the subject (cheap: for the records, when mail is queued)."""
-    subject = _render_part("subject", source.subject, data).strip()
+    _compile("subject", source.subject)  # the same errors as a full render
+    pieces = _plain_pieces(source.subject)
+    joined = _join(pieces, data) if pieces is not None else None
+    if joined is None:
+        joined = _render_part("subject", source.subject, data)
+    subject = joined.strip()
     if "\n" in subject or "\r" in subject:
         raise TemplateError("the rendered subject must be one line", part="subject")
     return subject
