@@ -194,13 +194,14 @@ async def main() -> int:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--peers", action="store_true")
+    parser.add_argument("--no-enqueue", action="store_true", help="only the delivery rows")
     args = parser.parse_args()
     import os
 
     pg = args.database_url or os.environ.get(PG_ENV)
     servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
     rows = []
-    for server in servers:
+    for server in [] if args.no_enqueue else servers:
         log(f"POST /bulk of {args.recipients} on {'postgresql' if server else 'sqlite'}")
         r = await bulk_enqueue(server, args.recipients)
         log(f"  {r['rate']:,.0f} recipients/s ({r['seconds']:.1f} s, body {r['body_mb']:.1f} MB)")

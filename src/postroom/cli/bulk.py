@@ -126,9 +126,9 @@ async def send_bulk(
 
 @run
 async def bulk_status(
-    bulk_id: Annotated[str, typer.Argument(metavar="ID", help="The bulk send's id.")],
+    bulk_id: Annotated[str, typer.Argument(metavar="ID", hidden=True)],
 ) -> None:
-    """Show how far a bulk send is."""
+    """Show how far a bulk send is (ID: the id send-bulk printed)."""
     async with started() as postroom:
         p = await postroom.bulk.progress(bulk_id)
     typer.echo(

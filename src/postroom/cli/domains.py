@@ -22,7 +22,8 @@ def _show_record(dns_name: str, record: str) -> None:
 @domains_app.command("add")
 @run
 async def domains_add(
-    domain: Annotated[str, typer.Argument(metavar="DOMAIN")], algorithm: Algorithm = "rsa"
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", hidden=True)],
+    algorithm: Algorithm = "rsa",
 ) -> None:
     """Generate a DKIM key for DOMAIN; mail from it is signed from now on."""
     if algorithm not in ("rsa", "ed25519"):
@@ -61,7 +62,9 @@ async def domains_list() -> None:
 
 @domains_app.command("rotate")
 @run
-async def domains_rotate(domain: Annotated[str, typer.Argument(metavar="DOMAIN")]) -> None:
+async def domains_rotate(
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", hidden=True)],
+) -> None:
     """Sign with a new key under a new selector; keep the old record published a while."""
     async with started() as postroom:
         found = await postroom.domains.rotate(domain)
@@ -72,7 +75,9 @@ async def domains_rotate(domain: Annotated[str, typer.Argument(metavar="DOMAIN")
 
 @domains_app.command("check")
 @run
-async def domains_check(domain: Annotated[str, typer.Argument(metavar="DOMAIN")]) -> None:
+async def domains_check(
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", hidden=True)],
+) -> None:
     """Look up the active key's TXT record in DNS; exit status 1 when it does not match."""
     async with started() as postroom:
         result = await postroom.domains.check(domain)

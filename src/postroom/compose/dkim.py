@@ -10,11 +10,15 @@ in transit breaks the signature instead of slipping in.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import Any
 
 import dkim
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 #: headers signed when present (From always)
 SIGNED_HEADERS = (
@@ -33,6 +37,41 @@ SIGNED_HEADERS = (
     b"in-reply-to",
     b"references",
 )
+
+
+_PREHASHED = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}
+
+
+@functools.lru_cache(maxsize=64)
+def _openssl_key(n: int, e: int, d: int, p: int, q: int) -> rsa.RSAPrivateKey:
+    numbers = rsa.RSAPrivateNumbers(
+        p=p,
+        q=q,
+        d=d,
+        dmp1=rsa.rsa_crt_dmp1(d, p),
+        dmq1=rsa.rsa_crt_dmq1(d, q),
+        iqmp=rsa.rsa_crt_iqmp(p, q),
+        public_numbers=rsa.RSAPublicNumbers(e, n),
+    )
+    return numbers.private_key()
+
+
+def _rsa_sign(digest: Any, key: dict[str, int]) -> bytes:
+    """RSASSA-PKCS1-v1_5 through OpenSSL (``cryptography``).
+
+    dkimpy canonicalizes and builds the header well, but computes RSA in pure Python
+    (about 14 ms a signature here, against 0.5 ms). PKCS#1 v1.5 signatures are
+    deterministic, so the bytes are the same as dkimpy's own.
+    """
+    private = _openssl_key(
+        key["modulus"], key["publicExponent"], key["privateExponent"], key["prime1"], key["prime2"]
+    )
+    return private.sign(
+        digest.digest(), padding.PKCS1v15(), utils.Prehashed(_PREHASHED[digest.name])
+    )
+
+
+dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign
 
 
 @dataclass(frozen=True, slots=True)
