@@ -111,3 +111,18 @@ def test_the_rendered_output_size_is_bounded(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(engine, "MAX_OUTPUT_CHARS", 1000)
     with pytest.raises(TemplateError, match="rendered message"):
         render(Source(subject="s", text="{% for i in range(500) %}abcd{% endfor %}"), {})
+
+
+def test_text_from_a_simple_html_template_is_the_same_as_from_its_rendered_html() -> None:
+    html = (
+        "<style>p { color: red }</style><h1>Hi {{ name }}</h1><p>Order <b>{{ order.id }}</b>"
+        " ships to {{ city }}.</p><ul><li>{{ item }}</li></ul><a href='{{ link }}'>track</a>"
+    )
+    data = {"name": "Ann & <Bo>", "order": {"id": 42}, "city": "Köln", "item": "Cup", "link": "x"}
+    fast = render(Source(subject="s", html=html), data)
+    assert engine._text_template(html) is not None
+    assert fast.text == engine.html_to_text(fast.html or "")
+    assert "Hi Ann & <Bo>" in (fast.text or "") and "Order 42 ships to Köln." in (fast.text or "")
+    # templates with tags or filters convert each rendered message instead
+    assert engine._text_template("<p>{% if a %}x{% endif %}</p>") is None
+    assert engine._text_template("<p>{{ a|upper }}</p>") is None

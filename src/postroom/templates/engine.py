@@ -229,6 +229,31 @@ def _join(pieces: tuple[tuple[bool, str], ...], data: Mapping[str, Any]) -> str 
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=512)
+def _text_template(html: str) -> str | None:
+    """The text part's template, derived once from an HTML template that holds only
+    literal HTML and ``{{ name }}`` / ``{{ name.field }}`` outputs: converting the
+    template instead of every rendered message saves the HTML-to-text cost per
+    recipient (a value is escaped in the HTML and unescaped again by the conversion,
+    so the text is the same). Anything else (tags, filters, calls) returns None and
+    each rendered HTML is converted instead."""
+    body = _HTML.parse(html).body
+    for node in body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.Getattr):
+                child = child.node
+            if not isinstance(child, nodes.TemplateData | nodes.Name):
+                return None
+    derived = html_to_text(html)
+    try:
+        _compile("text", derived)
+    except TemplateError:
+        return None
+    return derived
+
+
 def render_subject(source: Source, data: Mapping[str, Any]) -> str:
     """Only the subject (cheap: for the records, when mail is queued)."""
     _compile("subject", source.subject)  # the same errors as a full render
@@ -251,7 +276,11 @@ def render(source: Source, data: Mapping[str, Any]) -> Rendered:
     if source.text is not None:
         text = _render_part("text", source.text, data)
     elif html is not None:
-        text = html_to_text(html)
+        derived = _text_template(source.html) if source.html is not None else None
+        if derived is not None:
+            text = _render_part("text", derived, data).strip() + "\n"
+        else:
+            text = html_to_text(html)
     size = len(html or "") + len(text or "")
     if size > MAX_OUTPUT_CHARS:
         raise TemplateError(
