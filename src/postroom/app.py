@@ -30,14 +30,17 @@ from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
 from postroom.queue.retry import default_retry
 from postroom.queue.worker import Worker
+from postroom.schemas.bulk import BulkAccepted, BulkRequest
 from postroom.schemas.email import EmailRequest
 from postroom.schemas.results import EmailSendResult, EmailStatus
 from postroom.services import bootstrap, status
+from postroom.services.bulk import BulkSender
 from postroom.services.keys import KeyStore
 from postroom.services.raw_sending import RawEnvelope, RawSender
 from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
 from postroom.services.users import UserStore
+from postroom.templates.domains import DomainKeys
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,11 @@ class Postroom:
         self.queues = QueueDirectory(self.engine)
         self.sender = Sender(self.engine, self.settings, self.clock, self.queues)
         self.raw_sender = RawSender(self.sender)
+        self.bulk = BulkSender(self.sender)
         self.keys = KeyStore(self.engine, self.clock)
         self.users = UserStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
+        self.domains = DomainKeys(self.engine, self.fernet, self.clock)
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded
         self.started = False
@@ -141,6 +146,26 @@ class Postroom:
         parsed = self.parse_request(request)
         result = await self.sender.send(
             parsed, idempotency_key=idempotency_key, api_key_id=api_key_id
+        )
+        for worker in self._workers:
+            worker.wake()
+        return result
+
+    async def send_bulk(
+        self,
+        request: Mapping[str, Any] | BulkRequest,
+        *,
+        idempotency_key: str | None = None,
+        api_key_id: uuid.UUID | None = None,
+    ) -> BulkAccepted:
+        """Accept one message for many recipients; all of it is durable when this returns."""
+        if not isinstance(request, BulkRequest):
+            try:
+                request = BulkRequest.model_validate(request)
+            except ValidationError as exc:
+                raise RequestInvalid(validation_errors(exc)) from None
+        result = await self.bulk.send(
+            request, idempotency_key=idempotency_key, api_key_id=api_key_id
         )
         for worker in self._workers:
             worker.wake()

@@ -69,28 +69,6 @@ async def sent_message(postroom: Postroom, tmp_path: Path, email_id: str) -> Any
 # -- nothing accepted is ignored ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"templateId": "welcome"}, "templateId"),
-        ({"templateData": {"name": "Ann"}}, "templateData"),
-        ({"content": {"text": "x", "template": {"id": "welcome"}}}, "content.template"),
-    ],
-)
-async def test_fields_not_acted_on_yet_are_refused_not_dropped(
-    client: httpx.AsyncClient, postroom: Postroom, change: dict[str, Any], field: str
-) -> None:
-    await refused(client, postroom, email_body(**change), field, "not supported yet")
-
-
-async def test_a_template_request_without_content_lists_both_problems(
-    client: httpx.AsyncClient, postroom: Postroom
-) -> None:
-    body = email_body(templateId="welcome", templateData={"n": 1}, content={})
-    problem = await refused(client, postroom, body, "templateId", "not supported yet")
-    assert {e["field"] for e in problem["errors"]} == {"templateId", "templateData", "content"}
-
-
 @pytest.mark.parametrize("flag", [False, True])
 async def test_tracking_flags_are_accepted(client: httpx.AsyncClient, flag: bool) -> None:
     body = email_body(trackOpens=flag, trackClicks=flag, trackDelivery=flag)

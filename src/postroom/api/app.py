@@ -13,7 +13,19 @@ from postroom import __version__, dashboard
 from postroom.api import docs, openapi, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import email, health, links, providers, queues, raw, tracking, webhooks
+from postroom.api.routes import (
+    bulk,
+    domains,
+    email,
+    health,
+    links,
+    providers,
+    queues,
+    raw,
+    templates,
+    tracking,
+    webhooks,
+)
 from postroom.app import Postroom
 
 log = logging.getLogger(__name__)
@@ -54,9 +66,12 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_key)])
     api.include_router(email.router)
     api.include_router(raw.router)
+    api.include_router(bulk.router)
     api.include_router(queues.router)
     api.include_router(providers.router)
     api.include_router(tracking.router)
+    api.include_router(templates.router)
+    api.include_router(domains.router)
     app.include_router(api)
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)

@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from postroom import __version__
-from postroom.cli import configuration, sending, serving
+from postroom.cli import bulk, configuration, sending, serving
 from postroom.cli.common import new_typer
+from postroom.cli.domains import domains_app
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
 from postroom.cli.queues import queues_app
@@ -30,6 +31,9 @@ app.command("serve")(serving.serve)
 app.command("worker")(serving.worker)
 app.command("send")(sending.send)
 app.command("status")(sending.status)
+app.command("send-bulk")(bulk.send_bulk)
+app.command("send-bulk-status")(bulk.bulk_status)
+app.add_typer(domains_app, name="domains")
 app.command("config")(configuration.show)
 app.command("smtpd")(smtpd)
 app.add_typer(users_app, name="users")

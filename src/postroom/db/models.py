@@ -199,7 +199,11 @@ class EmailRecord(Base):
     )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
+    # added: the bulk send this record belongs to (for its progress)
+    bulk_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
     __table_args__ = (
+        Index("idx_email_records_bulk", "bulk_id", "status"),
         Index("idx_email_records_recipient", "recipient_email"),
         Index("idx_email_records_status", "status"),
         Index("idx_email_records_sent_at", "sent_at"),
@@ -266,6 +270,10 @@ class EmailTemplate(Timestamps, Base):
     variables: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # added: set by DELETE; the versions stay for mail already queued
+    archived_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("idx_email_templates_name", "name"),)
 
 
 class EmailTemplateVersion(Base):
@@ -284,6 +292,42 @@ class EmailTemplateVersion(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+
+class EmailBulk(Base):
+    """added: one bulk send's shared message, stored once for all its recipients."""
+
+    __tablename__ = "email_bulks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    request: Mapped[dict[str, Any]]
+    total: Mapped[int] = mapped_column(Integer)
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime]
+
+
+class EmailDkimKey(Base):
+    """added: a sender domain's DKIM key; one active per domain, retired ones kept."""
+
+    __tablename__ = "email_dkim_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    domain: Mapped[str] = mapped_column(String(255))
+    selector: Mapped[str] = mapped_column(String(63))
+    #: rsa | ed25519
+    algorithm: Mapped[str] = mapped_column(String(20))
+    #: the PEM private key, Fernet-encrypted with POSTROOM_SECRET_KEY
+    private_key: Mapped[str] = mapped_column(Text)
+    #: base64 of the public key, as the DNS record's p= tag carries it
+    public_key: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("domain", "selector"),)
 
 
 class EmailAnalyticsDaily(Base):

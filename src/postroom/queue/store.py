@@ -16,6 +16,7 @@ One module so that the queue's correctness can be read in one place:
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -104,6 +105,7 @@ class NewRecord:
     metadata: dict[str, Any]
     #: SUPPRESSED for a recipient on the suppression list: never attempted
     status: str = RecordStatus.QUEUED
+    bulk_id: uuid.UUID | None = None
 
 
 #: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
@@ -165,6 +167,7 @@ async def enqueue_many(
                 "attempts": 0,
                 "metadata": r.metadata,
                 "created_at": job.created_at,
+                "bulk_id": r.bulk_id,
             }
             for job, new_records in items
             for r in new_records
@@ -174,6 +177,77 @@ async def enqueue_many(
         due = sorted({str(job.queue_id) for job, _ in items if job.scheduled_at <= job.created_at})
         for queue_id in due:
             await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_id)))
+
+
+_COPY_JOB_COLUMNS = (
+    "id", "queue_id", "type", "priority", "status", "attempts", "max_attempts", "data",
+    "scheduled_at", "created_at", "idempotency_key",
+)  # fmt: skip
+_COPY_RECORD_COLUMNS = (
+    "id", "job_id", "queue_id", "recipient_email", "recipient_type", "recipient_name",
+    "sender_email", "subject", "type", "status", "attempts", "metadata", "created_at", "bulk_id",
+)  # fmt: skip
+
+
+async def enqueue_bulk(
+    conn: AsyncConnection, items: Sequence[tuple[NewJob, Sequence[NewRecord]]]
+) -> None:
+    """``enqueue_many`` for very many jobs: on PostgreSQL with COPY (several times
+    faster than multi-row INSERTs at 100,000 rows), elsewhere the same INSERTs."""
+    if conn.dialect.name != "postgresql" or not items:
+        for start in range(0, len(items), 2000):
+            await enqueue_many(conn, items[start : start + 2000])
+        return
+    raw = await conn.get_raw_connection()
+    pg: Any = raw.driver_connection
+    dumps = json.dumps
+    await pg.copy_records_to_table(
+        "email_jobs",
+        columns=_COPY_JOB_COLUMNS,
+        records=[
+            (
+                job.id,
+                job.queue_id,
+                job.type,
+                job.priority,
+                JobStatus.PENDING.value,
+                0,
+                job.max_attempts,
+                dumps(job.data),
+                job.scheduled_at,
+                job.created_at,
+                job.idempotency_key,
+            )
+            for job, _ in items
+        ],
+    )
+    await pg.copy_records_to_table(
+        "email_records",
+        columns=_COPY_RECORD_COLUMNS,
+        records=[
+            (
+                uuid.uuid4(),
+                job.id,
+                job.queue_id,
+                r.recipient_email,
+                r.recipient_type,
+                r.recipient_name,
+                r.sender_email,
+                r.subject,
+                r.type,
+                RecordStatus.QUEUED.value,
+                0,
+                dumps(r.metadata),
+                job.created_at,
+                r.bulk_id,
+            )
+            for job, new_records in items
+            for r in new_records
+        ],
+    )
+    due = sorted({str(job.queue_id) for job, _ in items if job.scheduled_at <= job.created_at})
+    for queue_id in due:
+        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_id)))
 
 
 async def job_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -27,19 +28,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom import logs
 from postroom.clock import Clock, SystemClock
+from postroom.compose import dkim
 from postroom.compose import raw as raw_mime
 from postroom.compose.message import compose
 from postroom.config import Settings
 from postroom.db.clock import DatabaseClock
 from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
-from postroom.errors import PostroomError, ProviderError, ProviderUnavailable
+from postroom.errors import ComposeError, PostroomError, ProviderError, ProviderUnavailable
+from postroom.providers import credentials
 from postroom.providers.base import OutgoingMessage, SendResult
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
+from postroom.queue.bulks import SharedRequests
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
 from postroom.queue.writeback import RepeatedError, WriteBack
+from postroom.templates.domains import DomainKeys
+from postroom.templates.versions import TemplateStore
 from postroom.tracking.context import TrackingContext
 
 log = logging.getLogger(__name__)
@@ -135,6 +141,9 @@ class Worker:
         self.writeback = WriteBack(
             engine, worker_id=self.id, stats=self.stats, probe=self._heartbeat, monotonic=monotonic
         )
+        self.templates = TemplateStore(engine, self.clock)
+        self.bulks = SharedRequests(engine)
+        self.dkim_keys = DomainKeys(engine, credentials.load_fernet(settings), self.clock)
         self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
 
     # -- the loop ----------------------------------------------------------------------
@@ -316,16 +325,22 @@ class Worker:
         started = self.clock.now()
         candidate: Candidate | None = None
         try:
+            request = job.request
             if "raw" in job.data:  # SMTP or /send/raw: the stored bytes go out as they are
                 message = raw_mime.outgoing(str(job.id), job.data)
             else:
+                if "bulk" in job.data:  # its recipient joined to the bulk's shared message
+                    request = await self.bulks.request(job.data)
+                if "templatePin" in request:  # rendered from the version pinned at enqueue
+                    request = await self.templates.render_request(request)
                 message = compose(
                     str(job.id),
-                    job.request,
+                    request,
                     now=started,
                     message_id_domain=self.settings.message_id_domain,
                     tracking=self.tracking,
                 )
+            message = await self._signed(message)
             # a provider that could not be reached got nothing: not an attempt, so
             # the next one is tried at once; the attempt log keeps why it was skipped
             unreached: dict[uuid.UUID, str] = {}
@@ -333,7 +348,7 @@ class Worker:
                 choice := await self.router.acquire(
                     message,
                     failed_provider_id=job.failed_provider_id,
-                    only=job.request.get("provider"),
+                    only=request.get("provider"),
                     skip=unreached,
                 ),
                 NoProvider,
@@ -378,6 +393,17 @@ class Worker:
         except Exception as exc:  # every failure becomes a recorded outcome
             result = self._failure(job, exc, started, candidate)
         self._record(result)
+
+    async def _signed(self, message: OutgoingMessage) -> OutgoingMessage:
+        """DKIM-signed when the From domain has an active key: the last step of composing."""
+        domain = dkim.header_from_domain(message.mime)
+        key = await self.dkim_keys.signer(domain) if domain else None
+        if key is None:
+            return message
+        try:
+            return dataclasses.replace(message, mime=dkim.sign(message.mime, key))
+        except dkim.SigningError as exc:
+            raise ComposeError(str(exc)) from exc
 
     async def _send(self, candidate: Candidate, message: OutgoingMessage) -> SendResult:
         """Send through ``candidate`` and tell the router how it went."""

@@ -8,13 +8,16 @@ No text anywhere in a request may hold a lone surrogate (JSON ``"\\ud800"``): it
 not a character, cannot be encoded as UTF-8, and PostgreSQL refuses it in JSON.
 
 Nothing accepted is ignored: fields of the spec that Postroom does not act on yet
-(templates) are refused as "not supported yet".
+(none today). A templated request (``templateId`` or ``content.template``) takes its
+subject and body from the template, so giving them as well is refused rather than
+silently overridden.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -80,8 +83,6 @@ HEADERS_SCHEMA: JsonDict = {
 
 #: the size limit used when validation is not given one in its context
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
-
-_NOT_SUPPORTED = "not supported yet: "
 
 
 def _has_surrogate(value: str) -> bool:
@@ -248,18 +249,18 @@ class EmailAttachment(ApiModel):
         return len(self.content) * 3 // 4
 
 
+class TemplateRef(ApiModel):
+    """``content.template``: the same as ``templateId``/``templateData``/``templateVersion``."""
+
+    id: Annotated[Text, Field(min_length=1, max_length=255)]
+    data: JsonObject | None = None
+    version: Annotated[int, Field(ge=1)] | None = None
+
+
 class EmailContent(ApiModel):
     text: BodyText | None = None
     html: BodyText | None = None
-    template: dict[str, Any] | None = Field(
-        default=None, description=_NOT_SUPPORTED + "refused", json_schema_extra={"not": {}}
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, value: dict[str, Any] | None) -> None:
-        if value is not None:
-            raise ValueError(_NOT_SUPPORTED + "templates are not implemented; send text or html")
+    template: TemplateRef | None = None
 
 
 class EmailRequest(ApiModel):
@@ -268,11 +269,14 @@ class EmailRequest(ApiModel):
     to: Annotated[list[EmailRecipient], Field(min_length=1, max_length=1000)]
     from_: EmailSender | None = Field(default=None, alias="from")
     reply_to: EmailSender | None = None
-    subject: Annotated[HeaderText, Field(max_length=500)]
-    template_id: Text | None = Field(
-        default=None, description=_NOT_SUPPORTED + "refused", json_schema_extra={"not": {}}
-    )
-    content: EmailContent
+    #: required unless the request names a template (whose subject is then used)
+    subject: Annotated[HeaderText, Field(max_length=500)] | None = None
+    #: a stored template's id or name; its pinned version renders subject and body
+    template_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    #: extension: the template version to use (default: the current one, pinned at enqueue)
+    template_version: Annotated[int, Field(ge=1)] | None = None
+    #: required unless the request names a template
+    content: EmailContent | None = None
     type: EmailType = EmailType.TRANSACTIONAL
     priority: Annotated[int, Field(ge=1, le=5)] | None = None
     scheduled_at: datetime | None = None
@@ -290,9 +294,8 @@ class EmailRequest(ApiModel):
         Field(default_factory=list)
     )
     metadata: JsonObject | None = None
-    template_data: JsonObject | None = Field(
-        default=None, description=_NOT_SUPPORTED + "refused", json_schema_extra={"not": {}}
-    )
+    #: the template's variables (checked against its declarations before queueing)
+    template_data: JsonObject | None = None
     attachments: list[EmailAttachment] = Field(default_factory=list)
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
     source: Annotated[Text, Field(max_length=100)] | None = None
@@ -303,12 +306,6 @@ class EmailRequest(ApiModel):
     queue: Annotated[Text, Field(max_length=255)] | None = None
     #: extension: send only through this provider (by name or id), no failover
     provider: Annotated[Text, Field(max_length=255)] | None = None
-
-    @field_validator("template_id", "template_data")
-    @classmethod
-    def _no_templates(cls, value: object) -> None:
-        if value is not None:
-            raise ValueError(_NOT_SUPPORTED + "templates are not implemented; send content")
 
     @field_validator("scheduled_at")
     @classmethod
@@ -340,10 +337,37 @@ class EmailRequest(ApiModel):
 
     @field_validator("content")
     @classmethod
-    def _has_body(cls, value: EmailContent) -> EmailContent:
-        if not (value.text or value.html):
+    def _has_body(cls, value: EmailContent | None) -> EmailContent | None:
+        if value is not None and not (value.text or value.html or value.template):
             raise ValueError("content needs text or html")
         return value
+
+    @model_validator(mode="after")
+    def _body_or_template(self) -> EmailRequest:
+        ref = self.content.template if self.content is not None else None
+        if ref is not None:
+            if self.template_id is not None or self.template_data is not None:
+                raise ValueError("give content.template or templateId/templateData, not both")
+            if self.template_version is not None:
+                raise ValueError("give the version as content.template.version")
+            self.template_id, self.template_data = ref.id, ref.data
+            self.template_version = ref.version
+            body = self.content
+            self.content = body if body is not None and (body.text or body.html) else None
+        if self.template_id is not None:
+            given = [f for f in ("subject", "content") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} come from the template; do not give them with it"
+                )
+            return self
+        if self.template_data is not None or self.template_version is not None:
+            raise ValueError("templateData and templateVersion need templateId")
+        if self.subject is None:
+            raise ValueError("subject is required (or name a template with templateId)")
+        if self.content is None or not (self.content.text or self.content.html):
+            raise ValueError("content needs text or html (or name a template with templateId)")
+        return self
 
     @field_validator("headers")
     @classmethod
@@ -367,9 +391,10 @@ class EmailRequest(ApiModel):
 
     def estimated_size(self) -> int:
         """Bytes of content and attachments, before MIME encoding."""
-        content = self.content
-        size = len(self.subject.encode())
-        size += len((content.text or "").encode()) + len((content.html or "").encode())
+        size = len((self.subject or "").encode())
+        if (content := self.content) is not None:
+            size += len((content.text or "").encode()) + len((content.html or "").encode())
+        size += len(json.dumps(self.template_data or {}, ensure_ascii=False).encode())
         return size + sum(a.decoded_size for a in self.attachments)
 
     def recipients(self, kind: RecipientType) -> list[EmailRecipient]:

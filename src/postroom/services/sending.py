@@ -12,35 +12,43 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.clock import Clock
 from postroom.config import Settings
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import EmailProvider
-from postroom.errors import ConfigError, Conflict, IdempotencyKeyReused, MessageError
+from postroom.errors import (
+    ConfigError,
+    Conflict,
+    IdempotencyKeyReused,
+    MessageError,
+    RequestInvalid,
+)
 from postroom.queue import store
 from postroom.schemas.email import EmailRequest, EmailSender
 from postroom.schemas.results import EmailSendResult
 from postroom.services.batching import EnqueueBatcher
 from postroom.services.router import QueueDirectory
+from postroom.templates.versions import TemplateStore
 from postroom.tracking import suppressions
-from postroom.types import JobStatus, RecordStatus
+from postroom.types import EmailType, JobStatus, RecordStatus
 
 providers_t = cast(Table, EmailProvider.__table__)
 #: how long an Idempotency-Key holds; after it the key may be used for a new email
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 #: room for the ``<scope>:`` prefix in the 255-character column
 MAX_IDEMPOTENCY_KEY = 200
+T = TypeVar("T")
 
 
 class Sender:
@@ -54,6 +62,34 @@ class Sender:
         self.clock = clock
         self.directory = directory
         self.batcher = EnqueueBatcher(engine)
+        self.templates = TemplateStore(engine, clock)
+
+    async def idempotent(
+        self,
+        key: str | None,
+        find: Callable[[AsyncConnection, str], Awaitable[T | None]],
+        create: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Run ``create`` once per (scoped) Idempotency-Key: a repeat answers what ``find``
+        finds. ``/bulk`` goes through here (``/send`` also compares request fingerprints).
+
+        ``create`` stores ``key`` under a unique constraint, so a racing repeat fails
+        with IntegrityError and answers with the winner's result.
+        """
+        if key is None:
+            return await create()
+        async with reader(self.engine).connect() as conn:
+            found = await find(conn, key)
+        if found is not None:
+            return found
+        try:
+            return await create()
+        except IntegrityError:
+            async with reader(self.engine).connect() as conn:
+                found = await find(conn, key)
+            if found is None:
+                raise Conflict("a request with this Idempotency-Key is being processed") from None
+            return found
 
     async def send(
         self,
@@ -75,8 +111,25 @@ class Sender:
                 return first
         sender = request.from_ or self._default_sender()
         now = self.clock.now()
+        subject = request.subject or ""
+        email_type = request.type
+        pin: dict[str, Any] | None = None
+        if request.template_id is not None:
+            version, template_type = await self.templates.pin(
+                request.template_id, request.template_version
+            )
+            data = request.template_data or {}
+            version.check_data(data)
+            # the subject is rendered now for the records; the body when the job is sent
+            try:
+                subject = version.render_subject(data)
+            except MessageError as exc:
+                raise RequestInvalid([{"field": "templateId", "message": exc.message}]) from None
+            pin = {"id": str(version.template_id), "version": version.version}
+            if "type" not in request.model_fields_set:
+                email_type = EmailType(template_type)
         route = await self.directory.for_request(
-            request.type, request.queue, scheduled_at=request.scheduled_at, now=now
+            email_type, request.queue, scheduled_at=request.scheduled_at, now=now
         )
         queue = route.queue
         if request.provider is not None:
@@ -87,15 +140,17 @@ class Sender:
         payload["from"] = sender.model_dump(mode="json", exclude_none=True)
         async with reader(self.engine).connect() as conn:
             blocked = await suppressions.suppressed(
-                conn, (r.email for r in request.to), request.type, now
+                conn, (r.email for r in request.to), email_type, now
             )
         if blocked:
             # a suppressed recipient is never attempted; the others still go
             payload["to"] = [r for r in payload["to"] if r["email"].lower() not in blocked]
+        if pin is not None:
+            payload.update(templatePin=pin, type=email_type.value)
         job = store.NewJob(
             id=job_id,
             queue_id=queue.id,
-            type=request.type,
+            type=email_type,
             priority=request.priority or route.default_priority,
             max_attempts=request.max_attempts or queue.max_attempts or self.settings.max_attempts,
             data={
@@ -115,8 +170,8 @@ class Sender:
                 recipient_type=r.type,
                 recipient_name=r.name,
                 sender_email=sender.email,
-                subject=request.subject,
-                type=request.type,
+                subject=subject,
+                type=email_type,
                 metadata={**(request.metadata or {}), **(r.metadata or {})}
                 | ({"suppressed": blocked[r.email.lower()]} if r.email.lower() in blocked else {}),
                 status=RecordStatus.SUPPRESSED

@@ -1,0 +1,236 @@
+"""Bulk sending: POST /bulk enqueue rate, and the cost of rendering + DKIM on delivery.
+
+::
+
+    .venv/bin/python bench/bulk.py --recipients 100000 --delivered 5000 \\
+        --database-url postgresql://postgres@127.0.0.1:5432/test --peers
+
+1. **recipients/s (POST /bulk)**: one ``POST /bulk`` of N recipients, each with their
+   own ``templateData`` (5 variables), through the ASGI app in this process (JSON
+   parsing, validation, variable checks and the transaction included; no network),
+   timed from the request to the 202, on a fresh SQLite and a fresh PostgreSQL.
+2. **delivered/s into smtp-sink**, one in-process worker, on a fresh database each:
+   *plain* (a pre-rendered message of the same size, no DKIM key) against
+   *template + DKIM* (a ~3 KB HTML template with a ``<style>`` block and 5
+   variables, CSS inlined, text part derived, RSA-2048 signature). The cost is
+   ``1 - templated/plain``.
+3. **peer** (``--peers``): django-post_office's ``mail.send_many`` of N mails (its bulk
+   enqueue) in ``bench/.venv`` (see README), on SQLite with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    BENCH_DIR,
+    PG_ENV,
+    FreshDatabase,
+    delivery_window,
+    job_counts,
+    log,
+    smtp_config,
+)
+from sink import Sink
+
+from postroom.api.app import create_app
+from postroom.app import Postroom
+from postroom.schemas.templates import TemplateCreate
+
+_ROWS = "".join(
+    f"<tr><td class='item'>{{{{ item }}}} #{i}</td><td class='qty'>1</td>"
+    f"<td class='price'>{{{{ amount }}}} EUR</td></tr>"
+    for i in range(12)
+)
+HTML = (
+    "<html><head><style>"
+    "body { font-family: Helvetica, Arial, sans-serif; color: #222; }"
+    "h1 { font-size: 20px; color: #0a4; } table { border-collapse: collapse; width: 100%; }"
+    "td { padding: 4px 8px; border-bottom: 1px solid #eee; } td.price { text-align: right; }"
+    ".footer { color: #888; font-size: 12px; }"
+    "</style></head><body>"
+    "<h1>Hello {{ name }}, your order {{ order }} has shipped</h1>"
+    "<p>It left our warehouse today and should reach you within three working days. "
+    "You can follow it with tracking code <b>{{ code }}</b>.</p>"
+    f"<table>{_ROWS}</table>"
+    "<p class='footer'>Example Shop, 1 Market Street. You get this mail because you "
+    "ordered from us. Questions? Just reply.</p></body></html>"
+)
+TEMPLATE = {
+    "name": "shipped",
+    "type": "marketing",
+    "subject": "Order {{ order }} has shipped, {{ name }}",
+    "content": {"html": HTML},
+    "variables": [
+        {"name": "name"},
+        {"name": "order", "type": "integer"},
+        {"name": "code"},
+        {"name": "item"},
+        {"name": "amount", "type": "number"},
+    ],
+}
+SENDER = {"email": "orders@shop.example.com", "name": "Example Shop"}
+
+
+def recipient(i: int) -> dict[str, Any]:
+    return {
+        "email": f"customer{i}@example.net",
+        "name": f"Customer {i}",
+        "templateData": {
+            "name": f"Customer {i}",
+            "order": 100000 + i,
+            "code": f"TRK{i:08d}",
+            "item": f"Water bottle {i % 7}",
+            "amount": round(10 + i % 90 + 0.9, 2),
+        },
+    }
+
+
+async def bulk_enqueue(server_url: str | None, n: int) -> dict[str, Any]:
+    db = FreshDatabase(server_url)
+    await db.create()
+    try:
+        pr = Postroom(db.settings())
+        await pr.start(migrate_schema=False)
+        await pr.sender.templates.create(TemplateCreate.model_validate(TEMPLATE))
+        key, _ = await pr.keys.create("bench", ["admin"])
+        body = json.dumps(
+            {
+                "from": SENDER,
+                "templateId": "shipped",
+                "recipients": [recipient(i) for i in range(n)],
+            }
+        ).encode()
+        app = create_app(pr, workers=0)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://bench",
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=600,
+        ) as client:
+            t0 = time.perf_counter()
+            response = await client.post("/api/system/email/bulk", content=body)
+            seconds = time.perf_counter() - t0
+        assert response.status_code == 202, response.text[:500]
+        counts = await job_counts(pr.engine)
+        assert counts["pending"] == n, counts
+        await pr.aclose()
+        return {"db": db.kind, "n": n, "seconds": seconds, "rate": n / seconds,
+                "body_mb": len(body) / 1e6}  # fmt: skip
+    finally:
+        await db.drop()
+
+
+async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool) -> dict[str, Any]:
+    db = FreshDatabase(server_url)
+    await db.create(smtp_config(sink.port, max_connections=20, max_messages=100))
+    try:
+        pr = Postroom(db.settings())
+        await pr.start(migrate_schema=False)
+        people = [recipient(i) for i in range(n)]
+        if templated:
+            await pr.sender.templates.create(TemplateCreate.model_validate(TEMPLATE))
+            await pr.domains.add("shop.example.com")
+            request: dict[str, Any] = {"templateId": "shipped", "recipients": people}
+        else:
+            # the same message, rendered once: what a caller that renders itself sends
+            await pr.sender.templates.create(TemplateCreate.model_validate(TEMPLATE))
+            version, _ = await pr.sender.templates.pin("shipped")
+            out = version.render(people[0]["templateData"])
+            request = {
+                "subject": out.subject,
+                "content": {"html": out.html, "text": out.text},
+                "recipients": [{"email": p["email"], "name": p["name"]} for p in people],
+            }
+        await pr.send_bulk({"from": SENDER, **request})
+        worker = pr.worker()
+        try:
+            while await worker.drain():
+                pass
+        finally:
+            await worker.aclose()
+        counts = await job_counts(pr.engine)
+        first, last = await delivery_window(pr.engine)
+        await pr.aclose()
+        assert counts["completed"] == n, counts
+        assert first is not None and last is not None
+        return {"db": db.kind, "templated": templated, "rate": n / max(last - first, 1e-9)}
+    finally:
+        await db.drop()
+
+
+def post_office_send_many(n: int, port: int) -> dict[str, Any] | None:
+    python = BENCH_DIR / ".venv" / "bin" / "python"
+    if not python.exists():
+        log("peer skipped: bench/.venv is missing (see bench/README.md)")
+        return None
+    run = BENCH_DIR / "post_office_project" / "run.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "po.db"
+        base = [str(python), str(run), "--db", str(db), "--port", str(port)]
+        subprocess.run([*base, "migrate"], check=True)
+        out = subprocess.run(
+            [*base, "send-many", "--messages", str(n)], check=True, capture_output=True, text=True
+        )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--delivered", type=int, default=5000)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--peers", action="store_true")
+    parser.add_argument("--no-enqueue", action="store_true", help="only the delivery rows")
+    args = parser.parse_args()
+    import os
+
+    pg = args.database_url or os.environ.get(PG_ENV)
+    servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
+    rows = []
+    for server in [] if args.no_enqueue else servers:
+        log(f"POST /bulk of {args.recipients} on {'postgresql' if server else 'sqlite'}")
+        r = await bulk_enqueue(server, args.recipients)
+        log(f"  {r['rate']:,.0f} recipients/s ({r['seconds']:.1f} s, body {r['body_mb']:.1f} MB)")
+        rows.append(r)
+    deliveries = []
+    with Sink() as sink:
+        for server in servers:
+            for templated in (False, True):
+                what = "template + DKIM" if templated else "plain"
+                log(f"deliver {args.delivered} ({what}) on {'postgresql' if server else 'sqlite'}")
+                d = await delivered(server, args.delivered, sink, templated)
+                log(f"  {d['rate']:,.0f} delivered/s")
+                deliveries.append(d)
+        peer = post_office_send_many(args.recipients, sink.port) if args.peers else None
+    print("\n| database / peer | recipients | enqueue recipients/s |")
+    print("| --- | ---: | ---: |")
+    for r in rows:
+        print(f"| Postroom POST /bulk, {r['db']} | {r['n']:,} | {r['rate']:,.0f} |")
+    if peer:
+        print(f"| django-post_office send_many, sqlite | {peer['enqueued']:,} | "
+              f"{peer['enqueued'] / peer['seconds']:,.0f} |")  # fmt: skip
+    print("\n| database | plain delivered/s | template + DKIM delivered/s | cost |")
+    print("| --- | ---: | ---: | ---: |")
+    for i in range(0, len(deliveries), 2):
+        plain, tpl = deliveries[i], deliveries[i + 1]
+        cost = 1 - tpl["rate"] / plain["rate"]
+        print(f"| {plain['db']} | {plain['rate']:,.0f} | {tpl['rate']:,.0f} | {cost:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

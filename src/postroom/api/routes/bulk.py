@@ -1,0 +1,55 @@
+"""Bulk sending: ``POST /bulk`` and ``GET /bulk/{id}`` (progress)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from postroom.api.deps import CurrentKey, PostroomDep, require
+from postroom.errors import RequestInvalid
+from postroom.schemas.bulk import BulkAccepted, BulkProgress
+from postroom.types import ApiScope
+
+router = APIRouter(tags=["email"])
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/bulk",
+    status_code=202,
+    response_model=BulkAccepted,
+    dependencies=[Depends(require(ApiScope.SEND))],
+    responses={401: _PROBLEM, 409: _PROBLEM, 422: _PROBLEM},
+)
+async def send_bulk(
+    request: Request,
+    postroom: PostroomDep,
+    key: CurrentKey,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Queue one message (or template) for up to 100,000 recipients, each their own
+    email. ``202`` comes after every one is durably queued; a bad recipient is a 422
+    listing it by index (``recipients.41.email``) and nothing is queued."""
+    try:
+        data: Any = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    if not isinstance(data, dict):
+        raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
+    result = await postroom.send_bulk(data, idempotency_key=idempotency_key, api_key_id=key.id)
+    return JSONResponse(result.dump(), status_code=202)
+
+
+@router.get(
+    "/bulk/{bulk_id}",
+    response_model=BulkProgress,
+    dependencies=[Depends(require(ApiScope.SEND))],
+    responses={401: _PROBLEM, 404: _PROBLEM},
+)
+async def bulk_progress(bulk_id: str, postroom: PostroomDep) -> BulkProgress:
+    """How far a bulk send is: queued, sent, failed, suppressed, and every status."""
+    return await postroom.bulk.progress(bulk_id)

@@ -1,0 +1,142 @@
+"""``POST /bulk``: one shared message or template, up to 100,000 recipients.
+
+Each recipient is its own email (own record, own job, own rendering), so the request
+stores the shared part once and one small row per recipient. Addresses are checked
+with a fast path for plain ASCII addresses (the common case) that gives the same
+answer as ``email-validator``, which checks everything else: at 100,000 recipients the
+full validator alone would cost seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+import email_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from postroom.schemas.base import ApiModel, PublicModel
+from postroom.schemas.email import (
+    EmailContent,
+    EmailSender,
+    HeaderText,
+    JsonObject,
+    Text,
+    _address_key,
+    valid_address,
+)
+from postroom.types import EmailType
+
+MAX_RECIPIENTS = 100_000
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+_SPECIAL = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def fast_address(value: str) -> str:
+    """``valid_address`` with a fast path for plain ``local@domain.tld`` addresses."""
+    m = _PLAIN.fullmatch(value)
+    if m is not None and len(value) <= 254 and len(m[1]) <= 64:
+        domain = m[2].lower()
+        if not any(domain == s or domain.endswith("." + s) for s in _SPECIAL):
+            return f"{m[1]}@{domain}"
+    return valid_address(value)
+
+
+BulkAddress = Annotated[str, Field(max_length=254), AfterValidator(fast_address)]
+
+
+class BulkRecipient(ApiModel):
+    email: BulkAddress
+    name: Annotated[HeaderText, Field(max_length=255)] | None = None
+    #: this recipient's variables, over the request's shared ``templateData``
+    template_data: JsonObject | None = None
+    metadata: JsonObject | None = None
+
+
+class BulkRequest(ApiModel):
+    from_: EmailSender | None = Field(default=None, alias="from")
+    reply_to: EmailSender | None = None
+    subject: Annotated[HeaderText, Field(max_length=500)] | None = None
+    content: EmailContent | None = None
+    template_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    template_version: Annotated[int, Field(ge=1)] | None = None
+    #: variables shared by every recipient (a recipient's own win)
+    template_data: JsonObject | None = None
+    type: EmailType = EmailType.MARKETING
+    priority: Annotated[int, Field(ge=1, le=5)] | None = None
+    scheduled_at: datetime | None = None
+    tags: Annotated[list[Annotated[HeaderText, Field(max_length=100)]], Field(max_length=50)] = (
+        Field(default_factory=list)
+    )
+    metadata: JsonObject | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+    queue: Annotated[Text, Field(max_length=255)] | None = None
+    provider: Annotated[Text, Field(max_length=255)] | None = None
+    recipients: Annotated[list[BulkRecipient], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _distinct(cls, value: list[BulkRecipient]) -> list[BulkRecipient]:
+        first: dict[str, int] = {}
+        repeats: list[str] = []
+        for i, recipient in enumerate(value):
+            j = first.setdefault(_address_key(recipient.email), i)
+            if j != i:
+                repeats.append(f"recipients.{i} repeats recipients.{j} ({recipient.email!r})")
+        if repeats:
+            shown = "; ".join(repeats[:50]) + (
+                f"; and {len(repeats) - 50} more" if len(repeats) > 50 else ""
+            )
+            raise ValueError(f"each address may appear once: {shown}")
+        return value
+
+    @model_validator(mode="after")
+    def _message_or_template(self) -> BulkRequest:
+        if self.template_id is not None:
+            given = [f for f in ("subject", "content") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} come from the template; do not give them")
+            return self
+        if self.template_data is not None or self.template_version is not None:
+            raise ValueError("templateData and templateVersion need templateId")
+        if any(r.template_data for r in self.recipients):
+            raise ValueError("recipients' templateData needs templateId")
+        if self.subject is None:
+            raise ValueError("subject is required (or name a template with templateId)")
+        if self.content is None or not (self.content.text or self.content.html):
+            raise ValueError("content needs text or html (or name a template with templateId)")
+        if self.content.template is not None:
+            raise ValueError("use templateId for a templated bulk send")
+        return self
+
+
+class BulkAccepted(PublicModel):
+    id: str
+    status: str
+    queue_id: str
+    recipients: int
+    created_at: datetime
+
+
+class BulkProgress(PublicModel):
+    id: str
+    total: int
+    queued: int
+    sent: int
+    failed: int
+    suppressed: int
+    #: every record status with its count (sent includes delivered, opened, ...)
+    by_status: dict[str, int]
+    created_at: datetime

@@ -1,0 +1,2 @@
+"""Stored, versioned email templates: sandboxed rendering (``engine``), variable checks
+(``variables``) and the immutable version history (``versions``)."""

@@ -1,0 +1,101 @@
+"""A template's declared variables and the check of ``templateData`` against them.
+
+Each declaration is ``{name, type, required, default, example, description}``. Data is
+checked when mail is enqueued, so a caller hears about a missing or mistyped variable
+(all of them at once) before anything is queued, not when the worker renders.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from postroom.schemas.base import ApiModel
+
+VariableType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _is(kind: str, value: Any) -> bool:
+    match kind:
+        case "string":
+            return isinstance(value, str)
+        case "integer":
+            return isinstance(value, int) and not isinstance(value, bool)
+        case "number":
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        case "boolean":
+            return isinstance(value, bool)
+        case "object":
+            return isinstance(value, dict)
+        case "array":
+            return isinstance(value, list)
+    return True
+
+
+class Variable(ApiModel):
+    name: str = Field(min_length=1, max_length=100)
+    type: VariableType = "string"
+    required: bool = True
+    default: Any = None
+    example: Any = None
+    description: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Variable:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"variable name {self.name!r} must be a letter or _ then letters, digits, _"
+            )
+        for what in ("default", "example"):
+            value = getattr(self, what)
+            if value is not None and not _is(self.type, value):
+                raise ValueError(f"variable {self.name!r}: {what} is not of type {self.type}")
+        return self
+
+
+def check_declarations(variables: Sequence[Variable]) -> None:
+    names = [v.name for v in variables]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"variables declared more than once: {', '.join(repeated)}")
+
+
+def problems(
+    variables: Sequence[Mapping[str, Any]], data: Mapping[str, Any], *, prefix: str
+) -> list[dict[str, str]]:
+    """Every missing required variable and every value of the wrong type."""
+    out: list[dict[str, str]] = []
+    for var in variables:
+        name = var["name"]
+        kind = var.get("type", "string")
+        if name not in data or data[name] is None:
+            if var.get("required", True) and var.get("default") is None:
+                out.append({"field": f"{prefix}.{name}", "message": "required variable is missing"})
+        elif not _is(kind, data[name]):
+            got = type(data[name]).__name__
+            out.append(
+                {"field": f"{prefix}.{name}", "message": f"must be of type {kind}, got {got}"}
+            )
+    return out
+
+
+def effective(variables: Sequence[Mapping[str, Any]], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with the declared defaults filled in where it has no value (an optional
+    variable without a default is None, so ``{% if name %}`` works under StrictUndefined)."""
+    out = {v["name"]: v.get("default") for v in variables}
+    out.update({k: v for k, v in data.items() if v is not None})
+    return out
+
+
+def examples(variables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Data for a preview: each variable's example, else its default."""
+    out: dict[str, Any] = {}
+    for v in variables:
+        value = v.get("example") if v.get("example") is not None else v.get("default")
+        if value is not None:
+            out[v["name"]] = value
+    return out

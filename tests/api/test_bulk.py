@@ -1,0 +1,173 @@
+"""POST /bulk: one record and job per recipient, all or nothing, progress, idempotency."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import Table, func, select
+
+from postroom.app import Postroom
+from postroom.db.models import EmailJob, EmailQueue, EmailRecord
+
+API = "/api/system/email"
+jobs_t = cast(Table, EmailJob.__table__)
+records_t = cast(Table, EmailRecord.__table__)
+queues_t = cast(Table, EmailQueue.__table__)
+
+NEWSLETTER = {
+    "name": "newsletter",
+    "type": "marketing",
+    "subject": "News for {{ name }}",
+    "content": {"html": "<p>Dear {{ name }}, your code is <b>{{ code }}</b>. {{ footer }}</p>"},
+    "variables": [
+        {"name": "name", "type": "string"},
+        {"name": "code", "type": "integer"},
+        {"name": "footer", "type": "string", "required": False, "default": "Bye"},
+    ],
+}
+
+
+async def count(postroom: Postroom, table: Table) -> int:
+    async with postroom.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def drain(postroom: Postroom) -> None:
+    worker = postroom.worker()
+    try:
+        while await worker.drain():
+            pass
+    finally:
+        await worker.aclose()
+
+
+def recipients(n: int) -> list[dict[str, Any]]:
+    return [
+        {"email": f"user{i}@example.com", "name": f"User {i}", "templateData": {"code": i}}
+        for i in range(n)
+    ]
+
+
+async def test_a_thousand_personalised_messages_land_in_the_outbox(
+    client: httpx.AsyncClient, postroom: Postroom, tmp_path: Path
+) -> None:
+    await client.post(f"{API}/templates", json=NEWSLETTER)
+    body = {
+        "from": {"email": "news@example.com"},
+        "templateId": "newsletter",
+        "templateData": {"name": "friend", "footer": "See you"},
+        "recipients": [
+            {**r, "templateData": {**r["templateData"], "name": r["name"]}}
+            for r in recipients(1000)
+        ],
+    }
+    response = await client.post(f"{API}/bulk", json=body)
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["recipients"] == 1000
+    async with postroom.engine.connect() as conn:
+        queue = (
+            await conn.execute(
+                select(queues_t.c.name).where(queues_t.c.id == uuid.UUID(accepted["queueId"]))
+            )
+        ).scalar_one()
+    assert queue == "bulk"  # marketing mail goes to the bulk queue
+    assert await count(postroom, jobs_t) == 1000 and await count(postroom, records_t) == 1000
+    progress = (await client.get(f"{API}/bulk/{accepted['id']}")).json()
+    assert (progress["total"], progress["queued"], progress["sent"]) == (1000, 1000, 0)
+
+    await drain(postroom)
+
+    progress = (await client.get(f"{API}/bulk/{accepted['id']}")).json()
+    assert (progress["queued"], progress["sent"], progress["failed"]) == (0, 1000, 0)
+    assert progress["suppressed"] == 0
+    seen = set()
+    for eml in (tmp_path / "var" / "outbox").glob("*.eml"):
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        i = int(str(message["To"]).split("user")[1].split("@")[0])
+        assert message["Subject"] == f"News for User {i}"
+        html = message.get_body(("html",))
+        assert html is not None and f"Dear User {i}, your code is <b>{i}</b>. See you" in (
+            html.get_content()
+        )
+        seen.add(i)
+    assert seen == set(range(1000))
+
+
+async def test_a_bad_recipient_is_422_by_index_and_nothing_is_queued(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    await client.post(f"{API}/templates", json=NEWSLETTER)
+    people = recipients(50)
+    for r in people:
+        r["templateData"]["name"] = r["name"]
+    del people[7]["templateData"]["name"]
+    people[9]["templateData"]["code"] = "nine"
+    body = {"from": {"email": "news@example.com"}, "templateId": "newsletter", "recipients": people}
+    response = await client.post(f"{API}/bulk", json=body)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert errors == {
+        "recipients.7.templateData.name": "required variable is missing",
+        "recipients.9.templateData.code": "must be of type integer, got str",
+    }
+    people[7]["templateData"]["name"] = "x"
+    people[9]["templateData"]["code"] = 9
+    people[3]["email"] = "not an address"
+    response = await client.post(f"{API}/bulk", json=body)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["recipients.3.email"]
+    assert await count(postroom, jobs_t) == 0 and await count(postroom, records_t) == 0
+
+
+async def test_a_shared_message_without_template(
+    client: httpx.AsyncClient, postroom: Postroom, tmp_path: Path
+) -> None:
+    body = {
+        "from": {"email": "news@example.com"},
+        "type": "transactional",
+        "subject": "Maintenance tonight",
+        "content": {"text": "We will be down 22:00-23:00."},
+        "recipients": [{"email": "a@example.com"}, {"email": "b@example.com", "name": "B"}],
+    }
+    accepted = (await client.post(f"{API}/bulk", json=body)).json()
+    await drain(postroom)
+    files = sorted((tmp_path / "var" / "outbox").glob("*.eml"))
+    assert len(files) == 2
+    for eml in files:
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert message["Subject"] == "Maintenance tonight"
+    assert (await client.get(f"{API}/bulk/{accepted['id']}")).json()["sent"] == 2
+
+
+async def test_idempotency_key_answers_the_first_bulk_and_queues_nothing_more(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    await client.post(f"{API}/templates", json=NEWSLETTER)
+    body = {
+        "from": {"email": "news@example.com"},
+        "templateId": "newsletter",
+        "templateData": {"name": "friend"},
+        "recipients": recipients(20),
+    }
+    headers = {"Idempotency-Key": "campaign-7"}
+    first = await client.post(f"{API}/bulk", json=body, headers=headers)
+    second = await client.post(f"{API}/bulk", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert await count(postroom, jobs_t) == 20
+
+
+async def test_bulk_refuses_subject_with_template_and_unknown_bulk_is_404(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post(f"{API}/templates", json=NEWSLETTER)
+    body = {"templateId": "newsletter", "subject": "x", "recipients": recipients(1)}
+    response = await client.post(f"{API}/bulk", json=body)
+    assert response.status_code == 422 and "come from the template" in response.text
+    assert (await client.get(f"{API}/bulk/nope")).status_code == 404
