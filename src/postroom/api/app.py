@@ -15,7 +15,7 @@ from postroom import __version__, dashboard
 from postroom.api import docs, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import email, health, providers, queues, raw
+from postroom.api.routes import analytics, email, health, providers, queues, raw
 from postroom.app import Postroom
 from postroom.schemas.email import EmailRequest
 
@@ -59,6 +59,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(raw.router)
     api.include_router(queues.router)
     api.include_router(providers.router)
+    api.include_router(analytics.router)
     app.include_router(api)
     app.include_router(health.router)
     dashboard.install(app)  # the web dashboard at /, beside the API

@@ -129,6 +129,8 @@ class EmailJob(Base):
         # added: the claim scans pending jobs in claim order
         Index("idx_email_jobs_claim", "status", text("priority DESC"), "scheduled_at", "id"),
         Index("idx_email_jobs_lease", "status", "locked_until"),
+        # added: analytics count today's failures by it
+        Index("idx_email_jobs_failed_at", "failed_at"),
     )
 
 
@@ -196,6 +198,11 @@ class EmailRecord(Base):
         Index("idx_email_records_status", "status"),
         Index("idx_email_records_sent_at", "sent_at"),
         Index("idx_email_records_job", "job_id"),
+        # added: analytics count today's events by these
+        Index("idx_email_records_delivered_at", "delivered_at"),
+        Index("idx_email_records_bounced_at", "bounced_at"),
+        Index("idx_email_records_opened_at", "opened_at"),
+        Index("idx_email_records_clicked_at", "clicked_at"),
     )
 
 
@@ -234,6 +241,8 @@ class EmailTrackingEvent(Base):
     __table_args__ = (
         Index("idx_email_tracking_events_tracking_id", "tracking_id"),
         Index("idx_email_tracking_events_type", "type"),
+        # added: analytics count complaints and unsubscribes per period
+        Index("idx_email_tracking_events_type_time", "type", "timestamp"),
     )
 
 
@@ -287,6 +296,10 @@ class EmailAnalyticsDaily(Base):
     total_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_unsubscribed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # added: message type and campaign tag (a message's first tag) dimensions, failures
+    type: Mapped[str | None] = mapped_column(String(50))
+    tag: Mapped[str | None] = mapped_column(String(100))
+    total_failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     avg_processing_time: Mapped[Decimal | None] = mapped_column(Numeric(8, 3))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -294,6 +307,15 @@ class EmailAnalyticsDaily(Base):
         Index("idx_email_analytics_daily_date", "date"),
         Index("idx_email_analytics_daily_provider", "provider_id", "date"),
     )
+
+
+class EmailAnalyticsDay(Base):
+    """added: the UTC days summed into ``email_analytics_daily`` (read from there after)."""
+
+    __tablename__ = "email_analytics_days"
+
+    date: Mapped[date] = mapped_column(Date, primary_key=True)
+    rolled_at: Mapped[datetime]
 
 
 class EmailSuppression(Base):

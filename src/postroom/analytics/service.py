@@ -1,0 +1,233 @@
+"""``AnalyticsService``: figures for a window from rollups (closed days) and the
+live tables (the rest), assembled as the API's ``EmailAnalytics``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.analytics.figures import Counts, Filters, Key
+from postroom.analytics.figures import Table as Groups
+from postroom.analytics.queries import Granularity, count_live, read_rollups
+from postroom.analytics.rollups import closed_until, ensure_rolled, midnight
+from postroom.clock import Clock
+from postroom.db.engine import reader
+from postroom.db.lookup import by_name_or_id
+from postroom.db.models import EmailProvider, EmailQueue
+from postroom.errors import MessageError, NotFound, RequestInvalid
+from postroom.schemas.analytics import (
+    AnalyticsSummary,
+    AnalyticsWindow,
+    EmailAnalytics,
+    Performer,
+    ProviderFigures,
+    QueueFigures,
+    TopPerformers,
+    TrendPoint,
+)
+
+providers_t = cast(Table, EmailProvider.__table__)
+queues_t = cast(Table, EmailQueue.__table__)
+
+#: longest windows: hourly trends are counted from the live tables
+MAX_HOURLY = timedelta(days=31)
+MAX_WINDOW = timedelta(days=3660)
+TOP = 10
+T = TypeVar("T")
+
+
+def parse_instant(value: str, field: str, *, end: bool = False) -> datetime:
+    """An ISO date (its midnight UTC; for ``end``, the next midnight: the day is
+    included) or an ISO date-time (UTC when it names no zone)."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return midnight(day + timedelta(days=1) if end else day)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestInvalid(
+            [{"field": field, "message": f"not an ISO date or date-time: {value!r}"}]
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def window(
+    start: str | None, end: str | None, now: datetime, granularity: str = "day"
+) -> tuple[datetime, datetime]:
+    """The window ``[from, to)``; by default the 30 days up to now."""
+    problems = []
+    if granularity not in ("hour", "day"):
+        problems.append({"field": "granularity", "message": "must be 'hour' or 'day'"})
+    to = parse_instant(end, "to", end=True) if end else now
+    frm = parse_instant(start, "from") if start else to - timedelta(days=30)
+    if frm >= to:
+        problems.append({"field": "from", "message": "must be before 'to'"})
+    elif to - frm > (MAX_HOURLY if granularity == "hour" else MAX_WINDOW):
+        limit = "31 days for hourly figures" if granularity == "hour" else "10 years"
+        problems.append({"field": "from", "message": f"the window may span at most {limit}"})
+    if problems:
+        raise RequestInvalid(problems)
+    return frm, to
+
+
+def _figures(cls: Callable[..., T], counts: Counts, **extra: Any) -> T:
+    return cls(**counts.as_dict(), **_snake(counts.rates()), **extra)
+
+
+def _snake(rates: dict[str, float]) -> dict[str, float]:
+    return {"".join("_" + c.lower() if c.isupper() else c for c in k): v for k, v in rates.items()}
+
+
+def _by(groups: Groups, dim: Callable[[Key], Any]) -> dict[Any, Counts]:
+    out: dict[Any, Counts] = {}
+    for key, counts in groups.groups.items():
+        out.setdefault(dim(key), Counts()).add(counts)
+    return out
+
+
+class AnalyticsService:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    async def filters(
+        self,
+        *,
+        provider: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        tag: str | None = None,
+        template: str | None = None,
+    ) -> Filters:
+        """Filters from names or ids; an unknown provider or queue is a 404."""
+        if template is not None:
+            raise MessageError(
+                "filtering by template is not supported yet: messages carry no template",
+                field="template",
+            )
+        ids: dict[str, uuid.UUID | None] = {"provider": None, "queue": None}
+        async with reader(self.engine).connect() as conn:
+            for name, table, ident in (
+                ("provider", providers_t, provider),
+                ("queue", queues_t, queue),
+            ):
+                if ident is None:
+                    continue
+                found = (
+                    await conn.execute(
+                        select(table.c.id).where(by_name_or_id(table, "name", ident))
+                    )
+                ).first()
+                if found is None:
+                    raise NotFound(f"there is no {name} {ident!r}")
+                ids[name] = found.id
+        return Filters(provider_id=ids["provider"], queue_id=ids["queue"], type=type, tag=tag)
+
+    async def groups(
+        self, start: datetime, end: datetime, granularity: Granularity | None, filters: Filters
+    ) -> Groups:
+        """Figures in ``[start, end)``: whole closed days from the rollups (rolled on
+        first use), the rest (today, partial days, hourly splits) from the live tables."""
+        now = self.clock.now()
+        first = (start + timedelta(days=1) - timedelta(microseconds=1)).astimezone(UTC).date()
+        last = min(end.astimezone(UTC).date(), closed_until(now))
+        if granularity == "hour" or first >= last:
+            async with reader(self.engine).connect() as conn:
+                return await count_live(conn, start, end, granularity, filters)
+        await ensure_rolled(self.engine, first, last, now)
+        async with reader(self.engine).connect() as conn:
+            out = await read_rollups(conn, first, last, granularity == "day", filters)
+            if start < midnight(first):
+                out.merge(await count_live(conn, start, midnight(first), granularity, filters))
+            if midnight(last) < end:
+                out.merge(await count_live(conn, midnight(last), end, granularity, filters))
+        return out
+
+    async def names(self) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, str]]:
+        async with reader(self.engine).connect() as conn:
+            providers = {
+                r.id: r
+                for r in await conn.execute(
+                    select(providers_t.c.id, providers_t.c.name, providers_t.c.type)
+                )
+            }
+            queues = {
+                r.id: r.name for r in await conn.execute(select(queues_t.c.id, queues_t.c.name))
+            }
+        return providers, queues
+
+    async def analytics(
+        self, start: datetime, end: datetime, granularity: Granularity, filters: Filters
+    ) -> EmailAnalytics:
+        groups = await self.groups(start, end, granularity, filters)
+        providers, queues = await self.names()
+        total = Counts()
+        for counts in groups.groups.values():
+            total.add(counts)
+        rates = _snake(total.rates())
+        summary = AnalyticsSummary(**{f"total_{k}": v for k, v in total.as_dict().items()}, **rates)
+        by_provider = [
+            _figures(
+                ProviderFigures,
+                c,
+                provider_id=str(pid) if pid else None,
+                name=providers[pid].name if pid in providers else None,
+                type=providers[pid].type if pid in providers else None,
+            )
+            for pid, c in sorted(
+                _by(groups, lambda k: k.provider_id).items(), key=lambda i: -i[1].sent
+            )
+        ]
+        by_queue = [
+            _figures(
+                QueueFigures,
+                c,
+                queue_id=str(qid) if qid else None,
+                name=queues.get(qid) if qid else None,
+            )
+            for qid, c in sorted(
+                _by(groups, lambda k: k.queue_id).items(), key=lambda i: -i[1].sent
+            )
+        ]
+        return EmailAnalytics(
+            window=AnalyticsWindow(start=start, end=end, granularity=granularity),
+            summary=summary,
+            providers=by_provider,
+            queues=by_queue,
+            trends=self._trends(groups, start, end, granularity),
+            top_performers=TopPerformers(
+                tags=_top(_by(groups, lambda k: k.tag)),
+                types=_top(_by(groups, lambda k: k.type)),
+                templates=[],
+            ),
+        )
+
+    @staticmethod
+    def _trends(
+        groups: Groups, start: datetime, end: datetime, granularity: Granularity
+    ) -> list[TrendPoint]:
+        """One point per hour or day of the window, zeros included."""
+        per = _by(groups, lambda k: k.bucket)
+        step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
+        at = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        if granularity == "day":
+            at = at.replace(hour=0)
+        points = []
+        while at < end:
+            points.append(_figures(TrendPoint, per.get(at, Counts()), timestamp=at))
+            at += step
+        return points
+
+
+def _top(per: dict[Any, Counts]) -> list[Performer]:
+    """Best open rate first, then delivery rate, then volume; only keys with sends."""
+    ranked = sorted(
+        ((k, c) for k, c in per.items() if k is not None and c.sent),
+        key=lambda i: (-i[1].rates()["openRate"], -i[1].rates()["deliveryRate"], -i[1].sent, i[0]),
+    )
+    return [_figures(Performer, c, key=k) for k, c in ranked[:TOP]]
