@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,8 @@ class Report:
         self.start, self.end = start, end
         self.group_by = list(group_by)
         self.filters = filters
+        #: called after each chunk of the window is written (a progress bar's step)
+        self.on_chunk: Callable[[], None] | None = None
         self.granularity: Granularity | None = next(
             (d for d in group_by if d in ("day", "hour")),  # type: ignore[misc]
             None,

@@ -13,6 +13,7 @@ import typer
 
 from postroom import __version__
 from postroom.cli import configuration, sending, serving
+from postroom.cli.analytics import analytics_app
 from postroom.cli.common import new_typer
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
@@ -32,6 +33,7 @@ app.command("status")(sending.status)
 app.command("config")(configuration.show)
 app.command("smtpd")(smtpd)
 app.add_typer(users_app, name="users")
+app.add_typer(analytics_app, name="analytics")
 
 
 def _version(value: bool) -> None:
