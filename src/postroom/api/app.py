@@ -62,6 +62,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(analytics.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(analytics.metrics_router)
     dashboard.install(app)  # the web dashboard at /, beside the API
 
     def openapi() -> dict[str, Any]:

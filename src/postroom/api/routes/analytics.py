@@ -1,17 +1,18 @@
-"""``GET /analytics`` (the spec's ``EmailAnalytics``) and ``GET /reports`` (CSV or JSON,
-streamed)."""
+"""``GET /analytics`` (the spec's ``EmailAnalytics``), ``GET /reports`` (CSV or JSON,
+streamed) and ``GET /metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
+from postroom.analytics import metrics
 from postroom.analytics.figures import Filters
 from postroom.analytics.reports import Report, parse_group_by
 from postroom.analytics.service import AnalyticsService, window
-from postroom.api.deps import PostroomDep, require
+from postroom.api.deps import PostroomDep, current_key, require
 from postroom.schemas.analytics import EmailAnalytics
 from postroom.types import ApiScope
 
@@ -95,3 +96,21 @@ async def report(
     if format == "json":
         return StreamingResponse(rep.json(), media_type="application/json", headers=headers)
     return StreamingResponse(rep.csv(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+#: at the root (``/metrics``, where Prometheus looks), not under the API prefix
+metrics_router = APIRouter(tags=["metrics"])
+
+
+@metrics_router.get(
+    "/metrics",
+    dependencies=[Depends(current_key), *_READ],
+    responses={**_ERRORS, 200: {"content": {metrics.CONTENT_TYPE: {}}}},
+    response_class=Response,
+)
+async def prometheus_metrics(postroom: PostroomDep) -> Response:
+    """Prometheus metrics (text format): queue depth, oldest pending age and in-flight
+    jobs per queue, sends by provider and outcome, send latency, rate-limit deferrals,
+    webhook events. Counted from the database, so right with any number of workers."""
+    body = await metrics.render(postroom.engine, postroom.clock.now())
+    return Response(body, media_type=metrics.CONTENT_TYPE)
