@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import func, select
 
-from postroom.analytics.figures import Filters
+from postroom.analytics.figures import DIMS, Filters
 from postroom.analytics.queries import count_live, daily, read_rollups
 from postroom.analytics.rollups import GRACE, ensure_rolled, rolled_days
 from postroom.app import Postroom
@@ -59,7 +59,7 @@ async def test_rollups_equal_a_recount_after_concurrent_workers(
     )
 
     async with postroom.engine.connect() as conn:
-        rolled = await read_rollups(conn, first, last, True, Filters())
+        rolled = await read_rollups(conn, first, last, frozenset(DIMS), Filters())
         recount = await count_live(conn, DAY, DAY + timedelta(days=1), "day", Filters())
         n_days = (await conn.execute(select(func.count()).select_from(rolled_days))).scalar_one()
         n_rows = (await conn.execute(select(func.count()).select_from(daily))).scalar_one()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 
 #: the counted figures, in report column order
@@ -29,20 +29,46 @@ RATES = {
 }
 
 
-@dataclass
 class Counts:
-    sent: int = 0
-    delivered: int = 0
-    bounced: int = 0
-    complained: int = 0
-    opened: int = 0
-    clicked: int = 0
-    unsubscribed: int = 0
-    failed: int = 0
+    """The figures of one group (a hot path: thousands are summed per request)."""
 
-    def add(self, other: Counts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+    __slots__ = FIGURES
+
+    def __init__(
+        self,
+        sent: int = 0,
+        delivered: int = 0,
+        bounced: int = 0,
+        complained: int = 0,
+        opened: int = 0,
+        clicked: int = 0,
+        unsubscribed: int = 0,
+        failed: int = 0,
+    ) -> None:
+        self.sent = sent
+        self.delivered = delivered
+        self.bounced = bounced
+        self.complained = complained
+        self.opened = opened
+        self.clicked = clicked
+        self.unsubscribed = unsubscribed
+        self.failed = failed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Counts) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"Counts({self.as_dict()})"
+
+    def add(self, o: Counts) -> None:
+        self.sent += o.sent
+        self.delivered += o.delivered
+        self.bounced += o.bounced
+        self.complained += o.complained
+        self.opened += o.opened
+        self.clicked += o.clicked
+        self.unsubscribed += o.unsubscribed
+        self.failed += o.failed
 
     def bump(self, figure: str, n: int) -> None:
         setattr(self, figure, getattr(self, figure) + n)
@@ -56,6 +82,10 @@ class Counts:
             d = getattr(self, den)
             out[rate] = round(getattr(self, num) / d, 6) if d else 0.0
         return out
+
+
+#: the dimensions of a group, in ``Key`` order
+DIMS = ("bucket", "provider_id", "queue_id", "type", "tag")
 
 
 @dataclass(frozen=True)
@@ -89,3 +119,17 @@ class Table:
     def merge(self, other: Table) -> None:
         for key, counts in other.groups.items():
             self.groups.setdefault(key, Counts()).add(counts)
+
+    def project(self, dims: frozenset[str]) -> Table:
+        """The same figures grouped by ``dims`` only (the other parts of keys None)."""
+        out = Table()
+        for key, counts in self.groups.items():
+            k = Key(*(getattr(key, d) if d in dims else None for d in DIMS))
+            out.groups.setdefault(k, Counts()).add(counts)
+        return out
+
+    def total(self) -> Counts:
+        out = Counts()
+        for counts in self.groups.values():
+            out.add(counts)
+        return out

@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from postroom.analytics.figures import FIGURES, Counts, Filters, Key
+from postroom.analytics.figures import DIMS, FIGURES, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
 from postroom.db.models import (
     EmailAnalyticsDaily,
@@ -140,25 +140,29 @@ async def read_rollups(
     conn: AsyncConnection,
     first: date,
     last: date,
-    by_day: bool,
+    dims: frozenset[str],
     filters: Filters,
 ) -> Groups:
-    """The rolled-up figures of the days ``first`` to ``last`` (exclusive)."""
+    """The rolled-up figures of the days ``first`` to ``last`` (exclusive), summed in
+    SQL per ``dims`` (a subset of ``DIMS``; "bucket" is the day)."""
     out = Groups()
-    dims = [daily.c.provider_id, daily.c.queue_id, daily.c.type, daily.c.tag]
-    if by_day:
-        dims.insert(0, daily.c.date)
+    cols = [daily.c.date if d == "bucket" else daily.c[d] for d in DIMS if d in dims]
     sums = [func.sum(col).label(name) for name, col in _DAILY_COLUMNS.items()]
-    stmt = select(*dims, *sums).where(daily.c.date >= first, daily.c.date < last).group_by(*dims)
+    stmt = select(*cols, *sums).where(daily.c.date >= first, daily.c.date < last)
+    if cols:
+        stmt = stmt.group_by(*cols)
     stmt = _filtered(stmt, filters, tag=daily.c.tag, type_=daily.c.type)
     for row in await conn.execute(stmt):
+        m = row._mapping
+        counts = Counts(*(int(m[name] or 0) for name in FIGURES))
+        if not cols and not any(counts.as_dict().values()):
+            continue  # no rows at all: SUM over nothing
         key = Key(
-            as_bucket(row.date) if by_day else None,
-            row.provider_id,
-            row.queue_id,
-            row.type,
-            row.tag,
+            as_bucket(m["date"]) if "bucket" in dims else None,
+            m["provider_id"] if "provider_id" in dims else None,
+            m["queue_id"] if "queue_id" in dims else None,
+            m["type"] if "type" in dims else None,
+            m["tag"] if "tag" in dims else None,
         )
-        counts = Counts(**{name: int(getattr(row, name) or 0) for name in FIGURES})
         out.groups.setdefault(key, Counts()).add(counts)
     return out

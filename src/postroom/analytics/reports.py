@@ -1,8 +1,8 @@
 """Reports: the analytics figures as rows grouped by period and dimensions, streamed
 as CSV (a header row, one column per figure and rate) or JSON.
 
-A report with a time dimension is produced a day at a time, so memory holds one
-day's groups however long the window is.
+A report with a time dimension is produced a week at a time, so memory holds one
+week's groups however long the window is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ from postroom.analytics.rollups import midnight
 from postroom.analytics.service import AnalyticsService
 from postroom.errors import RequestInvalid
 
+#: days summed per step of a report split by time: memory holds one step's groups
+CHUNK_DAYS = 7
 DIMENSIONS = ("day", "hour", "provider", "queue", "type", "tag")
+_DIM_OF = {
+    "day": "bucket",
+    "hour": "bucket",
+    "provider": "provider_id",
+    "queue": "queue_id",
+    "type": "type",
+    "tag": "tag",
+}
 
 
 def parse_group_by(value: str | None) -> list[str]:
@@ -62,19 +72,21 @@ class Report:
         self.filters = filters
         #: called after each chunk of the window is written (a progress bar's step)
         self.on_chunk: Callable[[], None] | None = None
+        self.dims = frozenset(_DIM_OF[d] for d in group_by)
         self.granularity: Granularity | None = next(
             (d for d in group_by if d in ("day", "hour")),  # type: ignore[misc]
             None,
         )
 
     def chunks(self) -> list[tuple[datetime, datetime]]:
-        """Day-sized pieces of the window (one piece when not split by time)."""
+        """Pieces of the window of up to ``CHUNK_DAYS`` days, cut at midnight (one
+        piece when not split by time)."""
         if self.granularity is None:
             return [(self.start, self.end)]
         out = []
         at = self.start
         while at < self.end:
-            nxt = min(midnight(at.date() + timedelta(days=1)), self.end)
+            nxt = min(midnight(at.date() + timedelta(days=CHUNK_DAYS)), self.end)
             out.append((at, nxt))
             at = nxt
         return out
@@ -92,7 +104,9 @@ class Report:
             "hour": lambda k: k.bucket.isoformat() if k.bucket else None,
         }
         for start, end in self.chunks():
-            groups = await self.service.groups(start, end, self.granularity, self.filters)
+            (groups,) = await self.service.groups(
+                start, end, self.granularity, self.filters, [self.dims]
+            )
             merged: dict[tuple[Any, ...], Counts] = {}
             for key, counts in groups.groups.items():
                 merged.setdefault(self._label(key, names), Counts()).add(counts)

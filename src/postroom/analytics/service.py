@@ -4,14 +4,14 @@ live tables (the rest), assembled as the API's ``EmailAnalytics``."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroom.analytics.figures import Counts, Filters, Key
+from postroom.analytics.figures import DIMS, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
 from postroom.analytics.queries import Granularity, count_live, read_rollups
 from postroom.analytics.rollups import closed_until, ensure_rolled, midnight
@@ -129,23 +129,38 @@ class AnalyticsService:
         return Filters(provider_id=ids["provider"], queue_id=ids["queue"], type=type, tag=tag)
 
     async def groups(
-        self, start: datetime, end: datetime, granularity: Granularity | None, filters: Filters
-    ) -> Groups:
-        """Figures in ``[start, end)``: whole closed days from the rollups (rolled on
-        first use), the rest (today, partial days, hourly splits) from the live tables."""
+        self,
+        start: datetime,
+        end: datetime,
+        granularity: Granularity | None,
+        filters: Filters,
+        dimsets: Sequence[frozenset[str]] = (frozenset(DIMS),),
+    ) -> list[Groups]:
+        """Figures in ``[start, end)``, once per set of dimensions (``DIMS``; "bucket"
+        only counts with a granularity). Whole closed days come from the rollups
+        (rolled on first use, summed in SQL per set), the rest (today, partial days,
+        hourly splits) from the live tables, counted once and projected per set."""
         now = self.clock.now()
+        if granularity is None:
+            dimsets = [d - {"bucket"} for d in dimsets]
         first = (start + timedelta(days=1) - timedelta(microseconds=1)).astimezone(UTC).date()
         last = min(end.astimezone(UTC).date(), closed_until(now))
         if granularity == "hour" or first >= last:
             async with reader(self.engine).connect() as conn:
-                return await count_live(conn, start, end, granularity, filters)
+                live = await count_live(conn, start, end, granularity, filters)
+            return [live.project(d) for d in dimsets]
         await ensure_rolled(self.engine, first, last, now)
         async with reader(self.engine).connect() as conn:
-            out = await read_rollups(conn, first, last, granularity == "day", filters)
+            live = Groups()
             if start < midnight(first):
-                out.merge(await count_live(conn, start, midnight(first), granularity, filters))
+                live.merge(await count_live(conn, start, midnight(first), granularity, filters))
             if midnight(last) < end:
-                out.merge(await count_live(conn, midnight(last), end, granularity, filters))
+                live.merge(await count_live(conn, midnight(last), end, granularity, filters))
+            out = []
+            for dims in dimsets:
+                part = await read_rollups(conn, first, last, dims, filters)
+                part.merge(live.project(dims))
+                out.append(part)
         return out
 
     async def names(self) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, str]]:
@@ -164,11 +179,15 @@ class AnalyticsService:
     async def analytics(
         self, start: datetime, end: datetime, granularity: Granularity, filters: Filters
     ) -> EmailAnalytics:
-        groups = await self.groups(start, end, granularity, filters)
+        per_bucket, per_provider, per_queue, per_type, per_tag = await self.groups(
+            start,
+            end,
+            granularity,
+            filters,
+            [frozenset({d}) for d in ("bucket", "provider_id", "queue_id", "type", "tag")],
+        )
         providers, queues = await self.names()
-        total = Counts()
-        for counts in groups.groups.values():
-            total.add(counts)
+        total = per_bucket.total()
         rates = _snake(total.rates())
         summary = AnalyticsSummary(**{f"total_{k}": v for k, v in total.as_dict().items()}, **rates)
         by_provider = [
@@ -180,7 +199,7 @@ class AnalyticsService:
                 type=providers[pid].type if pid in providers else None,
             )
             for pid, c in sorted(
-                _by(groups, lambda k: k.provider_id).items(), key=lambda i: -i[1].sent
+                _by(per_provider, lambda k: k.provider_id).items(), key=lambda i: -i[1].sent
             )
         ]
         by_queue = [
@@ -191,7 +210,7 @@ class AnalyticsService:
                 name=queues.get(qid) if qid else None,
             )
             for qid, c in sorted(
-                _by(groups, lambda k: k.queue_id).items(), key=lambda i: -i[1].sent
+                _by(per_queue, lambda k: k.queue_id).items(), key=lambda i: -i[1].sent
             )
         ]
         return EmailAnalytics(
@@ -199,10 +218,10 @@ class AnalyticsService:
             summary=summary,
             providers=by_provider,
             queues=by_queue,
-            trends=self._trends(groups, start, end, granularity),
+            trends=self._trends(per_bucket, start, end, granularity),
             top_performers=TopPerformers(
-                tags=_top(_by(groups, lambda k: k.tag)),
-                types=_top(_by(groups, lambda k: k.type)),
+                tags=_top(_by(per_tag, lambda k: k.tag)),
+                types=_top(_by(per_type, lambda k: k.type)),
                 templates=[],
             ),
         )
