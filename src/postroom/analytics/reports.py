@@ -91,7 +91,8 @@ class Report:
             at = nxt
         return out
 
-    async def rows(self) -> AsyncIterator[dict[str, Any]]:
+    async def rows(self) -> AsyncIterator[list[Any]]:
+        """Rows as lists in ``columns`` order, in period then label order."""
         providers, queues = await self.service.names()
         names = {
             "provider": lambda k: (
@@ -114,19 +115,15 @@ class Report:
                 merged, key=lambda t: tuple("" if v is None else str(v) for v in t)
             ):
                 counts = merged[label]
-                yield {
-                    **dict(zip(self.group_by, label, strict=True)),
-                    **counts.as_dict(),
-                    **counts.rates(),
-                }
+                yield [*label, *counts.as_dict().values(), *counts.rates().values()]
 
     def _label(self, key: Key, names: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(names[d](key) for d in self.group_by)
 
     async def csv(self) -> AsyncIterator[str]:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, columns(self.group_by), lineterminator="\n")
-        writer.writeheader()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns(self.group_by))
         async for row in self.rows():
             writer.writerow(row)
             if buf.tell() > 64_000:
@@ -143,8 +140,13 @@ class Report:
             "columns": columns(self.group_by),
         }
         yield json.dumps(head)[:-1] + ', "rows": ['
-        first = True
+        names = columns(self.group_by)
+        sep = ""
+        batch: list[str] = []
         async for row in self.rows():
-            yield ("" if first else ",") + json.dumps(row)
-            first = False
-        yield "]}"
+            batch.append(sep + json.dumps(dict(zip(names, row, strict=True))))
+            sep = ","
+            if len(batch) >= 500:
+                yield "".join(batch)
+                batch.clear()
+        yield "".join(batch) + "]}"
