@@ -15,7 +15,7 @@ from postroom import __version__, dashboard
 from postroom.api import docs, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
-from postroom.api.routes import analytics, email, health, providers, queues, raw
+from postroom.api.routes import analytics, config, email, health, providers, queues, raw
 from postroom.app import Postroom
 from postroom.schemas.email import EmailRequest
 
@@ -60,6 +60,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(queues.router)
     api.include_router(providers.router)
     api.include_router(analytics.router)
+    api.include_router(config.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(analytics.metrics_router)
