@@ -7,7 +7,8 @@ Postroom runs lives in the database rows the workers already reload on their own
   first; renumbered n..1; the router reloads providers every few seconds and
   ``updated_at`` is bumped so it does);
 - ``queueConfig.queues.<name>``: a queue's ``enabled``, ``processor.concurrency`` /
-  ``processor.batchSize`` and ``retry`` (workers reload queues every 5 s).
+  ``processor.batchSize`` and ``retry`` (workers reload queues every 5 s), and its
+  ``guardrail`` thresholds (read at each guardrail check).
 
 Everything else is shown (secrets masked) and refused by ``PUT`` with the setting to
 change instead. ``PUT`` checks the whole body first and writes nothing unless all
@@ -22,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.engine import make_url
 
+from postroom.analytics import guardrails
 from postroom.app import Postroom
 from postroom.db.engine import reader
 from postroom.db.models import EmailProvider, EmailQueue
@@ -43,7 +45,7 @@ STATIC_HINT = {
     "templateConfig": "not supported yet",
     "securityConfig": "set POSTROOM_* settings (postroom.toml) and restart",
 }
-QUEUE_KEYS = ("enabled", "concurrency", "batchSize", "retry")
+QUEUE_KEYS = ("enabled", "concurrency", "batchSize", "retry", "guardrail")
 
 
 def _masked_url(url: str) -> str:
@@ -89,6 +91,8 @@ class SystemConfigService:
                         "concurrency": (r.processor or {}).get("concurrency"),
                         "batchSize": (r.processor or {}).get("batchSize"),
                         "retry": RetryConfig.from_json(r.retry, defaults=defaults).to_json(),
+                        "guardrail": guardrails.settings_of(r.monitoring),
+                        "guardrailTrip": (r.monitoring or {}).get("guardrailTrip"),
                     }
                     for r in queue_rows
                 },
@@ -229,10 +233,14 @@ class SystemConfigService:
                         processor.pop(key, None)
                     else:
                         processor[key] = value
-                else:
+                elif key == "retry":
                     retry = _check_retry(value, field, problems)
                     if retry is not None:
                         values["retry"] = retry
+                else:
+                    guard = _check_guardrail(value, field, problems)
+                    if guard is not None:
+                        values["monitoring"] = {**(row.monitoring or {}), "guardrail": guard}
             if processor != (row.processor or {}):
                 values["processor"] = processor
             if values:
@@ -258,5 +266,32 @@ def _check_retry(value: Any, field: str, problems: list[dict[str, str]]) -> dict
             problems.append(
                 {"field": f"{field}.{key}", "message": f"must be {bounds[1]}..{bounds[2]}"}
             )
+            ok = False
+    return dict(value) if ok else None
+
+
+def _check_guardrail(
+    value: Any, field: str, problems: list[dict[str, str]]
+) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        problems.append({"field": field, "message": "must be an object"})
+        return None
+    ok = True
+    for key, v in value.items():
+        at = f"{field}.{key}"
+        if key == "enabled":
+            if not isinstance(v, bool):
+                problems.append({"field": at, "message": "must be true or false"})
+                ok = False
+            continue
+        bounds = guardrails.BOUNDS.get(key)
+        if bounds is None:
+            names = ", ".join(["enabled", *guardrails.BOUNDS])
+            problems.append({"field": at, "message": f"one of {names}"})
+            ok = False
+        elif (
+            not isinstance(v, int | float) or isinstance(v, bool) or not bounds[0] <= v <= bounds[1]
+        ):
+            problems.append({"field": at, "message": f"must be {bounds[0]}..{bounds[1]}"})
             ok = False
     return dict(value) if ok else None
