@@ -104,17 +104,14 @@ def _filtered(stmt: Select[Any], filters: Filters, *, tag: Any, type_: Any) -> S
     return stmt
 
 
-async def count_live(
-    conn: AsyncConnection,
+def _live_statements(
+    dialect: str,
     start: datetime,
     end: datetime,
     granularity: Granularity | None,
     filters: Filters,
-) -> Groups:
-    """Every figure in ``[start, end)`` from the live tables, grouped by period and
-    dimensions."""
-    out = Groups()
-    dialect = conn.dialect.name
+) -> list[tuple[str, Select[Any]]]:
+    out = []
     for figure, ts, source, extra in _sources():
         bucket = bucket_expr(dialect, ts, granularity).label("bucket")
         dims = (records.c.provider_id, records.c.queue_id, records.c.type, TAG.label("tag"))
@@ -126,10 +123,28 @@ async def count_live(
         )
         if extra is not None:
             stmt = stmt.where(extra)
-        stmt = _filtered(stmt, filters, tag=TAG, type_=records.c.type)
-        for row in await conn.execute(stmt):
-            key = Key(as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag)
-            out.bump(key, figure, int(row.n))
+        out.append((figure, _filtered(stmt, filters, tag=TAG, type_=records.c.type)))
+    return out
+
+
+def _add_rows(out: Groups, figure: str, rows: Any) -> None:
+    for row in rows:
+        key = Key(as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag)
+        out.bump(key, figure, int(row.n))
+
+
+async def count_live(
+    conn: AsyncConnection,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity | None,
+    filters: Filters,
+) -> Groups:
+    """Every figure in ``[start, end)`` from the live tables, grouped by period and
+    dimensions."""
+    out = Groups()
+    for figure, stmt in _live_statements(conn.dialect.name, start, end, granularity, filters):
+        _add_rows(out, figure, await conn.execute(stmt))
     return out
 
 
