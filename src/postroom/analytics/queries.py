@@ -26,6 +26,7 @@ from postroom.analytics.figures import DIMS, FIGURES, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
 from postroom.db.models import (
     EmailAnalyticsDaily,
+    EmailAnalyticsHourly,
     EmailJob,
     EmailRecord,
     EmailTracking,
@@ -40,6 +41,7 @@ jobs = cast(Table, EmailJob.__table__)
 tracking = cast(Table, EmailTracking.__table__)
 events = cast(Table, EmailTrackingEvent.__table__)
 daily = cast(Table, EmailAnalyticsDaily.__table__)
+hourly = cast(Table, EmailAnalyticsHourly.__table__)
 
 #: tracking event types counted as complaints and unsubscribes
 COMPLAINT_EVENTS = ("complained", "complaint")
@@ -90,9 +92,12 @@ def as_bucket(value: Any) -> datetime | None:
     return cast(datetime, value.astimezone(UTC))
 
 
-def _filtered(stmt: Select[Any], filters: Filters, *, tag: Any, type_: Any) -> Select[Any]:
-    provider_col = daily.c.provider_id if tag is daily.c.tag else records.c.provider_id
-    queue_col = daily.c.queue_id if tag is daily.c.tag else records.c.queue_id
+def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
+    """``filters`` on the live tables (``table`` is ``records``) or a rollup table."""
+    live = table is records
+    provider_col, queue_col = table.c.provider_id, table.c.queue_id
+    tag = TAG if live else table.c.tag
+    type_ = table.c.type
     if filters.provider_id is not None:
         stmt = stmt.where(provider_col == filters.provider_id)
     if filters.queue_id is not None:
@@ -123,7 +128,7 @@ def _live_statements(
         )
         if extra is not None:
             stmt = stmt.where(extra)
-        out.append((figure, _filtered(stmt, filters, tag=TAG, type_=records.c.type)))
+        out.append((figure, _filtered(stmt, filters, records)))
     return out
 
 
@@ -148,32 +153,37 @@ async def count_live(
     return out
 
 
-_DAILY_COLUMNS = {figure: daily.c[f"total_{figure}"] for figure in FIGURES}
-
-
 async def read_rollups(
     conn: AsyncConnection,
-    first: date,
-    last: date,
+    first: date | datetime,
+    last: date | datetime,
     dims: frozenset[str],
     filters: Filters,
+    *,
+    table: Table = daily,
+    by_day: bool = True,
 ) -> Groups:
-    """The rolled-up figures of the days ``first`` to ``last`` (exclusive), summed in
-    SQL per ``dims`` (a subset of ``DIMS``; "bucket" is the day)."""
+    """The rolled-up figures of the periods ``first`` to ``last`` (exclusive) of a
+    rollup ``table`` (``daily`` or ``hourly``), summed in SQL per ``dims`` (a subset
+    of ``DIMS``); an hourly "bucket" is the hour, or its day when ``by_day``."""
     out = Groups()
-    cols = [daily.c.date if d == "bucket" else daily.c[d] for d in DIMS if d in dims]
-    sums = [func.sum(col).label(name) for name, col in _DAILY_COLUMNS.items()]
-    stmt = select(*cols, *sums).where(daily.c.date >= first, daily.c.date < last)
+    period = table.c.date if table is daily else table.c.hour
+    cols = [period.label("period") if d == "bucket" else table.c[d] for d in DIMS if d in dims]
+    sums = [func.sum(table.c[f"total_{name}"]).label(name) for name in FIGURES]
+    stmt = select(*cols, *sums).where(period >= first, period < last)
     if cols:
         stmt = stmt.group_by(*cols)
-    stmt = _filtered(stmt, filters, tag=daily.c.tag, type_=daily.c.type)
+    stmt = _filtered(stmt, filters, table)
     for row in await conn.execute(stmt):
         m = row._mapping
         counts = Counts(*(int(m[name] or 0) for name in FIGURES))
         if not cols and not any(counts.as_dict().values()):
             continue  # no rows at all: SUM over nothing
+        bucket = as_bucket(m["period"]) if "bucket" in dims else None
+        if bucket is not None and by_day:
+            bucket = bucket.replace(hour=0)
         key = Key(
-            as_bucket(m["date"]) if "bucket" in dims else None,
+            bucket,
             m["provider_id"] if "provider_id" in dims else None,
             m["queue_id"] if "queue_id" in dims else None,
             m["type"] if "type" in dims else None,

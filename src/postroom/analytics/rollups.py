@@ -1,21 +1,26 @@
-"""``email_analytics_daily``: each closed UTC day summed once from the live tables.
+"""Rollups: each closed UTC day (``email_analytics_daily``) and hour
+(``email_analytics_hourly``) summed once from the live tables.
 
-A day is *closed* once ``GRACE`` has passed after its end (late provider events
-dated that day have arrived by then). Rolling a day replaces its rows in one
-transaction and records it in ``email_analytics_days``; rolling is a pure function
-of the raw rows, so it is idempotent and cannot drift the way counters bumped by
-each worker can (a lost or doubled increment stays wrong forever). Concurrent
-rollers are serialised: a transaction-level advisory lock on PostgreSQL, the
-single writer on SQLite; each re-checks inside the lock which days are missing.
+A period is *closed* once ``GRACE`` has passed after its end (late provider events
+dated in it have arrived by then). Rolling periods replaces their rows in one
+transaction and records them (``email_analytics_days`` / ``_hours``); rolling is a
+pure function of the raw rows, so it is idempotent and cannot drift the way
+counters bumped by each worker can (a lost or doubled increment stays wrong
+forever). Concurrent rollers are serialised: a transaction-level advisory lock on
+PostgreSQL, the single writer on SQLite; each re-checks inside the lock which
+periods are missing.
 
-Days are rolled on demand: an analytics query or report over closed days rolls
-those not rolled yet before reading them. ``rebuild`` re-rolls a range (after a
-restore, or data corrected by hand).
+Periods are rolled on demand: an analytics query or report rolls the closed periods
+it needs that are not rolled yet before reading them, so only the last hours
+(within ``GRACE``) are counted from the live tables. ``rebuild`` re-rolls a range
+(after a restore, late events, or data corrected by hand).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
@@ -23,20 +28,44 @@ from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.analytics.figures import Filters
-from postroom.analytics.queries import count_live, daily
+from postroom.analytics.queries import Granularity, count_live, daily, hourly
 from postroom.db.engine import reader
-from postroom.db.models import EmailAnalyticsDay
+from postroom.db.models import EmailAnalyticsDay, EmailAnalyticsHour
 
 rolled_days = cast(Table, EmailAnalyticsDay.__table__)
+rolled_hours = cast(Table, EmailAnalyticsHour.__table__)
 
-#: how long after midnight UTC a day's figures may still change
+#: how long after a period's end its figures may still change
 GRACE = timedelta(hours=2)
 #: arbitrary constant: the advisory lock key of rollup writers
 _LOCK_KEY = 7_210_101
 
 
+@dataclass(frozen=True)
+class Grain:
+    name: Granularity
+    table: Table
+    marker: Table
+    column: str
+    step: timedelta
+
+    def start_of(self, period: Any) -> datetime:
+        return midnight(period) if self.name == "day" else cast(datetime, period)
+
+    def period_of(self, bucket: datetime) -> Any:
+        return bucket.date() if self.name == "day" else bucket
+
+
+DAY = Grain("day", daily, rolled_days, "date", timedelta(days=1))
+HOUR = Grain("hour", hourly, rolled_hours, "hour", timedelta(hours=1))
+
+
 def midnight(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def floor_hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def closed_until(now: datetime) -> date:
@@ -44,38 +73,52 @@ def closed_until(now: datetime) -> date:
     return (now - GRACE).astimezone(UTC).date()
 
 
+def closed_hours_until(now: datetime) -> datetime:
+    """Hours starting before the returned instant are closed."""
+    return floor_hour(now - GRACE)
+
+
+def periods(grain: Grain, first: Any, last: Any) -> list[Any]:
+    """The periods from ``first`` to ``last`` (exclusive)."""
+    out, at = [], first
+    while at < last:
+        out.append(at)
+        at = at + grain.step
+    return out
+
+
 async def _lock(conn: AsyncConnection) -> None:
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
 
-async def _missing(conn: AsyncConnection, first: date, last: date) -> list[date]:
-    stmt = select(rolled_days.c.date).where(rolled_days.c.date >= first, rolled_days.c.date < last)
+async def _missing(conn: AsyncConnection, grain: Grain, wanted: Sequence[Any]) -> list[Any]:
+    col = grain.marker.c[grain.column]
+    stmt = select(col).where(col >= wanted[0], col < wanted[-1] + grain.step)
     have = set((await conn.execute(stmt)).scalars())
-    days = [first + timedelta(days=i) for i in range((last - first).days)]
-    return [d for d in days if d not in have]
+    return [p for p in wanted if p not in have]
 
 
-async def _roll(conn: AsyncConnection, days: list[date], now: datetime) -> None:
-    """Replace the rollup rows of ``days`` (inside the caller's locked transaction)."""
-    if not days:
+async def _roll(conn: AsyncConnection, grain: Grain, todo: list[Any], now: datetime) -> None:
+    """Replace the rollup rows of the periods ``todo`` (in the caller's locked transaction)."""
+    if not todo:
         return
-    groups = await count_live(
-        conn, midnight(min(days)), midnight(max(days) + timedelta(days=1)), "day", Filters()
-    )
-    wanted = set(days)
-    await conn.execute(delete(daily).where(daily.c.date.in_(days)))
-    await conn.execute(delete(rolled_days).where(rolled_days.c.date.in_(days)))
+    start, end = grain.start_of(min(todo)), grain.start_of(max(todo)) + grain.step
+    groups = await count_live(conn, start, end, grain.name, Filters())
+    wanted = set(todo)
+    col = grain.column
+    await conn.execute(delete(grain.table).where(grain.table.c[col].in_(todo)))
+    await conn.execute(delete(grain.marker).where(grain.marker.c[col].in_(todo)))
     rows: list[dict[str, Any]] = []
     for key, counts in groups.groups.items():
         assert key.bucket is not None
-        day = key.bucket.date()
-        if day not in wanted:
+        period = grain.period_of(key.bucket)
+        if period not in wanted:
             continue
         rows.append(
             {
                 "id": uuid.uuid4(),
-                "date": day,
+                col: period,
                 "provider_id": key.provider_id,
                 "queue_id": key.queue_id,
                 "type": key.type,
@@ -85,34 +128,53 @@ async def _roll(conn: AsyncConnection, days: list[date], now: datetime) -> None:
             }
         )
     if rows:
-        await conn.execute(insert(daily), rows)
-    await conn.execute(insert(rolled_days), [{"date": d, "rolled_at": now} for d in days])
+        await conn.execute(insert(grain.table), rows)
+    await conn.execute(insert(grain.marker), [{col: p, "rolled_at": now} for p in todo])
+
+
+async def _ensure(engine: AsyncEngine, grain: Grain, wanted: list[Any], now: datetime) -> None:
+    if not wanted:
+        return
+    async with reader(engine).connect() as conn:
+        if not await _missing(conn, grain, wanted):
+            return
+    async with engine.begin() as conn:
+        await _lock(conn)
+        await _roll(conn, grain, await _missing(conn, grain, wanted), now)
 
 
 async def ensure_rolled(engine: AsyncEngine, first: date, last: date, now: datetime) -> None:
     """Roll the closed days in ``[first, last)`` that are not rolled up yet."""
-    last = min(last, closed_until(now))
-    if first >= last:
-        return
-    async with reader(engine).connect() as conn:
-        if not await _missing(conn, first, last):
-            return
-    async with engine.begin() as conn:
-        await _lock(conn)
-        await _roll(conn, await _missing(conn, first, last), now)
+    await _ensure(engine, DAY, periods(DAY, first, min(last, closed_until(now))), now)
+
+
+async def ensure_hours_rolled(
+    engine: AsyncEngine, first: datetime, last: datetime, now: datetime
+) -> None:
+    """Roll the closed hours in ``[first, last)`` that are not rolled up yet."""
+    await _ensure(engine, HOUR, periods(HOUR, first, min(last, closed_hours_until(now))), now)
 
 
 async def rebuild(engine: AsyncEngine, first: date, last: date, now: datetime) -> int:
-    """Re-roll every closed day in ``[first, last)``; returns how many days."""
-    last = min(last, closed_until(now))
-    if first >= last:
-        return 0
-    days = [first + timedelta(days=i) for i in range((last - first).days)]
+    """Re-roll every closed day in ``[first, last)``, and its closed hours; returns how
+    many days."""
+    days = periods(DAY, first, min(last, closed_until(now)))
     # a day at a time: bounded transactions on large ranges
     for day in days:
+        hours = periods(HOUR, midnight(day), midnight(day) + DAY.step)
         async with engine.begin() as conn:
             await _lock(conn)
-            await _roll(conn, [day], now)
+            await _roll(conn, DAY, [day], now)
+            await _roll(conn, HOUR, hours, now)
+    # today's closed hours too
+    end = midnight(min(last, closed_until(now) + DAY.step))
+    hours = periods(
+        HOUR, max(midnight(closed_until(now)), midnight(first)), min(end, closed_hours_until(now))
+    )
+    if hours:
+        async with engine.begin() as conn:
+            await _lock(conn)
+            await _roll(conn, HOUR, hours, now)
     return len(days)
 
 

@@ -13,8 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.analytics.figures import DIMS, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
-from postroom.analytics.queries import Granularity, count_live, read_rollups
-from postroom.analytics.rollups import closed_until, ensure_rolled, midnight
+from postroom.analytics.queries import Granularity, count_live, hourly, read_rollups
+from postroom.analytics.rollups import (
+    closed_hours_until,
+    closed_until,
+    ensure_hours_rolled,
+    ensure_rolled,
+    floor_hour,
+    midnight,
+)
 from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
@@ -73,6 +80,10 @@ def window(
     if problems:
         raise RequestInvalid(problems)
     return frm, to
+
+
+def _ceil_day(at: datetime) -> date:
+    return (at + timedelta(days=1) - timedelta(microseconds=1)).astimezone(UTC).date()
 
 
 def _figures(cls: Callable[..., T], counts: Counts, **extra: Any) -> T:
@@ -137,29 +148,53 @@ class AnalyticsService:
         dimsets: Sequence[frozenset[str]] = (frozenset(DIMS),),
     ) -> list[Groups]:
         """Figures in ``[start, end)``, once per set of dimensions (``DIMS``; "bucket"
-        only counts with a granularity). Whole closed days come from the rollups
-        (rolled on first use, summed in SQL per set), the rest (today, partial days,
-        hourly splits) from the live tables, counted once and projected per set."""
+        only counts with a granularity). Whole closed days come from the daily
+        rollups (not for hourly figures), whole closed hours of the rest from the
+        hourly rollups (both rolled on first use and summed in SQL per set), and
+        what is left (the last hours, partial hours) from the live tables, counted
+        once and projected per set."""
         now = self.clock.now()
         if granularity is None:
             dimsets = [d - {"bucket"} for d in dimsets]
-        first = (start + timedelta(days=1) - timedelta(microseconds=1)).astimezone(UTC).date()
-        last = min(end.astimezone(UTC).date(), closed_until(now))
-        if granularity == "hour" or first >= last:
-            async with reader(self.engine).connect() as conn:
-                live = await count_live(conn, start, end, granularity, filters)
-            return [live.project(d) for d in dimsets]
-        await ensure_rolled(self.engine, first, last, now)
+        by_day = granularity != "hour"
+        rest = [(start, end)]
+        day_span: tuple[date, date] | None = None
+        if by_day:
+            first = _ceil_day(start)
+            last = min(end.astimezone(UTC).date(), closed_until(now))
+            if first < last:
+                day_span = (first, last)
+                rest = [(start, midnight(first)), (midnight(last), end)]
+        hour_spans: list[tuple[datetime, datetime]] = []
+        live_spans: list[tuple[datetime, datetime]] = []
+        for a, b in rest:
+            if a >= b:
+                continue
+            first_h = floor_hour(a + timedelta(hours=1) - timedelta(microseconds=1))
+            last_h = min(floor_hour(b), closed_hours_until(now))
+            if first_h < last_h:
+                hour_spans.append((first_h, last_h))
+                live_spans += [(a, first_h), (last_h, b)]
+            else:
+                live_spans.append((a, b))
+        if day_span:
+            await ensure_rolled(self.engine, *day_span, now)
+        for span in hour_spans:
+            await ensure_hours_rolled(self.engine, *span, now)
         async with reader(self.engine).connect() as conn:
             live = Groups()
-            if start < midnight(first):
-                live.merge(await count_live(conn, start, midnight(first), granularity, filters))
-            if midnight(last) < end:
-                live.merge(await count_live(conn, midnight(last), end, granularity, filters))
+            for a, b in live_spans:
+                if a < b:
+                    live.merge(await count_live(conn, a, b, granularity, filters))
             out = []
             for dims in dimsets:
-                part = await read_rollups(conn, first, last, dims, filters)
-                part.merge(live.project(dims))
+                part = live.project(dims)
+                if day_span:
+                    part.merge(await read_rollups(conn, *day_span, dims, filters))
+                for span in hour_spans:
+                    part.merge(
+                        await read_rollups(conn, *span, dims, filters, table=hourly, by_day=by_day)
+                    )
                 out.append(part)
         return out
 

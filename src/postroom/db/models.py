@@ -309,6 +309,43 @@ class EmailAnalyticsDaily(Base):
     )
 
 
+class EmailAnalyticsHourly(Base):
+    """added: ``email_analytics_daily``'s figures per UTC hour (today, hourly trends)."""
+
+    __tablename__ = "email_analytics_hourly"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    hour: Mapped[datetime]
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="SET NULL")
+    )
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    type: Mapped[str | None] = mapped_column(String(50))
+    tag: Mapped[str | None] = mapped_column(String(100))
+    total_sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_delivered: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_bounced: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_complained: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_unsubscribed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("idx_email_analytics_hourly_hour", "hour"),)
+
+
+class EmailAnalyticsHour(Base):
+    """added: the UTC hours summed into ``email_analytics_hourly``."""
+
+    __tablename__ = "email_analytics_hours"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    rolled_at: Mapped[datetime]
+
+
 class EmailAnalyticsDay(Base):
     """added: the UTC days summed into ``email_analytics_daily`` (read from there after)."""
 
