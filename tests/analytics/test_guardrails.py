@@ -86,3 +86,27 @@ async def test_a_healthy_queue_and_a_disabled_guardrail_stay_running(
         "queueConfig.queues.bulk.guardrail.maxBounceRate",
         "queueConfig.queues.bulk.guardrail.x",
     }
+
+
+async def test_complaint_events_trip_the_guardrail(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    from tests.analytics.seed import Seeder, queue_ids
+
+    guard = {"minSends": 10}
+    await client.put(CONFIG, json={"queueConfig": {"queues": {"bulk": {"guardrail": guard}}}})
+    bulk = (await queue_ids(postroom))["bulk"]
+    sent = clock.now()
+    ids = await Seeder(postroom).message(
+        queue_id=bulk,
+        provider_id=None,
+        created=sent,
+        recipients=[{"status": "delivered", "sent_at": sent}] * 20,
+    )
+    await Seeder(postroom).event(ids[3], "complained", sent)
+    clock.advance(60)
+
+    assert await guardrails.check(postroom.engine, clock.now()) == ["bulk"]
+    trip = (await client.get("/api/system/email/queues/bulk")).json()["guardrailTrip"]
+    assert trip["complaintRate"] == 0.05
+    assert "complaint rate 5.00% > 0.10%" in trip["reason"]

@@ -5,7 +5,8 @@ Per queue, ``monitoring.guardrail`` may set ``maxBounceRate`` (default 0.05),
 ``minSends`` (no verdict on fewer, 100) and ``enabled`` (true). A bounce is a
 recipient with ``bounced_at`` (delivery tracking), a recipient a provider rejected
 while accepting the message for others, or a job a provider rejected permanently;
-a complaint is a ``complained`` record or tracking event.
+a complaint is a ``complained`` record, or a complaint tracking event since the
+window's oldest send (whichever count is larger: tracking may record both).
 
 Workers run :func:`check` every ``PERIOD_S``. A trip pauses the queue (one UPDATE
 guarded by ``paused = false``, so of several workers exactly one trips it), records
@@ -21,7 +22,7 @@ import logging
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, exists, func, or_, select, update
+from sqlalchemy import Table, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.analytics.queries import COMPLAINT_EVENTS, events, jobs, records, tracking
@@ -63,20 +64,12 @@ async def rates(
     conn: AsyncConnection, queue_id: Any, window: int, since: datetime | None
 ) -> tuple[int, int, int]:
     """(sends, bounces, complaints) over the queue's last ``window`` sends after ``since``."""
-    complained = or_(
-        records.c.status == RecordStatus.COMPLAINED,
-        exists(
-            select(1)
-            .select_from(events.join(tracking, tracking.c.id == events.c.tracking_id))
-            .where(tracking.c.email_id == records.c.id, events.c.type.in_(COMPLAINT_EVENTS))
-        ),
-    )
     bounced = or_(records.c.bounced_at.is_not(None), records.c.status == RecordStatus.FAILED)
     recent = (
         select(
             records.c.sent_at,
             case((bounced, 1), else_=0).label("bounced"),
-            case((complained, 1), else_=0).label("complained"),
+            case((records.c.status == RecordStatus.COMPLAINED, 1), else_=0).label("complained"),
         )
         .where(records.c.queue_id == queue_id, records.c.sent_at.is_not(None))
         .order_by(records.c.sent_at.desc())
@@ -107,6 +100,21 @@ async def rates(
     if start is not None:
         rejected = rejected.where(jobs.c.failed_at > start)
     refused = int((await conn.execute(rejected)).scalar_one())
+    # complaint events since the window began (by the events' time index, not per send)
+    by_event = (
+        select(func.count(func.distinct(records.c.id)))
+        .select_from(
+            events.join(tracking, tracking.c.id == events.c.tracking_id).join(
+                records, records.c.id == tracking.c.email_id
+            )
+        )
+        .where(events.c.type.in_(COMPLAINT_EVENTS), records.c.queue_id == queue_id)
+    )
+    if oldest is not None:
+        by_event = by_event.where(events.c.timestamp >= oldest)
+    if since is not None:
+        by_event = by_event.where(events.c.timestamp > since)
+    complaints = max(complaints, int((await conn.execute(by_event)).scalar_one()))
     return sends + refused, bounces + refused, complaints
 
 
