@@ -14,7 +14,9 @@ from postroom.api import docs, openapi, problems
 from postroom.api.access import AccessLog
 from postroom.api.deps import current_key
 from postroom.api.routes import (
+    analytics,
     bulk,
+    config,
     domains,
     email,
     health,
@@ -72,11 +74,14 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(tracking.router)
     api.include_router(templates.router)
     api.include_router(domains.router)
+    api.include_router(analytics.router)
+    api.include_router(config.router)
     app.include_router(api)
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     app.include_router(health.router)
+    app.include_router(analytics.metrics_router)
     dashboard.install(app)  # the web dashboard at /, beside the API
 
     openapi.install(app, pr.settings)

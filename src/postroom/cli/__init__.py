@@ -13,6 +13,7 @@ import typer
 
 from postroom import __version__
 from postroom.cli import bulk, configuration, sending, serving
+from postroom.cli.analytics import analytics_app
 from postroom.cli.common import new_typer
 from postroom.cli.domains import domains_app
 from postroom.cli.keys import keys_app
@@ -40,6 +41,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("inbound")(inbound)
+app.add_typer(analytics_app, name="analytics")
 
 
 def _version(value: bool) -> None:

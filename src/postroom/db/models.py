@@ -137,6 +137,8 @@ class EmailJob(Base):
         # added: the claim scans pending jobs in claim order
         Index("idx_email_jobs_claim", "status", text("priority DESC"), "scheduled_at", "id"),
         Index("idx_email_jobs_lease", "status", "locked_until"),
+        # added: analytics count today's failures by it
+        Index("idx_email_jobs_failed_at", "failed_at"),
     )
 
 
@@ -208,6 +210,11 @@ class EmailRecord(Base):
         Index("idx_email_records_status", "status"),
         Index("idx_email_records_sent_at", "sent_at"),
         Index("idx_email_records_job", "job_id"),
+        # added: analytics count today's events by these
+        Index("idx_email_records_delivered_at", "delivered_at"),
+        Index("idx_email_records_bounced_at", "bounced_at"),
+        Index("idx_email_records_opened_at", "opened_at"),
+        Index("idx_email_records_clicked_at", "clicked_at"),
     )
 
 
@@ -255,6 +262,8 @@ class EmailTrackingEvent(Base):
         Index("idx_email_tracking_events_tracking_id", "tracking_id"),
         Index("idx_email_tracking_events_type", "type"),
         Index("uq_email_tracking_events_dedupe_key", "dedupe_key", unique=True),
+        # added: analytics count complaints and unsubscribes per period
+        Index("idx_email_tracking_events_type_time", "type", "timestamp"),
     )
 
 
@@ -348,6 +357,10 @@ class EmailAnalyticsDaily(Base):
     total_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_unsubscribed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # added: message type and campaign tag (a message's first tag) dimensions, failures
+    type: Mapped[str | None] = mapped_column(String(50))
+    tag: Mapped[str | None] = mapped_column(String(100))
+    total_failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     avg_processing_time: Mapped[Decimal | None] = mapped_column(Numeric(8, 3))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -355,6 +368,52 @@ class EmailAnalyticsDaily(Base):
         Index("idx_email_analytics_daily_date", "date"),
         Index("idx_email_analytics_daily_provider", "provider_id", "date"),
     )
+
+
+class EmailAnalyticsHourly(Base):
+    """added: ``email_analytics_daily``'s figures per UTC hour (today, hourly trends)."""
+
+    __tablename__ = "email_analytics_hourly"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    hour: Mapped[datetime]
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="SET NULL")
+    )
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_queues.id", ondelete="SET NULL")
+    )
+    type: Mapped[str | None] = mapped_column(String(50))
+    tag: Mapped[str | None] = mapped_column(String(100))
+    total_sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_delivered: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_bounced: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_complained: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_unsubscribed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("idx_email_analytics_hourly_hour", "hour"),)
+
+
+class EmailAnalyticsHour(Base):
+    """added: the UTC hours summed into ``email_analytics_hourly``."""
+
+    __tablename__ = "email_analytics_hours"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    rolled_at: Mapped[datetime]
+
+
+class EmailAnalyticsDay(Base):
+    """added: the UTC days summed into ``email_analytics_daily`` (read from there after)."""
+
+    __tablename__ = "email_analytics_days"
+
+    date: Mapped[date] = mapped_column(Date, primary_key=True)
+    rolled_at: Mapped[datetime]
 
 
 class EmailSuppression(Base):

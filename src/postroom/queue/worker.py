@@ -27,6 +27,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom import logs
+from postroom.analytics import guardrails
 from postroom.clock import Clock, SystemClock
 from postroom.compose import dkim
 from postroom.compose import raw as raw_mime
@@ -155,6 +156,7 @@ class Worker:
             asyncio.create_task(self._every(self.lease_s / 3, self._heartbeat)),
             asyncio.create_task(self._every(max(1.0, self.lease_s / 4), self._reap)),
             asyncio.create_task(self._every(FLUSH_INTERVAL_S, self.flush)),
+            asyncio.create_task(self._every(guardrails.PERIOD_S, self._guardrails)),
         ]
         if self.engine.dialect.name == "postgresql":
             background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
@@ -218,6 +220,10 @@ class Worker:
         for fut in waiters[:2]:
             if not fut.done():
                 fut.cancel()
+
+    async def _guardrails(self) -> None:
+        """Pause queues that bounce too much (see ``analytics.guardrails``)."""
+        await guardrails.check(self.engine, self.clock.now())
 
     async def _every(self, period_s: float, action: Any) -> None:
         while True:

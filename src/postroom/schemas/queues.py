@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -95,6 +95,10 @@ class QueueStatus(PublicModel):
     health: QueueHealth = Field(description=HEALTH_RULES)
     processor: QueueProcessor
     retry: QueueRetry
+    guardrail_trip: dict[str, Any] | None = Field(
+        default=None,
+        description="The guardrail's last pause of this queue: at, reason, rates, sends.",
+    )
 
 
 class QueueList(PublicModel):

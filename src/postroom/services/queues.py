@@ -195,6 +195,7 @@ class QueueManager:
             retry=schemas.QueueRetry.of(
                 RetryConfig.from_json(row.retry, defaults=self._retry_defaults)
             ),
+            guardrail_trip=(row.monitoring or {}).get("guardrailTrip"),
         )
 
 
