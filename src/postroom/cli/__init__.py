@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from postroom import __version__
-from postroom.cli import configuration, sending, serving
+from postroom.cli import configuration, retention, sending, serving
 from postroom.cli.common import new_typer
 from postroom.cli.keys import keys_app
 from postroom.cli.providers import providers_app
@@ -31,6 +31,7 @@ app.command("send")(sending.send)
 app.command("status")(sending.status)
 app.command("config")(configuration.show)
 app.command("smtpd")(smtpd)
+app.command("prune")(retention.prune)
 app.add_typer(users_app, name="users")
 
 
