@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -91,6 +92,7 @@ def json_text(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # senders and frequent recipients repeat; it is pure
 def valid_address(value: str) -> str:
     no_control_chars(value)
     try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
 
 from postroom.api.deps import PostroomDep, require
+from postroom.api.responses import ORJSONResponse
 from postroom.errors import RequestInvalid
 from postroom.schemas.results import EmailSendResult, EmailStatus
 from postroom.types import ApiScope
@@ -37,18 +38,25 @@ async def send_email(
     request: Request,
     postroom: PostroomDep,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
+) -> ORJSONResponse:
     """Queue an email. ``202`` means it is stored durably and will be sent."""
     # The body is parsed here rather than by FastAPI so that the size limit from the
     # settings takes part in validation and every problem is reported at once.
+    body = await request.body()
     try:
-        data: Any = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson is strict where the standard parser is not (e.g. a lone surrogate, which
+        # validation then reports per field): the slow path decides, with its messages
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problem = {"field": "body", "message": f"not valid JSON: {exc}"}
+            raise RequestInvalid([problem]) from None
     if not isinstance(data, dict):
         raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
     result = await postroom.send(data, idempotency_key=idempotency_key)
-    return JSONResponse(result.dump(), status_code=202)
+    return ORJSONResponse(result.dump(), status_code=202)
 
 
 @router.get(
