@@ -164,9 +164,10 @@ async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes])
 
 
 async def enqueue_http(
-    db: FreshDatabase, indexes: range, concurrency: int
+    db: FreshDatabase, indexes: range, concurrency: int, processes: int = 1
 ) -> tuple[float, Counter[str]]:
-    """POST every request to a ``postroom serve --no-workers``; returns (seconds, failures).
+    """POST every request to a ``postroom serve --no-workers --processes N``; returns
+    (seconds, failures).
 
     A failed request is counted, not retried: without an Idempotency-Key a retry
     could enqueue the message twice.
@@ -175,6 +176,7 @@ async def enqueue_http(
     port = free_port()
     log_path = db.root / "serve.log"
     command = [*postroom_command(), "serve", "--no-workers", "--host", "127.0.0.1"]
+    command += ["--processes", str(processes)]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [*command, "--port", str(port)],
@@ -479,7 +481,9 @@ async def run_row(
         log(f"  facade: {n} enqueued in {seconds:.1f}s ({row.enqueue_facade:.0f}/s)")
         notes = []
         if not args.no_http:
-            seconds, failures = await enqueue_http(db, range(n, 2 * n), args.http_concurrency)
+            seconds, failures = await enqueue_http(
+                db, range(n, 2 * n), args.http_concurrency, args.api_processes
+            )
             accepted = n - sum(failures.values())
             row.enqueue_http = rate(accepted, seconds)
             log(f"  HTTP: {accepted} enqueued in {seconds:.1f}s ({row.enqueue_http:.0f}/s)")
@@ -626,7 +630,7 @@ def post_office_peer(sink: Sink, args: argparse.Namespace, content: Path) -> Row
 # -- report ----------------------------------------------------------------------------
 
 
-def table(rows: list[Row], baseline_rate: float) -> str:
+def table(rows: list[Row], baseline_rate: float, api_processes: int) -> str:
     def fmt(value: float | None, digits: int = 0) -> str:
         return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -635,7 +639,7 @@ def table(rows: list[Row], baseline_rate: float) -> str:
             "database / peer",
             "workers",
             "enqueue/s (facade)",
-            "enqueue/s (HTTP)",
+            f"enqueue/s (HTTP, {api_processes} API)",
             "delivered/s",
             "vs baseline",
             "CPU ms/msg",
@@ -707,7 +711,7 @@ async def run(args: argparse.Namespace) -> int:
         "CPU ms/msg: CPU time of the sending processes (Postroom: the workers, with SQLite "
         "inside them) per delivered message; PG CPU ms/msg: the PostgreSQL server's"
     )
-    print(table(rows, baseline_rate))
+    print(table(rows, baseline_rate, args.api_processes))
     return 0
 
 
@@ -733,6 +737,7 @@ def main() -> int:
     parser.add_argument("--smtp-max-messages", type=int, default=100, help="per connection")
     parser.add_argument("--enqueue-concurrency", type=int, default=32, help="facade sends")
     parser.add_argument("--http-concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--api-processes", type=int, default=2, help="serve --processes N")
     parser.add_argument("--baseline-connections", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0, help="per delivery phase (s)")
     parser.add_argument("--profile", type=Path, help="py-spy the workers; profiles go here")
