@@ -226,14 +226,31 @@ async def enqueue_http(
                 finally:
                     await conn.aclose()
 
+            serving = [proc.pid, *children_of(proc.pid)]
+            cpu_before = cpu_seconds(serving), cpu_seconds(pids_named("postgres"))
             start = time.perf_counter()
             await asyncio.gather(*(lane() for _ in range(concurrency)))
             seconds = time.perf_counter() - start
+            api_cpu = cpu_seconds(serving) - cpu_before[0]
+            pg_cpu = cpu_seconds(pids_named("postgres")) - cpu_before[1]
+            n = max(len(indexes), 1)
+            log(
+                f"  HTTP CPU: API processes {1000 * api_cpu / n:.2f} ms/request, "
+                f"postgres {1000 * pg_cpu / n:.2f} ms/request ({processes} API processes)"
+            )
     finally:
         status = stop_process(proc)
         if failures:
             log(f"  serve exited {status}; its log ends with:\n{log_path.read_text()[-3000:]}")
     return seconds, failures
+
+
+def children_of(pid: int) -> list[int]:
+    """``serve --processes N`` forks its API processes: CPU is counted over all of them."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 # -- delivery --------------------------------------------------------------------------
