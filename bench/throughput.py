@@ -176,7 +176,8 @@ async def enqueue_http(
     port = free_port()
     log_path = db.root / "serve.log"
     command = [*postroom_command(), "serve", "--no-workers", "--host", "127.0.0.1"]
-    command += ["--processes", str(processes)]
+    if processes > 1:  # (so that --api-processes 1 also measures versions without it)
+        command += ["--processes", str(processes)]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [*command, "--port", str(port)],
