@@ -4,18 +4,28 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck bench clean
+LOCK := requirements.lock
+
+.PHONY: install lock run test lint format typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# Exactly the locked versions (hash-checked), then Postroom itself without resolving again.
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-## install: create .venv and install Postroom with its test extras
+## install: create .venv and install Postroom with its test extras, at the locked versions
 install: $(STAMP)
+
+## lock: re-resolve requirements.lock from pyproject.toml (newest allowed versions, all platforms)
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet 'uv>=0.4'
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --extra test \
+		--generate-hashes --no-header pyproject.toml -o $(LOCK)
 
 ## run: install, migrate, and start Postroom on SQLite (http://127.0.0.1:8025)
 run: install

@@ -164,9 +164,10 @@ async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes])
 
 
 async def enqueue_http(
-    db: FreshDatabase, indexes: range, concurrency: int
+    db: FreshDatabase, indexes: range, concurrency: int, processes: int = 1
 ) -> tuple[float, Counter[str]]:
-    """POST every request to a ``postroom serve --no-workers``; returns (seconds, failures).
+    """POST every request to a ``postroom serve --no-workers --processes N``; returns
+    (seconds, failures).
 
     A failed request is counted, not retried: without an Idempotency-Key a retry
     could enqueue the message twice.
@@ -175,6 +176,8 @@ async def enqueue_http(
     port = free_port()
     log_path = db.root / "serve.log"
     command = [*postroom_command(), "serve", "--no-workers", "--host", "127.0.0.1"]
+    if processes > 1:  # (so that --api-processes 1 also measures versions without it)
+        command += ["--processes", str(processes)]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [*command, "--port", str(port)],
@@ -224,14 +227,31 @@ async def enqueue_http(
                 finally:
                     await conn.aclose()
 
+            serving = [proc.pid, *children_of(proc.pid)]
+            cpu_before = cpu_seconds(serving), cpu_seconds(pids_named("postgres"))
             start = time.perf_counter()
             await asyncio.gather(*(lane() for _ in range(concurrency)))
             seconds = time.perf_counter() - start
+            api_cpu = cpu_seconds(serving) - cpu_before[0]
+            pg_cpu = cpu_seconds(pids_named("postgres")) - cpu_before[1]
+            n = max(len(indexes), 1)
+            log(
+                f"  HTTP CPU: API processes {1000 * api_cpu / n:.2f} ms/request, "
+                f"postgres {1000 * pg_cpu / n:.2f} ms/request ({processes} API processes)"
+            )
     finally:
         status = stop_process(proc)
         if failures:
             log(f"  serve exited {status}; its log ends with:\n{log_path.read_text()[-3000:]}")
     return seconds, failures
+
+
+def children_of(pid: int) -> list[int]:
+    """``serve --processes N`` forks its API processes: CPU is counted over all of them."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 # -- delivery --------------------------------------------------------------------------
@@ -479,7 +499,9 @@ async def run_row(
         log(f"  facade: {n} enqueued in {seconds:.1f}s ({row.enqueue_facade:.0f}/s)")
         notes = []
         if not args.no_http:
-            seconds, failures = await enqueue_http(db, range(n, 2 * n), args.http_concurrency)
+            seconds, failures = await enqueue_http(
+                db, range(n, 2 * n), args.http_concurrency, args.api_processes
+            )
             accepted = n - sum(failures.values())
             row.enqueue_http = rate(accepted, seconds)
             log(f"  HTTP: {accepted} enqueued in {seconds:.1f}s ({row.enqueue_http:.0f}/s)")
@@ -626,7 +648,7 @@ def post_office_peer(sink: Sink, args: argparse.Namespace, content: Path) -> Row
 # -- report ----------------------------------------------------------------------------
 
 
-def table(rows: list[Row], baseline_rate: float) -> str:
+def table(rows: list[Row], baseline_rate: float, api_processes: int) -> str:
     def fmt(value: float | None, digits: int = 0) -> str:
         return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -635,7 +657,7 @@ def table(rows: list[Row], baseline_rate: float) -> str:
             "database / peer",
             "workers",
             "enqueue/s (facade)",
-            "enqueue/s (HTTP)",
+            f"enqueue/s (HTTP, {api_processes} API)",
             "delivered/s",
             "vs baseline",
             "CPU ms/msg",
@@ -707,7 +729,7 @@ async def run(args: argparse.Namespace) -> int:
         "CPU ms/msg: CPU time of the sending processes (Postroom: the workers, with SQLite "
         "inside them) per delivered message; PG CPU ms/msg: the PostgreSQL server's"
     )
-    print(table(rows, baseline_rate))
+    print(table(rows, baseline_rate, args.api_processes))
     return 0
 
 
@@ -733,6 +755,7 @@ def main() -> int:
     parser.add_argument("--smtp-max-messages", type=int, default=100, help="per connection")
     parser.add_argument("--enqueue-concurrency", type=int, default=32, help="facade sends")
     parser.add_argument("--http-concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--api-processes", type=int, default=2, help="serve --processes N")
     parser.add_argument("--baseline-connections", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0, help="per delivery phase (s)")
     parser.add_argument("--profile", type=Path, help="py-spy the workers; profiles go here")

@@ -37,6 +37,9 @@ class WorkerSettings(BaseSettings):
     lease_s: float = Field(default=60.0, gt=1)
     #: on shutdown, how long in-flight sends may take before their jobs are released
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    #: retention: each worker prunes finished mail older than this many days once an
+    #: hour (like ``postroom prune --older-than Nd``); ``None``: never (the default)
+    prune_after_days: int | None = Field(default=None, ge=1)
 
 
 class SmtpSettings(BaseSettings):

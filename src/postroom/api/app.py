@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
@@ -33,6 +35,14 @@ from postroom.app import Postroom
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/system/email"
 
+#: FastAPI's built-in OpenTelemetry hooks look up the global providers on every request
+#: (about a tenth of a ``POST /send``); Postroom configures none, so they are off
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
 
 def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI:
     """The ASGI app. ``workers`` in-process workers run while it is up (0: none)."""
@@ -59,6 +69,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        **_NO_TELEMETRY,
     )
     app.state.postroom = pr
     problems.install(app)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
@@ -58,22 +59,25 @@ def _shape(value: Any) -> tuple[int, str | None]:
 
 def parse_json(body: bytes) -> Any:
     """The body as JSON; RequestInvalid (422) says why it is not acceptable."""
+    too_deep = f"JSON is nested more than {MAX_DEPTH} levels deep"
     try:
-        data = json.loads(body)
-    except RecursionError:
-        data = None
-        too_deep = True
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
-    else:
-        depth, nul = _shape(data)
-        too_deep = depth > MAX_DEPTH
-        if nul is not None:  # PostgreSQL stores no NUL in text or JSON: refused everywhere
-            message = "must not contain NUL characters (\\u0000)"
-            raise RequestInvalid([{"field": nul.replace("\x00", "\\u0000"), "message": message}])
-    if too_deep:
-        message = f"JSON is nested more than {MAX_DEPTH} levels deep"
-        raise RequestInvalid([{"field": "body", "message": message}])
+        # orjson is fast and strict; what it refuses (a lone surrogate, which validation
+        # then reports per field, or nesting past its limit) the standard parser decides
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(body)
+        except RecursionError:
+            raise RequestInvalid([{"field": "body", "message": too_deep}]) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problem = {"field": "body", "message": f"not valid JSON: {exc}"}
+            raise RequestInvalid([problem]) from None
+    depth, nul = _shape(data)
+    if nul is not None:  # PostgreSQL stores no NUL in text or JSON: refused everywhere
+        message = "must not contain NUL characters (\\u0000)"
+        raise RequestInvalid([{"field": nul.replace("\x00", "\\u0000"), "message": message}])
+    if depth > MAX_DEPTH:
+        raise RequestInvalid([{"field": "body", "message": too_deep}])
     return data
 
 

@@ -13,7 +13,8 @@ from postroom.services.keys import KeyInfo
 from postroom.types import ApiScope
 
 
-def get_postroom(request: Request) -> Postroom:
+async def get_postroom(request: Request) -> Postroom:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, on every request
     return request.app.state.postroom  # type: ignore[no-any-return]
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from postroom import __version__
-from postroom.cli import bulk, configuration, sending, serving
+from postroom.cli import bulk, configuration, retention, sending, serving
 from postroom.cli.analytics import analytics_app
 from postroom.cli.common import new_typer
 from postroom.cli.domains import domains_app
@@ -37,6 +37,7 @@ app.command("send-bulk-status")(bulk.bulk_status)
 app.add_typer(domains_app, name="domains")
 app.command("config")(configuration.show)
 app.command("smtpd")(smtpd)
+app.command("prune")(retention.prune)
 app.add_typer(users_app, name="users")
 app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(webhooks_app, name="webhooks")

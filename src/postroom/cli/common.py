@@ -54,6 +54,17 @@ async def started(settings: Settings | None = None) -> AsyncIterator[Postroom]:
         await postroom.aclose()
 
 
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop (a dependency: a faster loop for the API and the
+    workers), or on the standard loop where uvloop is not available (Windows)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is installed wherever it builds
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     """Run an async command; turn every error into one line and an exit status."""
 
@@ -62,7 +73,7 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
         from postroom.errors import PostroomError, RequestInvalid
 
         try:
-            return asyncio.run(coro_fn(*args, **kwargs))
+            return run_loop(coro_fn(*args, **kwargs))
         except RequestInvalid as exc:
             for err in exc.errors:
                 typer.secho(f"Error: {err['field']}: {err['message']}", err=True, fg="red")

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from postroom import __version__
-from postroom.cli.common import configure_logging, describe, fail, run, settings_or_exit
+from postroom.cli.common import (
+    configure_logging,
+    describe,
+    fail,
+    run,
+    run_loop,
+    settings_or_exit,
+)
 
 if TYPE_CHECKING:
     from postroom.config import Settings
@@ -85,6 +92,15 @@ def serve(
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve the API only; run 'postroom worker' apart.")
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            metavar="N",
+            help="API processes sharing the port (each also runs --workers workers).",
+        ),
+    ] = 1,
     smtp_port: Annotated[
         int | None,
         typer.Option(
@@ -93,13 +109,66 @@ def serve(
     ] = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Run the API (and, by default, a worker) in one process."""
+    """Run the API (and, by default, a worker) in one process, or in --processes N."""
     settings = settings_or_exit()
     configure_logging(settings, _log_format(log_format))
     host = host or settings.host
     port = port or settings.port
     sock = listen(host, port)
+    in_process = 0 if no_workers else workers
+    try:
+        if processes == 1:
+            _serve_one(settings, sock, host, port, in_process, smtp_port, banner=True)
+            return
+        from postroom.cli import multiprocess
 
+        # migrations and default rows are created once here: N processes must not race them
+        _prepare(settings)
+        multiprocess.supervise(
+            processes,
+            lambda index: _serve_one(
+                settings,
+                sock,
+                host,
+                port,
+                in_process,
+                smtp_port if index == 0 else None,  # one relay: its port cannot be shared
+                banner=index == 0,
+            ),
+        )
+        typer.echo(f"Served by {processes} processes.", err=True)
+    finally:
+        sock.close()
+
+
+def _prepare(settings: Settings) -> None:
+    from postroom.app import Postroom
+    from postroom.errors import PostroomError
+
+    async def start() -> None:
+        postroom = Postroom(settings)
+        try:
+            await postroom.start()
+        finally:
+            await postroom.aclose()
+
+    try:
+        run_loop(start())
+    except PostroomError as exc:
+        raise fail(exc.message, exc.exit_code) from None
+
+
+def _serve_one(
+    settings: Settings,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    workers: int,
+    smtp_port: int | None,
+    *,
+    banner: bool,
+) -> None:
+    """One API process on the listening socket ``sock``."""
     import uvicorn
 
     from postroom.api.app import create_app
@@ -109,12 +178,12 @@ def serve(
     try:
         postroom = Postroom(settings)
     except PostroomError as exc:
-        sock.close()
         raise fail(exc.message, exc.exit_code) from None
-    api = create_app(postroom, workers=0 if no_workers else workers)
-    # log_config=None: uvicorn's own lines go through our handler, in our format
+    api = create_app(postroom, workers=workers)
+    # log_config=None: uvicorn's own lines go through our handler, in our format;
+    # httptools parses HTTP (the loop is uvloop, see run_loop)
     config = uvicorn.Config(
-        api, log_level="warning", log_config=None, access_log=False, lifespan="on"
+        api, log_level="warning", log_config=None, access_log=False, lifespan="on", http="auto"
     )
     server = uvicorn.Server(config)
 
@@ -123,12 +192,13 @@ def serve(
         # that a problem is one clear line here rather than a failed ASGI lifespan;
         # workers start only in the lifespan, after the socket is ours
         await postroom.start()
-        typer.echo(f"Postroom {__version__} on http://{host}:{port}  (API: /api/system/email)")
-        typer.echo(f"Database: {safe_url(settings)}")
-        if not no_workers and workers:
-            typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
+        if banner:
+            typer.echo(f"Postroom {__version__} on http://{host}:{port}  (API: /api/system/email)")
+            typer.echo(f"Database: {safe_url(settings)}")
+            if workers:
+                typer.echo(f"Dev outbox: {settings.outbox_dir.resolve()}")
         relay = None
-        if smtp_port is not None or settings.smtp.port is not None:
+        if smtp_port is not None or (banner and settings.smtp.port is not None):
             from postroom.relay.server import Relay
 
             relay = await Relay(postroom).start(smtp_port)
@@ -141,14 +211,12 @@ def serve(
                 await relay.aclose()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     except Exception as exc:
         message = describe(exc)
         if message is None:
             raise
         raise fail(message, exc.exit_code if isinstance(exc, PostroomError) else 1) from None
-    finally:
-        sock.close()
     if not server.started:
         raise typer.Exit(1)
 

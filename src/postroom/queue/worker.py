@@ -41,6 +41,7 @@ from postroom.providers import credentials
 from postroom.providers.base import OutgoingMessage, SendResult
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
 from postroom.queue import notify, store
+from postroom.queue import prune as retention
 from postroom.queue.bulks import SharedRequests
 from postroom.queue.jobs import Job, Outcome, Result
 from postroom.queue.retry import RetryConfig, RetryPolicy, default_retry
@@ -58,6 +59,8 @@ MAX_CLAIM_PAUSE_S = 5.0
 CLOCK_WARN_S = 5.0
 #: write results back at least this often
 FLUSH_INTERVAL_S = 0.02
+#: how often a worker with ``worker.prune_after_days`` set prunes
+PRUNE_INTERVAL_S = 3600.0
 
 
 def default_worker_id() -> str:
@@ -160,6 +163,8 @@ class Worker:
         ]
         if self.engine.dialect.name == "postgresql":
             background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
+        if self.settings.worker.prune_after_days is not None:
+            background.append(asyncio.create_task(self._every(PRUNE_INTERVAL_S, self.prune)))
         try:
             await self._reap()  # measures the clock offset first
             await self._release_gone()
@@ -512,6 +517,16 @@ class Worker:
         if reaped:
             self.stats["reaped"] += reaped
             log.warning("worker %s: returned %d jobs with expired leases", self.id, reaped)
+
+    async def prune(self) -> None:
+        """Retention (``worker.prune_after_days``): delete finished mail past the window."""
+        days = self.settings.worker.prune_after_days
+        if days is None:
+            return
+        cutoff = self.clock.now() - timedelta(days=days)
+        done = await retention.prune(self.engine, cutoff=cutoff)
+        if done.jobs:
+            log.info("worker %s: pruned %d jobs finished before %s", self.id, done.jobs, cutoff)
 
     async def _release_gone(self) -> None:
         """Take back the leases of workers of this host whose process no longer exists.

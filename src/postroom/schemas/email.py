@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from datetime import UTC, datetime
@@ -139,6 +140,7 @@ def json_text(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # senders and frequent recipients repeat; it is pure
 def valid_address(value: str) -> str:
     no_control_chars(value)
     try:

@@ -6,6 +6,8 @@ stretching needed); the prefix finds the row, the digest is compared in constant
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -81,6 +83,8 @@ class KeyStore:
         self._engine = engine
         self._clock = clock
         self._cache: dict[str, tuple[KeyInfo, float]] = {}
+        #: database checks under way, by digest
+        self._checks: dict[str, asyncio.Future[KeyInfo]] = {}
 
     async def create(self, name: str, scopes: Iterable[str]) -> tuple[str, KeyInfo]:
         """A new key; the plain key is returned here and never again."""
@@ -104,11 +108,30 @@ class KeyStore:
         return key, info
 
     async def verify(self, key: str) -> KeyInfo:
-        """The key's info; AuthError if it is unknown or revoked."""
+        """The key's info; AuthError if it is unknown or revoked.
+
+        A verified key is cached for :data:`CACHE_TTL_S` in this process: a key revoked
+        elsewhere (another process, the CLI) stops working here within that bound, one
+        revoked through this store at once. When the entry expires, the requests that
+        arrive together share one database check instead of each making its own.
+        """
         digest = _digest(key)
         cached = self._cache.get(digest)
         if cached and cached[1] > time.monotonic():
             return cached[0]
+        check = self._checks.get(digest)
+        if check is None:
+            check = asyncio.ensure_future(self._check(key, digest))
+            self._checks[digest] = check
+            check.add_done_callback(functools.partial(self._checked, digest))
+        return await asyncio.shield(check)
+
+    def _checked(self, digest: str, check: asyncio.Future[KeyInfo]) -> None:
+        self._checks.pop(digest, None)
+        if not check.cancelled():
+            check.exception()  # retrieved here too: every waiter may have gone
+
+    async def _check(self, key: str, digest: str) -> KeyInfo:
         # pr_<8 hex>_<secret>; the secret itself may contain "_"
         prefix = "_".join(key.split("_", 2)[:2]) if key.startswith(KEY_PREFIX) else ""
         async with reader(self._engine).connect() as conn:

@@ -9,6 +9,7 @@ a scheduled password reset still overtakes a marketing backlog when it is due.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class QueueDirectory:
         self._ttl_s = ttl_s
         self._by_key: dict[str, QueueRef] = {}
         self._loaded = 0.0
+        #: the reload under way: requests arriving together share it
+        self._loading: asyncio.Future[None] | None = None
 
     async def _load(self) -> None:
         async with reader(self._engine).connect() as conn:
@@ -99,8 +102,16 @@ class QueueDirectory:
 
     async def get(self, key: str) -> QueueRef | None:
         if time.monotonic() - self._loaded > self._ttl_s or key not in self._by_key:
-            await self._load()
+            if self._loading is None:
+                self._loading = asyncio.ensure_future(self._load())
+                self._loading.add_done_callback(self._loaded_once)
+            await asyncio.shield(self._loading)
         return self._by_key.get(key)
+
+    def _loaded_once(self, loading: asyncio.Future[None]) -> None:
+        self._loading = None
+        if not loading.cancelled():
+            loading.exception()  # retrieved here too: every waiter may have gone
 
     async def for_request(
         self,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
 
 from postroom.api.bodies import JSONRoute
 from postroom.api.deps import CurrentKey, PostroomDep, require, require_any
+from postroom.api.responses import ORJSONResponse
 from postroom.errors import RequestInvalid
 from postroom.schemas.results import EmailSendResult, EmailStatus
 from postroom.services.sending import MAX_IDEMPOTENCY_KEY
@@ -47,7 +47,7 @@ async def send_email(
             json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
         ),
     ] = None,
-) -> JSONResponse:
+) -> ORJSONResponse:
     """Queue an email. ``202`` means it is stored durably and will be sent."""
     # The body is validated here rather than by FastAPI so that the size limit from the
     # settings takes part in validation and every problem is reported at once.
@@ -55,7 +55,7 @@ async def send_email(
     if not isinstance(data, dict):
         raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
     result = await postroom.send(data, idempotency_key=idempotency_key, api_key_id=key.id)
-    return JSONResponse(result.dump(), status_code=202)
+    return ORJSONResponse(result.dump(), status_code=202)
 
 
 @router.get(
