@@ -35,6 +35,12 @@ def test_schemathesis_finds_nothing(env: dict[str, str], tmp_path: Path) -> None
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     with serving(env, "--no-workers") as (base, _):
+        stored = httpx.post(
+            f"{base}/api/system/email/templates",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"name": "contract", "subject": "Hello", "content": {"text": "Hello"}},
+        )
+        assert stored.status_code == 201, stored.text
         result = subprocess.run(
             [
                 os.path.join(os.path.dirname(sys.executable), "schemathesis"),

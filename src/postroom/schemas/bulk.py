@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from postroom.schemas.base import ApiModel, PublicModel
 from postroom.schemas.email import (
+    ADDRESS_SCHEMA,
     EmailContent,
     EmailSender,
     HeaderText,
@@ -46,7 +47,9 @@ def fast_address(value: str) -> str:
     return valid_address(value)
 
 
-BulkAddress = Annotated[str, Field(max_length=254), AfterValidator(fast_address)]
+BulkAddress = Annotated[
+    str, Field(max_length=254, json_schema_extra=ADDRESS_SCHEMA), AfterValidator(fast_address)
+]
 
 
 class BulkRecipient(ApiModel):

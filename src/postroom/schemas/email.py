@@ -180,11 +180,13 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(json_text)]
 _SPECIAL_USE = "|".join(
     "".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in SPECIAL_USE_DOMAIN_NAMES
 )
+#: the OpenAPI document's form of ``valid_address`` (what JSON Schema can say of it)
+ADDRESS_SCHEMA: JsonDict = {"format": "email", "pattern": f"^(?!.*[.@]({_SPECIAL_USE})$)"}
 EmailAddress = Annotated[
     str,
     Field(
         max_length=254,
-        json_schema_extra={"format": "email", "pattern": f"^(?!.*[.@]({_SPECIAL_USE})$)"},
+        json_schema_extra=ADDRESS_SCHEMA,
     ),
     AfterValidator(valid_address),
 ]

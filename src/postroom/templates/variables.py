@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from postroom.schemas.base import ApiModel
 
@@ -36,8 +36,38 @@ def _is(kind: str, value: Any) -> bool:
     return True
 
 
+#: the OpenAPI form of ``Variable._check``: ``default`` and ``example`` are of ``type``
+_TYPED_VALUES: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+            "then": {
+                "properties": {
+                    "default": {"type": [kind, "null"]},
+                    "example": {"type": [kind, "null"]},
+                }
+            },
+        }
+        for kind in ("string", "number", "integer", "boolean", "object", "array")
+    ]
+    + [
+        {  # no type given: a string
+            "if": {"not": {"required": ["type"]}},
+            "then": {
+                "properties": {
+                    "default": {"type": ["string", "null"]},
+                    "example": {"type": ["string", "null"]},
+                }
+            },
+        }
+    ]
+}
+
+
 class Variable(ApiModel):
-    name: str = Field(min_length=1, max_length=100)
+    model_config = ConfigDict(json_schema_extra=_TYPED_VALUES)
+
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": _NAME.pattern})
     type: VariableType = "string"
     required: bool = True
     default: Any = None

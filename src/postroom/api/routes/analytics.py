@@ -46,7 +46,10 @@ async def _filters(
     queue: Annotated[str | None, Query(description="Queue name or id")] = None,
     type: Annotated[str | None, Query(description="Message type, e.g. marketing")] = None,
     tag: Annotated[str | None, Query(description="Campaign tag (a message's first tag)")] = None,
-    template: Annotated[str | None, Query(description="Not supported yet (422)")] = None,
+    template: Annotated[
+        str | None,
+        Query(description="Not supported yet (422)", json_schema_extra={"not": {}}),
+    ] = None,
 ) -> Filters:
     return await service.filters(
         provider=provider, queue=queue, type=type, tag=tag, template=template
@@ -62,7 +65,9 @@ async def analytics(
     filters: FiltersDep,
     start: Annotated[str | None, _FROM] = None,
     end: Annotated[str | None, _TO] = None,
-    granularity: Annotated[str, Query(description="'hour' or 'day'")] = "day",
+    granularity: Annotated[
+        str, Query(description="'hour' or 'day'", json_schema_extra={"enum": ["hour", "day"]})
+    ] = "day",
 ) -> EmailAnalytics:
     """Totals and rates, per provider and queue, a time series and the best campaign
     tags and types for ``[from, to)``. Each figure counts on the UTC period its event

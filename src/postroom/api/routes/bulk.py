@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
+from postroom.api.bodies import JSONRoute
 from postroom.api.deps import CurrentKey, PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.schemas.bulk import BulkAccepted, BulkProgress
+from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["email"])
+router = APIRouter(tags=["email"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
@@ -23,21 +24,33 @@ _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
     status_code=202,
     response_model=BulkAccepted,
     dependencies=[Depends(require(ApiScope.SEND))],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/BulkRequest"}}
+            },
+        }
+    },
     responses={401: _PROBLEM, 409: _PROBLEM, 422: _PROBLEM},
 )
 async def send_bulk(
     request: Request,
     postroom: PostroomDep,
     key: CurrentKey,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Makes retries safe: a repeat within 24 hours returns the first "
+            "response. Scoped to the API key.",
+            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Queue one message (or template) for up to 100,000 recipients, each their own
     email. ``202`` comes after every one is durably queued; a bad recipient is a 422
     listing it by index (``recipients.41.email``) and nothing is queued."""
-    try:
-        data: Any = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    data: Any = await request.json()  # parsed (and checked) by JSONRoute
     if not isinstance(data, dict):
         raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
     result = await postroom.send_bulk(data, idempotency_key=idempotency_key, api_key_id=key.id)

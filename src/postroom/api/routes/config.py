@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends
 
+from postroom.api.bodies import JSONRoute
 from postroom.api.deps import PostroomDep, require
 from postroom.services.system_config import SystemConfigService
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["config"])
+router = APIRouter(tags=["config"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {401: _PROBLEM, 403: _PROBLEM, 422: _PROBLEM}

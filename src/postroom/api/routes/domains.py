@@ -7,12 +7,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Response
 
+from postroom.api.bodies import JSONRoute
 from postroom.api.deps import PostroomDep, require
 from postroom.schemas.base import ApiModel
 from postroom.templates.domains import DnsCheck, DomainPublic
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["domains"])
+router = APIRouter(tags=["domains"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _READ = [Depends(require(ApiScope.READ))]

@@ -4,21 +4,22 @@ versions, ``POST /templates/{template}/preview``, and ``POST /template`` (send o
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 
-from postroom.api.deps import PostroomDep, require
+from postroom.api.bodies import JSONRoute
+from postroom.api.deps import CurrentKey, PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.schemas import templates as schemas
 from postroom.schemas.results import EmailSendResult
+from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.templates import variables
 from postroom.templates.versions import TemplateStore
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["templates"])
+router = APIRouter(tags=["templates"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _READ = [Depends(require(ApiScope.READ))]
@@ -109,7 +110,7 @@ async def list_versions(template: TemplateKey, store: Store) -> schemas.VersionL
     responses=_ERRORS,
 )
 async def get_version(
-    template: TemplateKey, number: Annotated[int, Path(ge=1)], store: Store
+    template: TemplateKey, number: Annotated[int, Path(ge=1, le=2_147_483_647)], store: Store
 ) -> schemas.TemplateVersionPublic:
     return await store.version(template, number)
 
@@ -145,23 +146,36 @@ async def preview_template(
     status_code=202,
     response_model=EmailSendResult,
     dependencies=[Depends(require(ApiScope.SEND))],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/TemplateSendRequest"}}
+            },
+        }
+    },
     responses={401: _PROBLEM, 404: _PROBLEM, 422: _PROBLEM},
 )
 async def send_template(
     request: Request,
     postroom: PostroomDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    key: CurrentKey,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Makes retries safe: a repeat within 24 hours returns the first "
+            "response. Scoped to the API key.",
+            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Queue a templated email: ``POST /send`` with ``templateId`` required. The template's
     current version (or ``templateVersion``) is pinned now; ``templateData`` is checked
     against its variables before anything is queued."""
-    try:
-        data: Any = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    data: Any = await request.json()  # parsed (and checked) by JSONRoute
     if not isinstance(data, dict):
         raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
     if not data.get("templateId") and not (data.get("content") or {}).get("template"):
         raise RequestInvalid([{"field": "templateId", "message": "is required here"}])
-    result = await postroom.send(data, idempotency_key=idempotency_key)
+    result = await postroom.send(data, idempotency_key=idempotency_key, api_key_id=key.id)
     return JSONResponse(result.dump(), status_code=202)

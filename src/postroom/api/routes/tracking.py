@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from postroom.api.bodies import JSONRoute
 from postroom.api.deps import PostroomDep, require
 from postroom.errors import RequestInvalid
+from postroom.schemas.email import valid_address
 from postroom.tracking import events
 from postroom.tracking.inbound import Inbound
 from postroom.tracking.suppressions import PAGE_SIZE, Suppressions
 from postroom.types import ApiScope
 
-router = APIRouter(tags=["tracking"])
+router = APIRouter(tags=["tracking"], route_class=JSONRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _READ = [Depends(require(ApiScope.READ))]
@@ -92,15 +93,29 @@ def _field(data: dict[str, Any], name: str, default: str | None = None) -> str |
     return value
 
 
-@router.post("/suppressions", dependencies=_MANAGE, responses={**_ERRORS, 422: _PROBLEM})
+@router.post(
+    "/suppressions",
+    status_code=201,
+    dependencies=_MANAGE,
+    responses={
+        **_ERRORS,
+        200: {"description": "The address was already suppressed so."},
+        422: _PROBLEM,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SuppressionRequest"}}
+            },
+        }
+    },
+)
 async def add_suppression(
     request: Request, store: SuppressionsDep, postroom: PostroomDep
 ) -> JSONResponse:
     """Suppress ``{"email", "scope"?: global|marketing, "reason"?, "expiresAt"?}``."""
-    try:
-        data: Any = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    data: Any = await request.json()  # parsed (and checked) by JSONRoute
     if not isinstance(data, dict):
         raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
     unknown = sorted(set(data) - {"email", "scope", "reason", "expiresAt"})
@@ -109,6 +124,10 @@ async def add_suppression(
     email = _field(data, "email")
     if not email:
         raise RequestInvalid([{"field": "email", "message": "is required"}])
+    try:
+        email = valid_address(email)
+    except ValueError as exc:
+        raise RequestInvalid([{"field": "email", "message": str(exc)}]) from None
     expires: datetime | None = None
     if (raw := _field(data, "expiresAt")) is not None:
         try:
