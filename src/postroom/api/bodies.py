@@ -104,7 +104,11 @@ class JSONRoute(APIRoute):
         if not takes_json(self):
             return handler
 
+        optional = self.body_field is not None and not self.body_field.field_info.is_required()
+
         async def parse_then_handle(request: Request) -> Response:
+            if optional and not await request.body():
+                return await handler(request)  # an optional body left out
             if not is_json_media_type(request.headers.get("content-type", "")):
                 raise UnsupportedMediaType()
             # Starlette caches the parsed body here; FastAPI's request.json() reuses it

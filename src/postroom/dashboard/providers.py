@@ -80,7 +80,8 @@ async def send_test(request: Request, provider: ProviderKey, posted: AdminAction
     """
     pr = postroom_of(request)
     row = await service_of(request).row(provider)
-    fields: dict[str, Any] = {"to": posted.form.get("to", "").strip(), "providerId": str(row.id)}
+    to = posted.form.get("to", "").strip()
+    fields: dict[str, Any] = {"to": [{"email": to}], "providerId": str(row.id)}
     if posted.form.get("from", "").strip():
         fields["from"] = {"email": posted.form["from"].strip()}
     outcome: dict[str, Any] = {"provider_id": str(row.id), "ok": False, "latency_ms": None}
@@ -95,7 +96,7 @@ async def send_test(request: Request, provider: ProviderKey, posted: AdminAction
     else:
         outcome.update(
             ok=sent.ok,
-            title=f"Test message sent to {body.to}" if sent.ok else "Sending failed",
+            title=f"Test message sent to {to}" if sent.ok else "Sending failed",
             detail=(sent.response or "") if sent.ok else (sent.error.message if sent.error else ""),
             latency_ms=sent.latency_ms,
         )
