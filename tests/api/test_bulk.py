@@ -171,3 +171,21 @@ async def test_bulk_refuses_subject_with_template_and_unknown_bulk_is_404(
     response = await client.post(f"{API}/bulk", json=body)
     assert response.status_code == 422 and "come from the template" in response.text
     assert (await client.get(f"{API}/bulk/nope")).status_code == 404
+
+
+async def test_bulk_headers_follow_the_send_header_policy(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    body = {
+        "from": {"email": "news@example.com"},
+        "subject": "Hello",
+        "content": {"text": "Hi"},
+        "recipients": [{"email": "a@example.com"}],
+    }
+    for headers in ({"DKIM-Signature": "v=1"}, {"X-Postroom-Id": "x"}, {"X-A": "a\r\nBcc: b"}):
+        response = await client.post(f"{API}/bulk", json={**body, "headers": headers})
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["errors"]] == ["headers"]
+    assert await count(postroom, jobs_t) == 0
+    accepted = await client.post(f"{API}/bulk", json={**body, "headers": {"X-Campaign": "w48"}})
+    assert accepted.status_code == 202, accepted.text

@@ -21,6 +21,7 @@ from postroom.schemas.email import (
     ADDRESS_SCHEMA,
     EmailContent,
     EmailSender,
+    ExtraHeaders,
     HeaderText,
     JsonObject,
     Text,
@@ -76,7 +77,7 @@ class BulkRequest(ApiModel):
         Field(default_factory=list)
     )
     metadata: JsonObject | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: ExtraHeaders = Field(default_factory=dict)
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
     queue: Annotated[Text, Field(max_length=255)] | None = None
     provider: Annotated[Text, Field(max_length=255)] | None = None

@@ -192,6 +192,24 @@ EmailAddress = Annotated[
 ]
 
 
+def extra_headers(value: dict[str, str]) -> dict[str, str]:
+    """A request's own headers, by the policy of ``compose.headers``."""
+    for name, text in value.items():
+        if _has_surrogate(name) or _has_surrogate(text):
+            raise ValueError(
+                f"header {name!r} must be valid Unicode text (a lone surrogate is not)"
+            )
+    if problems := header_policy.problems(value):
+        raise ValueError("; ".join(problems))
+    return value
+
+
+#: extra message headers (``/send``, ``/bulk``), checked and documented as one policy
+ExtraHeaders = Annotated[
+    dict[str, str], AfterValidator(extra_headers), Field(json_schema_extra=HEADERS_SCHEMA)
+]
+
+
 class EmailSender(ApiModel):
     email: EmailAddress
     name: Annotated[HeaderText, Field(max_length=255)] | None = None
@@ -305,7 +323,7 @@ class EmailRequest(ApiModel):
     source: Annotated[Text, Field(max_length=100)] | None = None
     user_id: Annotated[Text, Field(max_length=255)] | None = None
     #: extension: extra message headers (see ``compose.headers`` for which)
-    headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=HEADERS_SCHEMA)
+    headers: ExtraHeaders = Field(default_factory=dict)
     #: extension: put the job on this queue (by name or id) instead of routing by type
     queue: Annotated[Text, Field(max_length=255)] | None = None
     #: extension: send only through this provider (by name or id), no failover
@@ -372,18 +390,6 @@ class EmailRequest(ApiModel):
         if self.content is None or not (self.content.text or self.content.html):
             raise ValueError("content needs text or html (or name a template with templateId)")
         return self
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if _has_surrogate(name) or _has_surrogate(text):
-                raise ValueError(
-                    f"header {name!r} must be valid Unicode text (a lone surrogate is not)"
-                )
-        if problems := header_policy.problems(value):
-            raise ValueError("; ".join(problems))
-        return value
 
     @model_validator(mode="after")
     def _size(self, info: ValidationInfo) -> EmailRequest:
