@@ -116,3 +116,11 @@ class JSONRoute(APIRoute):
             return await handler(request)
 
         return parse_then_handle
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The body a ``JSONRoute`` parsed and checked, which must be an object."""
+    data: Any = await request.json()
+    if not isinstance(data, dict):
+        raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
+    return data

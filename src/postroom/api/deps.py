@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from postroom.app import Postroom
 from postroom.errors import AuthError, ForbiddenError
 from postroom.services.keys import KeyInfo
+from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.types import ApiScope
 
 
@@ -52,3 +53,16 @@ def require_any(*scopes: ApiScope) -> Callable[..., Coroutine[Any, Any, KeyInfo]
         return key
 
     return _check
+
+
+#: the ``Idempotency-Key`` header of the sending routes (``/send``, ``/send/raw``,
+#: ``/template``, ``/bulk``): one declaration, so the document states one contract
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes retries safe: a repeat within 24 hours returns the first "
+        "response; the same key with another body is 422. Scoped to the API key.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
+    ),
+]

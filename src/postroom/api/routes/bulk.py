@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from postroom.api.bodies import JSONRoute
-from postroom.api.deps import CurrentKey, PostroomDep, require
-from postroom.errors import RequestInvalid
+from postroom.api.bodies import JSONRoute, json_object
+from postroom.api.deps import CurrentKey, IdempotencyKey, PostroomDep, require
 from postroom.schemas.bulk import BulkAccepted, BulkProgress
-from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.types import ApiScope
 
 router = APIRouter(tags=["email"], route_class=JSONRoute)
@@ -38,21 +36,12 @@ async def send_bulk(
     request: Request,
     postroom: PostroomDep,
     key: CurrentKey,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="Makes retries safe: a repeat within 24 hours returns the first "
-            "response. Scoped to the API key.",
-            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Queue one message (or template) for up to 100,000 recipients, each their own
     email. ``202`` comes after every one is durably queued; a bad recipient is a 422
     listing it by index (``recipients.41.email``) and nothing is queued."""
-    data: Any = await request.json()  # parsed (and checked) by JSONRoute
-    if not isinstance(data, dict):
-        raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
+    data = await json_object(request)
     result = await postroom.send_bulk(data, idempotency_key=idempotency_key, api_key_id=key.id)
     return JSONResponse(result.dump(), status_code=202)
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 
-from postroom.api.bodies import JSONRoute
-from postroom.api.deps import CurrentKey, PostroomDep, require, require_any
+from postroom.api.bodies import JSONRoute, json_object
+from postroom.api.deps import CurrentKey, IdempotencyKey, PostroomDep, require, require_any
 from postroom.api.responses import ORJSONResponse
-from postroom.errors import RequestInvalid
 from postroom.schemas.results import EmailSendResult, EmailStatus
-from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.services.status import ANY_OWNER
 from postroom.types import ApiScope
 
@@ -39,21 +37,12 @@ async def send_email(
     request: Request,
     postroom: PostroomDep,
     key: CurrentKey,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="Makes retries safe: a repeat within 24 hours returns the first "
-            "response; the same key with another body is 422. Scoped to the API key.",
-            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ORJSONResponse:
     """Queue an email. ``202`` means it is stored durably and will be sent."""
     # The body is validated here rather than by FastAPI so that the size limit from the
     # settings takes part in validation and every problem is reported at once.
-    data: Any = await request.json()  # parsed (and checked) by JSONRoute
-    if not isinstance(data, dict):
-        raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
+    data = await json_object(request)
     result = await postroom.send(data, idempotency_key=idempotency_key, api_key_id=key.id)
     return ORJSONResponse(result.dump(), status_code=202)
 

@@ -16,18 +16,17 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
-from postroom.api.deps import CurrentKey, PostroomDep, require
+from postroom.api.deps import CurrentKey, IdempotencyKey, PostroomDep, require
 from postroom.app import validation_errors
 from postroom.errors import MessageError, RequestInvalid, UnsupportedMediaType
 from postroom.schemas.base import ApiModel
 from postroom.schemas.email import BASE64_PATTERN
 from postroom.schemas.results import EmailSendResult
 from postroom.services.raw_sending import MAX_RECIPIENTS, RawEnvelope
-from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.types import ApiScope, EmailType
 
 router = APIRouter(tags=["email"])
@@ -91,14 +90,7 @@ async def send_raw(
     key: CurrentKey,
     to: Annotated[list[str] | None, Query()] = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="Makes retries safe: a repeat within 24 hours returns the first "
-            "response. Scoped to the API key.",
-            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Queue a finished MIME message. ``202`` means it is stored durably and will be sent."""
     limit = postroom.settings.max_message_bytes

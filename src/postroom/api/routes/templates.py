@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
-from postroom.api.bodies import JSONRoute
-from postroom.api.deps import CurrentKey, PostroomDep, require
+from postroom.api.bodies import JSONRoute, json_object
+from postroom.api.deps import CurrentKey, IdempotencyKey, PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.schemas import templates as schemas
 from postroom.schemas.results import EmailSendResult
-from postroom.services.sending import MAX_IDEMPOTENCY_KEY
 from postroom.templates import variables
 from postroom.templates.versions import TemplateStore
 from postroom.types import ApiScope
@@ -160,21 +159,12 @@ async def send_template(
     request: Request,
     postroom: PostroomDep,
     key: CurrentKey,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="Makes retries safe: a repeat within 24 hours returns the first "
-            "response. Scoped to the API key.",
-            json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "\\S"},
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Queue a templated email: ``POST /send`` with ``templateId`` required. The template's
     current version (or ``templateVersion``) is pinned now; ``templateData`` is checked
     against its variables before anything is queued."""
-    data: Any = await request.json()  # parsed (and checked) by JSONRoute
-    if not isinstance(data, dict):
-        raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
+    data = await json_object(request)
     if not data.get("templateId") and not (data.get("content") or {}).get("template"):
         raise RequestInvalid([{"field": "templateId", "message": "is required here"}])
     result = await postroom.send(data, idempotency_key=idempotency_key, api_key_id=key.id)

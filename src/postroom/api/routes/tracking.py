@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from postroom.api.bodies import JSONRoute
+from postroom.api.bodies import JSONRoute, json_object
 from postroom.api.deps import PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.schemas.email import valid_address
@@ -115,9 +115,7 @@ async def add_suppression(
     request: Request, store: SuppressionsDep, postroom: PostroomDep
 ) -> JSONResponse:
     """Suppress ``{"email", "scope"?: global|marketing, "reason"?, "expiresAt"?}``."""
-    data: Any = await request.json()  # parsed (and checked) by JSONRoute
-    if not isinstance(data, dict):
-        raise RequestInvalid([{"field": "body", "message": "must be a JSON object"}])
+    data = await json_object(request)
     unknown = sorted(set(data) - {"email", "scope", "reason", "expiresAt"})
     if unknown:
         raise RequestInvalid([{"field": unknown[0], "message": "is not a suppression field"}])
