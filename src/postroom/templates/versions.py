@@ -71,6 +71,14 @@ class Version:
     def render_subject(self, data: Mapping[str, Any]) -> str:
         return engine.render_subject(self.source, variables.effective(self.variables, data))
 
+    def preview(self, data: Mapping[str, Any] | None) -> engine.Rendered:
+        """Render without sending: with ``data``, or each variable's example (or
+        default); the data is checked as it would be for mail."""
+        if data is None:
+            data = variables.examples(self.variables)
+        self.check_data(data)
+        return self.render(data)
+
 
 def _source(subject: str, content: schemas.TemplateContent) -> engine.Source:
     return engine.Source(subject=subject, html=content.html, text=content.text)

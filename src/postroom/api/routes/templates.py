@@ -14,7 +14,6 @@ from postroom.api.deps import CurrentKey, IdempotencyKey, PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.schemas import templates as schemas
 from postroom.schemas.results import EmailSendResult
-from postroom.templates import variables
 from postroom.templates.versions import TemplateStore
 from postroom.types import ApiScope
 
@@ -128,13 +127,7 @@ async def preview_template(
     current = await store.get(template)
     number = body.version or current.version
     version = await store.load_public(current.id, number)
-    data = (
-        body.template_data
-        if body.template_data is not None
-        else variables.examples(version.variables)
-    )
-    version.check_data(data)
-    rendered = version.render(data)
+    rendered = version.preview(body.template_data)
     return schemas.PreviewResult(
         version=number, subject=rendered.subject, html=rendered.html, text=rendered.text
     )
