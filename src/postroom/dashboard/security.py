@@ -32,6 +32,8 @@ from postroom.services.users import Session
 SESSION_COOKIE = "postroom_session"
 LOGIN_CSRF_COOKIE = "postroom_login_csrf"
 MAX_FORM_BYTES = 64 * 1024
+#: the template editor posts a whole template (subject, HTML and text up to 512 KiB)
+EDITOR_FORM_BYTES = 1536 * 1024
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -93,10 +95,10 @@ CurrentSession = Annotated[Session, Depends(current_session)]
 SignedIn = Depends(current_session)
 
 
-async def read_form(request: Request) -> dict[str, str]:
+async def read_form(request: Request, max_bytes: int = MAX_FORM_BYTES) -> dict[str, str]:
     """A urlencoded form body (the dashboard's forms carry no files)."""
     body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    if len(body) > max_bytes:
         raise ForbiddenError("the form is too large")
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
@@ -117,22 +119,41 @@ class Posted:
     form: dict[str, str]
 
 
-async def posted(request: Request, session: CurrentSession) -> Posted:
-    form = await read_form(request)
+def _checked(request: Request, session: Session, form: dict[str, str]) -> Posted:
     sent = request.headers.get("x-csrf-token") or form.get("csrf_token", "")
     if not same_origin(request) or not hmac.compare_digest(sent, session.csrf_token):
         raise CsrfRefused()
     return Posted(session=session, form=form)
 
 
-async def posted_by_admin(action: Annotated[Posted, Depends(posted)]) -> Posted:
+async def posted(request: Request, session: CurrentSession) -> Posted:
+    return _checked(request, session, await read_form(request))
+
+
+async def posted_editor(request: Request, session: CurrentSession) -> Posted:
+    """``posted`` for the template editor's larger forms."""
+    return _checked(request, session, await read_form(request, EDITOR_FORM_BYTES))
+
+
+def _admin_only(action: Posted) -> Posted:
     if not action.session.user.is_admin:
         raise ForbiddenError("only an admin may change this")
     return action
 
 
+async def posted_by_admin(action: Annotated[Posted, Depends(posted)]) -> Posted:
+    return _admin_only(action)
+
+
+async def editor_by_admin(action: Annotated[Posted, Depends(posted_editor)]) -> Posted:
+    return _admin_only(action)
+
+
 Action = Annotated[Posted, Depends(posted)]
 AdminAction = Annotated[Posted, Depends(posted_by_admin)]
+#: a template editor's form: a viewer may preview, only an admin save
+EditorAction = Annotated[Posted, Depends(posted_editor)]
+EditorAdminAction = Annotated[Posted, Depends(editor_by_admin)]
 #: for admin actions that need no form field
 ByAdmin = Depends(posted_by_admin)
 
