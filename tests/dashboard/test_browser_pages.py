@@ -188,3 +188,24 @@ def test_a_viewer_reads_but_cannot_change_the_new_pages(page: Any, server: Serve
     assert create.status == 403
     page.goto("/analytics")
     assert page.locator("h1").inner_text() == "Analytics"
+
+
+def test_the_new_pages_fit_a_phone_and_work_from_the_keyboard(page: Any) -> None:
+    sign_in(page)
+    page.set_viewport_size({"width": 375, "height": 800})
+    try:
+        for path in ("/templates/new", "/suppressions", "/settings", "/templates"):
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/suppressions")
+    page.keyboard.press("Tab")  # the first stop skips to the content
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.focus("#add-email")
+    page.keyboard.type("keys@example.com")
+    page.keyboard.press("Enter")  # submits the form: no pointer needed
+    assert page.locator(".notice").inner_text() == "keys@example.com suppressed."
+    page.focus("[data-suppression='keys@example.com'] button")
+    page.keyboard.press("Enter")
+    assert page.locator(".notice").inner_text().startswith("The suppression of keys@")

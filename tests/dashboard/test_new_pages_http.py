@@ -50,6 +50,7 @@ async def test_the_preview_names_the_line_of_a_compile_error(web: httpx.AsyncCli
     answer = await web.post("/templates/preview", data=form, headers=ORIGIN)
     assert answer.status_code == 200
     assert 'data-line="2"' in answer.text and "Line 2</strong> of html" in answer.text
+    assert "html line 2" not in answer.text  # the place is said once
     form = {**form, "html": "<p>Hi {{ name }}</p>", "variables": '[{"name": "name"}]'}
     missing = await web.post("/templates/preview", data=form, headers=ORIGIN)
     assert "templateData.name: required variable is missing" in missing.text

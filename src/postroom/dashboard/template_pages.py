@@ -79,6 +79,13 @@ class Problem:
     line: int | None = None
 
 
+def _located(exc: engine.TemplateError) -> Problem:
+    """The problem with its place apart (the page shows "Line 2 of html: ...")."""
+    where = f"{exc.part or ''} line {exc.line}: " if exc.line is not None else ""
+    message = exc.message.removeprefix(where) if where else exc.message
+    return Problem(message, part=exc.part, line=exc.line)
+
+
 def _json(raw: str, field: str, kind: type) -> Any:
     if not raw.strip():
         return None
@@ -141,7 +148,7 @@ def render_draft(form: dict[str, str]) -> tuple[engine.Rendered | None, list[Pro
         engine.check(version.source)
         return version.preview(data), []
     except engine.TemplateError as exc:
-        return None, [Problem(exc.message, part=exc.part, line=exc.line)]
+        return None, [_located(exc)]
     except RequestInvalid as exc:
         return None, [Problem(f"{e['field']}: {e['message']}") for e in exc.errors]
     except MessageError as exc:
