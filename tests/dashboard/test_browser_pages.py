@@ -24,6 +24,12 @@ def test_analytics_shows_what_was_sent_with_a_chart(page: Any, server: Server) -
         server.wait_sent(email_id)
     api = server.api("GET", "/analytics").json()["summary"]  # the last 30 days
     sign_in(page)
+    console: list[str] = []
+
+    def log(message: Any) -> None:
+        console.append(message.text)
+
+    page.on("console", log)
     page.click("nav[aria-label=Main] a:has-text('Analytics')")
     assert _number(page.locator("[data-figure='total-sent']").inner_text()) == api["totalSent"]
     assert (
@@ -36,6 +42,8 @@ def test_analytics_shows_what_was_sent_with_a_chart(page: Any, server: Server) -
     assert _number(outbox.locator("[data-figure='sent']").inner_text()) >= 2
     page.locator(".chart .uplot canvas").first.wait_for()  # uPlot drew, under the page's CSP
     assert "sent" in page.locator(".chart .u-legend").inner_text()
+    page.remove_listener("console", log)
+    assert not [m for m in console if "Content Security Policy" in m], console
     page.click("a:has-text('Last 24 hours')")
     assert page.url.endswith("?period=24h")
     page.click("summary:has-text('As a table')")
