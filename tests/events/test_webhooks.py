@@ -3,6 +3,7 @@ to a real HTTP receiver on loopback, with retries on the injectable clock."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any, cast
 
@@ -332,3 +333,43 @@ async def test_no_endpoint_costs_no_query_per_message(
     endpoint_reads = [s for s in statements if "webhook_endpoints" in s]
     assert len(endpoint_reads) <= 2
     assert not [s for s in statements if "webhook_outbox" in s]
+
+
+async def test_the_worker_loop_delivers_events(
+    client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer, receiver: Receiver
+) -> None:
+    """``postroom worker`` runs the dispatcher beside the send loop."""
+    created = await create_endpoint(client, receiver.url, eventTypes=["email.sent"])
+    sent = (await client.post(SEND, json=email())).json()
+    worker = postroom.worker()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(200):
+            if receiver.requests:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    [request] = receiver.requests
+    assert verify(created["secret"], request)["data"]["emailId"] == sent["id"]
+
+
+async def test_an_idle_dispatcher_only_reads(postroom: Postroom) -> None:
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    worker = postroom.worker()
+    event.listen(postroom.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await worker.webhooks.step() == 0
+    finally:
+        event.remove(postroom.engine.sync_engine, "before_cursor_execute", seen)
+        await worker.aclose()
+    # one SELECT, in a deferred (not IMMEDIATE) transaction on SQLite: no write lock
+    queries = [s for s in statements if s != "BEGIN"]
+    assert len(queries) == 1 and queries[0].lstrip().upper().startswith("SELECT")
+    assert "BEGIN IMMEDIATE" not in statements

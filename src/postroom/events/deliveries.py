@@ -100,9 +100,7 @@ def payload(row: Any, record: Any) -> str:
         }
         if record.bulk_id:
             data["bulkId"] = str(record.bulk_id)
-        tags = (record.metadata or {}).get("tags")
-        if tags:
-            data["tags"] = tags
+        data["metadata"] = record.metadata or {}
     details = dict(row.data or {})
     for key in ("provider", "messageId"):  # what the write-back knew wins
         if details.get(key):
@@ -112,6 +110,20 @@ def payload(row: Any, record: Any) -> str:
     return json.dumps(
         {"type": wire_type(row.type), "timestamp": stamp, "data": data}, separators=(",", ":")
     )
+
+
+async def pending_work(engine: AsyncEngine, *, now: datetime) -> tuple[bool, bool, bool]:
+    """Whether there are outbox events, due deliveries, expired leases: one read, so an
+    idle dispatcher takes no write lock."""
+    d = deliveries_t.c
+    stmt = select(
+        select(outbox_t.c.id).limit(1).exists(),
+        select(d.id).where(d.status == PENDING, d.next_attempt_at <= now).limit(1).exists(),
+        select(d.id).where(d.status == DELIVERING, d.locked_until < now).limit(1).exists(),
+    )
+    async with reader(engine).connect() as conn:
+        outbox, due, expired = (await conn.execute(stmt)).one()
+    return bool(outbox), bool(due), bool(expired)
 
 
 async def fan_out(engine: AsyncEngine, *, now: datetime, limit: int) -> int:

@@ -72,7 +72,6 @@ class Dispatcher:
         self._tokens = (f"{worker_id}#w{n}" for n in itertools.count(1))
         #: one client per endpoint and address policy, reused across POSTs
         self._clients: dict[tuple[uuid.UUID, tuple[str, ...]], httpx.AsyncClient] = {}
-        self._reaped_at = 0.0
 
     async def run(self) -> None:
         """Deliver until cancelled; a failing step is logged and tried again."""
@@ -98,11 +97,17 @@ class Dispatcher:
         return posted
 
     async def step(self) -> int:
-        """One round: reap now and then, fan out, deliver what is due."""
-        if time.monotonic() - self._reaped_at > self.lease_s / 4:
-            self._reaped_at = time.monotonic()
-            await deliveries.reap(self.engine, now=self.clock.now())
-        fanned = await deliveries.fan_out(self.engine, now=self.clock.now(), limit=1000)
+        """One round: take back expired leases, fan out, deliver what is due. With
+        nothing to do it costs one read."""
+        now = self.clock.now()
+        outbox, due, expired = await deliveries.pending_work(self.engine, now=now)
+        if expired:
+            await deliveries.reap(self.engine, now=now)
+        fanned = 0
+        if outbox:
+            fanned = await deliveries.fan_out(self.engine, now=now, limit=1000)
+        if not (outbox or due or expired):
+            return 0
         return fanned + await self._deliver_due()
 
     async def aclose(self) -> None:

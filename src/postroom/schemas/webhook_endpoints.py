@@ -23,7 +23,10 @@ WebhookEventType = Literal[
     "email.failed",
     "email.suppressed",
 ]
-EndpointUrl = Annotated[str, Field(min_length=1, max_length=2000)]
+#: http(s) with a host; the server also refuses credentials in it and non-public addresses
+EndpointUrl = Annotated[
+    str, Field(min_length=8, max_length=2000, pattern=r"^[hH][tT][tT][pP][sS]?://[^/?#\s]+")
+]
 Description = Annotated[Text, Field(max_length=1000)]
 #: a network in CIDR form, such as ``10.0.0.0/8`` or ``127.0.0.1/32``
 Network = Annotated[str, Field(min_length=1, max_length=64)]
