@@ -16,6 +16,7 @@ from postroom.clock import ManualClock
 from postroom.db.models import EmailRecord, WebhookOutbox
 from postroom.events import deliveries as delivery_sql
 from postroom.events import retry
+from postroom.events.dispatcher import LOG_RETENTION
 from postroom.events.endpoints import endpoints_t
 from postroom.tracking.events import NewEvent, record_event
 from postroom.types import EventType
@@ -373,3 +374,22 @@ async def test_an_idle_dispatcher_only_reads(postroom: Postroom) -> None:
     queries = [s for s in statements if s != "BEGIN"]
     assert len(queries) == 1 and queries[0].lstrip().upper().startswith("SELECT")
     assert "BEGIN IMMEDIATE" not in statements
+
+
+async def test_finished_deliveries_are_pruned_after_the_retention(
+    client: httpx.AsyncClient,
+    postroom: Postroom,
+    clock: ManualClock,
+    smtp: SMTPServer,
+    receiver: Receiver,
+) -> None:
+    created = await create_endpoint(client, receiver.url, eventTypes=["email.sent"])
+    receiver.script(500)
+    await client.post(SEND, json=email())
+    await client.post(SEND, json=email())
+    await drain_mail(postroom)
+    await dispatch(postroom)  # one delivered, one waiting for its retry
+    clock.advance(LOG_RETENTION.total_seconds() + 1)
+    assert await delivery_sql.prune(postroom.engine, before=clock.now() - LOG_RETENTION) == 1
+    [left] = await deliveries(client, created["id"])
+    assert left["status"] == "pending" and left["attemptLog"][0]["statusCode"] == 500

@@ -307,6 +307,20 @@ async def reap(engine: AsyncEngine, *, now: datetime) -> int:
     return int(spent.rowcount or 0) + int(back.rowcount or 0)
 
 
+async def prune(engine: AsyncEngine, *, before: datetime, batch: int = 500) -> int:
+    """Delete up to ``batch`` deliveries (and their attempts) finished before ``before``."""
+    d = deliveries_t.c
+    old = (
+        select(d.id)
+        .where(d.status.in_((DELIVERED, FAILED)), d.finished_at < before)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    async with engine.begin() as conn:
+        gone = await conn.execute(delete(deliveries_t).where(d.id.in_(old.scalar_subquery())))
+    return int(gone.rowcount or 0)
+
+
 async def endpoint_secrets(
     engine: AsyncEngine, endpoint_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Any]:

@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 10.0
 #: how much of a refusing answer's body the delivery log keeps
 EXCERPT_CHARS = 300
+#: finished deliveries stay in the log this long
+LOG_RETENTION = timedelta(days=30)
+#: how often a dispatcher deletes finished deliveries past the retention (the first
+#: time a minute after it starts)
+PRUNE_INTERVAL_S = 3600.0
+PRUNE_FIRST_S = 60.0
 
 
 class Dispatcher:
@@ -72,6 +78,7 @@ class Dispatcher:
         self._tokens = (f"{worker_id}#w{n}" for n in itertools.count(1))
         #: one client per endpoint and address policy, reused across POSTs
         self._clients: dict[tuple[uuid.UUID, tuple[str, ...]], httpx.AsyncClient] = {}
+        self._next_prune = time.monotonic() + PRUNE_FIRST_S
 
     async def run(self) -> None:
         """Deliver until cancelled; a failing step is logged and tried again."""
@@ -100,6 +107,9 @@ class Dispatcher:
         """One round: take back expired leases, fan out, deliver what is due. With
         nothing to do it costs one read."""
         now = self.clock.now()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL_S
+            await deliveries.prune(self.engine, before=now - LOG_RETENTION)
         outbox, due, expired = await deliveries.pending_work(self.engine, now=now)
         if expired:
             await deliveries.reap(self.engine, now=now)
