@@ -393,3 +393,24 @@ async def test_finished_deliveries_are_pruned_after_the_retention(
     assert await delivery_sql.prune(postroom.engine, before=clock.now() - LOG_RETENTION) == 1
     [left] = await deliveries(client, created["id"])
     assert left["status"] == "pending" and left["attemptLog"][0]["statusCode"] == 500
+
+
+async def test_a_bulk_send_reports_each_recipient(
+    client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer, receiver: Receiver
+) -> None:
+    """The bulk path (COPY on PostgreSQL) writes its events set-based too."""
+    created = await create_endpoint(client, receiver.url, eventTypes=["email.queued"])
+    people = [{"email": f"p{n}@example.com"} for n in range(3)]
+    body = {
+        "from": {"email": "news@example.com"},
+        "subject": "Maintenance tonight",
+        "content": {"text": "We will be down 22:00-23:00."},
+        "recipients": people,
+    }
+    accepted = await client.post("/api/system/email/bulk", json=body)
+    assert accepted.status_code == 202, accepted.text
+    assert await dispatch(postroom) == 3
+    events = [verify(created["secret"], r) for r in receiver.requests]
+    assert {e["type"] for e in events} == {"email.queued"}
+    assert sorted(e["data"]["recipient"] for e in events) == [p["email"] for p in people]
+    assert {e["data"]["bulkId"] for e in events} == {accepted.json()["id"]}
