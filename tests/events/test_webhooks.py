@@ -273,6 +273,7 @@ async def test_the_guard_also_holds_at_delivery_time(
     assert receiver.requests == []
     [attempted] = await deliveries(client, created["id"])
     assert attempted["status"] == "pending" and "loopback" in attempted["lastError"]
+    assert "config." not in attempted["lastError"] and "allowNetworks" in attempted["lastError"]
 
 
 async def test_endpoint_crud_rotation_and_scopes(

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.clock import Clock
 from postroom.errors import PostroomError
@@ -53,7 +54,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        engine: Any,
+        engine: AsyncEngine,
         fernet: Fernet,
         clock: Clock,
         *,
@@ -161,8 +162,8 @@ class Dispatcher:
                 )
                 code = response.status_code
                 error = None if 200 <= code < 300 else _refusal(response)
-            except PostroomError as exc:
-                error = exc.message
+            except PostroomError as exc:  # the SSRF guard's refusal among them
+                error = exc.message.replace("config.allowNetworks", "allowNetworks")
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             latency_ms = (time.perf_counter() - t0) * 1000

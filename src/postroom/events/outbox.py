@@ -7,7 +7,7 @@ change that did not happen. Each hook first asks :mod:`subscriptions` whether an
 endpoint wants the kind (a cached set: no query), and otherwise writes with one
 statement per call whatever the batch size: an ``executemany`` of ``INSERT …
 SELECT`` over the jobs' records, or of plain rows. Payloads are completed from the
-records when the dispatcher fans the events out (``events.fanout``).
+records when the dispatcher fans the events out (``events.deliveries.fan_out``).
 """
 
 from __future__ import annotations
