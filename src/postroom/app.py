@@ -26,6 +26,7 @@ from postroom.db import clock as db_clock
 from postroom.db import engine as db_engine
 from postroom.db import migrate
 from postroom.errors import ConfigError, RequestInvalid
+from postroom.events.endpoints import Endpoints
 from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
 from postroom.queue.retry import default_retry
@@ -84,6 +85,8 @@ class Postroom:
         self.users = UserStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
         self.domains = DomainKeys(self.engine, self.fernet, self.clock)
+        #: outgoing event webhooks: endpoints, delivery log, redelivery
+        self.webhooks = Endpoints(self.engine, self.fernet, self.clock)
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded
         self.started = False

@@ -28,6 +28,7 @@ from postroom.api.routes import (
     raw,
     templates,
     tracking,
+    webhook_endpoints,
     webhooks,
 )
 from postroom.app import Postroom
@@ -87,6 +88,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(domains.router)
     api.include_router(analytics.router)
     api.include_router(config.router)
+    api.include_router(webhook_endpoints.router)
     app.include_router(api)
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)

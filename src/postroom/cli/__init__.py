@@ -22,6 +22,7 @@ from postroom.cli.queues import queues_app
 from postroom.cli.smtpd import smtpd
 from postroom.cli.tracking import inbound, suppressions_app, webhooks_app
 from postroom.cli.users import users_app
+from postroom.cli.webhook_endpoints import endpoints_app
 
 app = new_typer("Postroom: self-hosted email delivery.")
 app.add_typer(keys_app, name="keys")
@@ -41,6 +42,7 @@ app.command("prune")(retention.prune)
 app.add_typer(users_app, name="users")
 app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(webhooks_app, name="webhooks")
+webhooks_app.add_typer(endpoints_app, name="endpoints")
 app.command("inbound")(inbound)
 app.add_typer(analytics_app, name="analytics")
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     Float,
@@ -579,6 +580,96 @@ class DashboardSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+# -- added: outgoing event webhooks (migration 0011) -----------------------------------
+
+
+class WebhookEndpoint(Base):
+    """A URL that receives Postroom's events, signed per Standard Webhooks."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    #: ``email.*`` types it receives; empty: every type
+    event_types: Mapped[list[Any]]
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    #: the ``whsec_`` signing secret, Fernet-encrypted with POSTROOM_SECRET_KEY
+    secret: Mapped[str] = mapped_column(Text)
+    #: networks (CIDR) the SSRF guard lets it reach beside public addresses
+    allow_networks: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+#: an autoincrement key on both databases (SQLite's is INTEGER PRIMARY KEY)
+_SERIAL = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class WebhookOutbox(Base):
+    """Events written in the transaction that caused them, until fanned out."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    #: queued | sent | delivered | ... (without the ``email.`` prefix)
+    type: Mapped[str] = mapped_column(String(30))
+    #: the recipient record the event is about (no foreign key: pruning may remove it)
+    record_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    occurred_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: its signed body, state and retry schedule."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_type: Mapped[str] = mapped_column(String(40))
+    #: the exact JSON body, so every attempt signs and sends the same bytes
+    payload: Mapped[str] = mapped_column(Text)
+    #: pending | delivering | delivered | failed
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime]
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    locked_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("idx_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("idx_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+    )
+
+
+class WebhookDeliveryAttempt(Base):
+    """One POST of a delivery: when, the answer's status code, latency and error."""
+
+    __tablename__ = "webhook_delivery_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    #: delivered | retry | failed
+    outcome: Mapped[str] = mapped_column(String(20))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("idx_webhook_delivery_attempts_delivery", "delivery_id", "attempt"),)
 
 
 class HealthProbe(Base):

@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from postroom.db.engine import reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
+from postroom.events import outbox
 from postroom.queue.jobs import Job, Result
 from postroom.tracking import rejections
 from postroom.types import JobStatus, RecordStatus
@@ -152,7 +153,7 @@ async def enqueue_many(
     )
     await conn.execute(
         insert(records),
-        [
+        record_rows := [
             {
                 "id": uuid.uuid4(),
                 "job_id": job.id,
@@ -173,6 +174,7 @@ async def enqueue_many(
             for r in new_records
         ],
     )
+    await outbox.records_added(conn, lambda: record_rows)
     if conn.dialect.name == "postgresql":
         due = sorted({str(job.queue_id) for job, _ in items if job.scheduled_at <= job.created_at})
         for queue_id in due:
@@ -244,6 +246,9 @@ async def enqueue_bulk(
             for job, new_records in items
             for r in new_records
         ],
+    )
+    await outbox.for_jobs(
+        conn, "queued", RecordStatus.QUEUED, lambda: ((j.id, j.created_at, {}) for j, _ in items)
     )
     due = sorted({str(job.queue_id) for job, _ in items if job.scheduled_at <= job.created_at})
     for queue_id in due:
@@ -404,6 +409,14 @@ async def _take_back(
             failed = [row.id for row in rows if row.status == JobStatus.FAILED]
             if failed:
                 await _fail_records(conn, failed)
+                await outbox.for_jobs(
+                    conn,
+                    "failed",
+                    RecordStatus.FAILED,
+                    lambda: (
+                        (job_id, now, {"error": code, "message": message}) for job_id in failed
+                    ),
+                )
     return len(rows)
 
 
@@ -533,6 +546,7 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             await rejections.record(
                 conn, [(r.job.id, addr, r.rejected[addr], r.finished_at) for r, addr in rejected]
             )
+            await outbox.for_jobs(conn, "sent", RecordStatus.SENT, lambda: _job_events(sent))
         return ids
     # retry, deferred, failed: lock the rows still ours, then one executemany
     mine_ids = set(
@@ -583,6 +597,11 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             for r in mine
         ],
     )
+    if outcome != "deferred":  # a retry is a deferral; a failure, final
+        kind, status = ("failed", RecordStatus.FAILED)
+        if outcome == "retry":
+            kind, status = ("deferred", RecordStatus.QUEUED)
+        await outbox.for_jobs(conn, kind, status, lambda: _job_events(mine))
     if outcome == "failed":  # refused for good: a bounce event for every recipient
         await rejections.record(
             conn,
@@ -594,6 +613,19 @@ async def _finish_group(conn: AsyncConnection, outcome: str, group: list[Result]
             moves_status=False,
         )
     return mine_ids
+
+
+def _job_events(results: Sequence[Result]) -> Iterable[outbox.JobEvent]:
+    """Each result as an event about its job's records (``events.outbox``)."""
+    for r in results:
+        data: dict[str, Any] = {"provider": r.provider_name, "attempt": r.job.attempts}
+        if r.message_id:
+            data["messageId"] = r.message_id
+        if r.error_code:
+            data |= {"error": r.error_code, "message": r.error_message}
+        if r.retry_at and r.outcome == "retry":
+            data["retryAt"] = r.retry_at.isoformat()
+        yield r.job.id, r.finished_at, data
 
 
 def _error_json(r: Result) -> dict[str, Any] | None:

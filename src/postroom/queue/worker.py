@@ -37,6 +37,7 @@ from postroom.db.clock import DatabaseClock
 from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import ComposeError, PostroomError, ProviderError, ProviderUnavailable
+from postroom.events.dispatcher import Dispatcher
 from postroom.providers import credentials
 from postroom.providers.base import OutgoingMessage, SendResult
 from postroom.providers.routing import Candidate, NoProvider, ProviderRouter
@@ -147,7 +148,10 @@ class Worker:
         )
         self.templates = TemplateStore(engine, self.clock)
         self.bulks = SharedRequests(engine)
-        self.dkim_keys = DomainKeys(engine, credentials.load_fernet(settings), self.clock)
+        fernet = credentials.load_fernet(settings)
+        self.dkim_keys = DomainKeys(engine, fernet, self.clock)
+        #: outgoing event webhooks, delivered beside the send loop
+        self.webhooks = Dispatcher(engine, fernet, self.clock, worker_id=self.id)
         self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
 
     # -- the loop ----------------------------------------------------------------------
@@ -160,6 +164,7 @@ class Worker:
             asyncio.create_task(self._every(max(1.0, self.lease_s / 4), self._reap)),
             asyncio.create_task(self._every(FLUSH_INTERVAL_S, self.flush)),
             asyncio.create_task(self._every(guardrails.PERIOD_S, self._guardrails)),
+            asyncio.create_task(self.webhooks.run()),
         ]
         if self.engine.dialect.name == "postgresql":
             background.append(asyncio.create_task(notify.listen(self.engine, self.wake)))
@@ -204,8 +209,9 @@ class Worker:
         return self._processed - before
 
     async def aclose(self) -> None:
-        """Close the provider connections this worker opened."""
+        """Close the provider and webhook connections this worker opened."""
         await self.router.aclose()
+        await self.webhooks.aclose()
 
     def wake(self) -> None:
         """Look for work now (a NOTIFY arrived or a job was enqueued in-process)."""

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from postroom.db.engine import reader
 from postroom.db.models import EmailRecord, EmailTracking, EmailTrackingEvent
 from postroom.errors import NotFound
+from postroom.events import outbox
 from postroom.types import EventType, RecordStatus
 
 records_t = cast(Table, EmailRecord.__table__)
@@ -141,7 +142,21 @@ async def record_event(conn: AsyncConnection, event: NewEvent) -> uuid.UUID | No
     if inserted.rowcount == 0:
         return None
     await _apply_status(conn, record.id, tracking_id, event)
+    if event.type != EventType.SENT:  # the write-back reports sends itself
+        await outbox.tracked(
+            conn, record.id, str(event.type), event.timestamp, _webhook_data(event)
+        )
     return event_id
+
+
+def _webhook_data(event: NewEvent) -> dict[str, Any]:
+    """What an event webhook says about ``event`` beside the record's fields."""
+    data: dict[str, Any] = {**event.data, "machine": event.machine}
+    if event.user_agent:
+        data["userAgent"] = event.user_agent
+    if event.ip_address:
+        data["ipAddress"] = event.ip_address
+    return data
 
 
 async def _apply_status(
