@@ -12,9 +12,7 @@ LIMIT = 4096
 LINE = 1001  # aiosmtpd's line_length_limit
 
 
-async def read(
-    raw: bytes, *, pieces: int = 1, size_limit: int = LIMIT
-) -> tuple[data.Data, bytes]:
+async def read(raw: bytes, *, pieces: int = 1, size_limit: int = LIMIT) -> tuple[data.Data, bytes]:
     """Feed ``raw`` in ``pieces`` parts; what ``data.read`` returned and what it left."""
     reader = asyncio.StreamReader(limit=size_limit + 8)
     step = max(1, -(-len(raw) // pieces))

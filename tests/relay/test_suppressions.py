@@ -71,18 +71,12 @@ async def test_every_recipient_suppressed_nothing_is_sent(
     assert {r.status for r in status.recipients} == {"suppressed"}
 
 
-async def test_scopes_and_expiry_as_for_api_mail(
-    postroom: Postroom, provider: SMTPServer
-) -> None:
+async def test_scopes_and_expiry_as_for_api_mail(postroom: Postroom, provider: SMTPServer) -> None:
     await suppress(postroom, "ann@example.com", scope="marketing", reason="unsubscribe")
-    await suppress(
-        postroom, "bob@example.com", expires_at=postroom.clock.now() - timedelta(days=1)
-    )
+    await suppress(postroom, "bob@example.com", expires_at=postroom.clock.now() - timedelta(days=1))
     rcpts = ["ann@example.com", "bob@example.com"]
     receipt = await postroom.send_raw(MESSAGE, RawEnvelope(recipients=rcpts))
-    news = await postroom.send_raw(
-        MESSAGE, RawEnvelope(recipients=rcpts, type=EmailType.MARKETING)
-    )
+    news = await postroom.send_raw(MESSAGE, RawEnvelope(recipients=rcpts, type=EmailType.MARKETING))
     assert receipt.status == news.status == "queued"
     assert [r.status for r in (await postroom.status(receipt.id)).recipients] == [
         "queued",
