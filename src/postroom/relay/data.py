@@ -100,8 +100,10 @@ def _overrun(piece: bytes, received: int, size_limit: int, line_limit: int) -> _
 def _check(body: bytes, received: int, size_limit: int, line_limit: int) -> _State:
     """The state after ``body`` (whole lines, or empty), as aiosmtpd's line loop would
     reach it."""
-    if received + len(body) <= size_limit and len(body) <= line_limit:
-        return _State.NOMINAL  # the common case: no line can be too long either
+    if received + len(body) <= size_limit and (
+        len(body) <= line_limit or max(map(len, body.split(CRLF))) <= line_limit - 2
+    ):
+        return _State.NOMINAL  # the common case, checked without a loop in Python
     total = received
     for line in body.split(CRLF)[:-1]:  # ``body`` ends with CRLF
         size = len(line) + 2

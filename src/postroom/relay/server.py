@@ -72,6 +72,7 @@ class _Session(SMTP):
         # aiosmtpd inspects the handler's members for every connection: keep it small
         super().__init__(relay.handler, authenticator=_defer, **kwargs)
         self.relay = relay
+        self._deadline = 0.0
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
         return await self._verify(await super().auth_PLAIN(server, args))
@@ -89,6 +90,23 @@ class _Session(SMTP):
             log.info("smtp: AUTH refused for %r from %s", login[:64], peer)
             return AuthResult(success=False, handled=False)  # 535 5.7.8
         return AuthResult(success=True, auth_data=credential)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd cancels and schedules a timer for every command; here the deadline
+        moves and one timer, when it fires early, waits again for what is left."""
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and handle.when() <= self._deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._on_timer)
+        elif self.transport is not None:
+            self._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         if self.local_part_limit:  # not set by the relay: aiosmtpd's own check
