@@ -56,6 +56,8 @@ class Result:
     #: CPU seconds of the benchmark database's backends (None: SQLite)
     db_cpu: float | None
     stored: int
+    #: transactions committed during the run (None: SQLite)
+    transactions: int | None
 
 
 def smtp_source(
@@ -87,6 +89,20 @@ async def stored(db: FreshDatabase) -> int:
     try:
         async with engine.connect() as conn:
             stmt = select(func.count()).select_from(jobs_t)
+            return int((await conn.execute(stmt)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def commits(db: FreshDatabase) -> int:
+    """Transactions committed in the benchmark's database (PostgreSQL's statistics,
+    flushed by each backend within a second or so of its work)."""
+    engine = db.poll_engine()
+    try:
+        async with engine.connect() as conn:
+            stmt = text(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            )
             return int((await conn.execute(stmt)).scalar_one())
     finally:
         await engine.dispose()
@@ -205,7 +221,9 @@ async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
             reconnect=False,
         )  # fmt: skip
         before = await stored(db)
-        pids = await backend_pids(db) if db.kind == "postgresql" else []
+        pg = db.kind == "postgresql"
+        pids = await backend_pids(db) if pg else []
+        commits_before = await commits(db) if pg else 0
         db_before = cpu_seconds(pids)
         cpu_before = cpu_seconds([proc.pid])
         if profile is not None:
@@ -213,19 +231,25 @@ async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
             time.sleep(1.0)
         elapsed = smtp_source(port, **source_options(args))
         cpu = cpu_seconds([proc.pid]) - cpu_before
-        db_cpu = None
-        if db.kind == "postgresql":
+        db_cpu = transactions = None
+        if pg:
             # a backend started during the run counts from zero
             late = [p for p in await backend_pids(db) if p not in pids]
             db_cpu = cpu_seconds(pids) - db_before + cpu_seconds(late)
         count = await stored(db) - before
+        if pg:
+            time.sleep(1.5)  # let the backends report their statistics
+            # less this script's own transactions since the first reading (about 4)
+            transactions = await commits(db) - commits_before - 4
     finally:
         if spy is not None:  # py-spy writes its output on SIGINT
             spy.send_signal(signal.SIGINT)
             stop_process(spy, signalled=True)  # type: ignore[arg-type]
         stop_process(proc)  # type: ignore[arg-type]
         await db.drop()
-    return Result(seconds=elapsed, relay_cpu=cpu, db_cpu=db_cpu, stored=count)
+    return Result(
+        seconds=elapsed, relay_cpu=cpu, db_cpu=db_cpu, stored=count, transactions=transactions
+    )
 
 
 def run_sink(args: argparse.Namespace) -> float:
@@ -249,9 +273,8 @@ def main() -> int:
 
     kind = "postgresql" if args.database_url else "sqlite"
     n = args.messages
-    rows = [
-        ("run", "target", "seconds", "msg/s", "stored", "relay CPU ms/msg", "DB CPU ms/msg"),
-    ]
+    header = ("run", "target", "seconds", "msg/s", "stored", "relay CPU ms/msg")
+    rows = [(*header, "DB CPU ms/msg", "msg/commit")]
     failed = False
     for run in range(1, args.runs + 1):
         profile = args.profile if run == args.runs else None
@@ -261,11 +284,12 @@ def main() -> int:
         rows.append(
             (str(run), f"postroom smtpd ({kind})", f"{result.seconds:.2f}",
              f"{n / result.seconds:.0f}", str(result.stored),
-             f"{result.relay_cpu * 1000 / n:.3f}", db_ms)
+             f"{result.relay_cpu * 1000 / n:.3f}", db_ms,
+             f"{n / result.transactions:.1f}" if result.transactions else "-")
         )  # fmt: skip
         rows.append(
             (str(run), "smtp-sink (ceiling)", f"{ceiling:.2f}", f"{n / ceiling:.0f}",
-             "-", "-", "-")
+             "-", "-", "-", "-")
         )  # fmt: skip
         failed = failed or result.stored != n
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
