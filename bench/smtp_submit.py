@@ -215,7 +215,7 @@ async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
     )
     spy = None
     try:
-        wait_for_smtp("127.0.0.1", port, timeout_s=30)
+        wait_for_smtp("127.0.0.1", port, timeout_s=120)
         smtp_source(  # warm up: imports, connection pool, caches
             port, messages=200, sessions=args.sessions, size=args.size, recipients=1,
             reconnect=False,
