@@ -36,6 +36,10 @@ class _Pending:
     screen: bool
 
 
+#: a submitter's answer: the job as stored, or why it was not
+_Outcome = tuple[_Pending, store.NewJob | Exception]
+
+
 class EnqueueBatcher:
     """Commits submitted jobs in shared transactions; ``submit`` returns once committed."""
 
@@ -71,45 +75,45 @@ class EnqueueBatcher:
     async def _run(self) -> None:
         while self._pending:
             batch = self._take()
+            done: list[_Outcome] = []
             try:
                 async with self._engine.connect() as conn:
                     while True:
-                        await self._commit(conn, batch)
+                        done = await self._commit(conn, batch)
                         if not self._pending:
-                            break
-                        batch = self._take()
-            except Exception as exc:  # no connection, or it broke: this batch fails
-                _fail(batch, exc)
+                            break  # answered once the connection is back in the pool
+                        _answer(done)
+                        done, batch = [], self._take()
+            except Exception as exc:  # no connection, or it broke
+                if not done:  # (else only giving the connection back failed)
+                    _fail(batch, exc)
+            _answer(done)
 
-    async def _commit(self, conn: AsyncConnection, batch: list[_Pending]) -> None:
-        """Commit ``batch`` in one transaction and answer its futures; an error other
-        than an item's own (IntegrityError) is raised with the futures unanswered."""
+    async def _commit(self, conn: AsyncConnection, batch: list[_Pending]) -> list[_Outcome]:
+        """Commit ``batch`` in one transaction; what each of its submitters gets. An
+        error other than an item's own (IntegrityError) is raised."""
         try:
             async with conn.begin():
                 await _screen(conn, batch)
                 await store.enqueue_many(conn, [(p.job, p.records) for p in batch])
         except IntegrityError as exc:
             if len(batch) == 1:
-                _fail(batch, exc)
-            else:
-                await self._one_by_one(conn, batch)
-            return
-        for p in batch:
-            if not p.future.done():
-                p.future.set_result(p.job)
+                return [(batch[0], exc)]
+            return await self._one_by_one(conn, batch)
+        return [(p, p.job) for p in batch]
 
-    async def _one_by_one(self, conn: AsyncConnection, batch: list[_Pending]) -> None:
+    async def _one_by_one(self, conn: AsyncConnection, batch: list[_Pending]) -> list[_Outcome]:
+        done: list[_Outcome] = []
         for p in batch:
             try:
                 async with conn.begin():
                     await _screen(conn, [p])
                     await store.enqueue_many(conn, [(p.job, p.records)])
             except Exception as exc:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                done.append((p, exc))
             else:
-                if not p.future.done():
-                    p.future.set_result(p.job)
+                done.append((p, p.job))
+        return done
 
 
 async def _screen(conn: AsyncConnection, batch: list[_Pending]) -> None:
@@ -120,6 +124,16 @@ async def _screen(conn: AsyncConnection, batch: list[_Pending]) -> None:
     screened = await suppressions.screen(conn, [(p.job, p.records) for p in wanted])
     for p, (job, records) in zip(wanted, screened, strict=True):
         p.job, p.records, p.screen = job, records, False
+
+
+def _answer(done: list[_Outcome]) -> None:
+    for p, outcome in done:
+        if p.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            p.future.set_exception(outcome)
+        else:
+            p.future.set_result(outcome)
 
 
 def _fail(batch: list[_Pending], exc: BaseException) -> None:
