@@ -19,7 +19,7 @@ handshake per connection, not per message, since sessions send many messages.
 
     python bench/smtp_submit.py --database-url postgresql://postgres@127.0.0.1/postgres
     python bench/smtp_submit.py --messages 2000 --sessions 20   # SQLite
-    python bench/smtp_submit.py --runs 2 --profile /tmp/relay.txt --database-url ...
+    python bench/smtp_submit.py --runs 2 --profile relay.txt --database-url ...
 """
 
 from __future__ import annotations
