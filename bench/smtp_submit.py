@@ -3,7 +3,13 @@
 Each accepted message is durable: the relay answers ``250`` only after the job
 is committed, and the run checks afterwards that the database holds exactly as
 many raw jobs as ``smtp-source`` sent. The same client against ``smtp-sink``
-(which stores nothing) gives the ceiling of client and loopback.
+(which stores nothing) gives the ceiling of client and loopback, measured in the
+same run, since the machine may be shared.
+
+Besides messages per second it reports CPU milliseconds per message of the relay
+process and of the PostgreSQL backends serving the benchmark's database (other
+databases' work on the same server is not counted); these hold up better than
+wall-clock rates on a busy machine.
 
 ``smtp-source`` speaks neither AUTH nor STARTTLS, so the relay trusts 127.0.0.1
 (``POSTROOM_SMTP__TRUSTED_NETWORKS``) for the run; AUTH over TLS adds a
@@ -13,6 +19,7 @@ handshake per connection, not per message, since sessions send many messages.
 
     python bench/smtp_submit.py --database-url postgresql://postgres@127.0.0.1/postgres
     python bench/smtp_submit.py --messages 2000 --sessions 20   # SQLite
+    python bench/smtp_submit.py --runs 2 --profile relay.txt --database-url ...
 """
 
 from __future__ import annotations
@@ -20,13 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,6 +47,17 @@ from postroom.db.models import EmailJob
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 jobs_t = cast(Table, EmailJob.__table__)
+
+
+@dataclass
+class Result:
+    seconds: float
+    relay_cpu: float
+    #: CPU seconds of the benchmark database's backends (None: SQLite)
+    db_cpu: float | None
+    stored: int
+    #: transactions committed during the run (None: SQLite)
+    transactions: int | None
 
 
 def smtp_source(
@@ -73,6 +94,36 @@ async def stored(db: FreshDatabase) -> int:
         await engine.dispose()
 
 
+async def commits(db: FreshDatabase) -> int:
+    """Transactions committed in the benchmark's database (PostgreSQL's statistics,
+    flushed by each backend within a second or so of its work)."""
+    engine = db.poll_engine()
+    try:
+        async with engine.connect() as conn:
+            stmt = text(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return int((await conn.execute(stmt)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def backend_pids(db: FreshDatabase) -> list[int]:
+    """The PostgreSQL backends connected to the benchmark's database (not this query's)."""
+    engine = db.poll_engine()
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return [int(r[0]) for r in rows]
+    finally:
+        await engine.dispose()
+
+
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "messages": args.messages,
@@ -83,7 +134,70 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def run_relay(args: argparse.Namespace) -> tuple[float, float, int]:
+def attach_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record`` (raw collapsed stacks, on-CPU samples only) on the relay."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    cmd = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--nonblocking"]
+    cmd += ["--rate", "250", "--output", str(output)]
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+#: where a sample counts: the innermost frame in one of these
+PARTS = (
+    ("postroom/relay/", "relay (commands, DATA reading)"),
+    ("postroom/compose/", "compose (header checks)"),
+    ("postroom/services/", "services (job building, group commit)"),
+    ("postroom/", "postroom, other"),
+    ("aiosmtpd/", "aiosmtpd (command loop, replies)"),
+    ("sqlalchemy/", "SQLAlchemy"),
+    ("asyncpg/", "asyncpg"),
+    ("aiosqlite/", "aiosqlite"),
+    ("asyncio/", "asyncio streams and tasks"),
+)
+
+
+def report_profile(path: Path, top: int = 25) -> None:
+    """Where the relay's event loop spent its CPU: by part, then functions by own time."""
+    own: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit() or "threading.py" in stack:
+            continue
+        frames = [f for f in stack.split(";") if " (" in f]
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        name, _, where = frames[-1].partition(" (")
+        file = where.rstrip(")").rsplit(":", 1)[0]
+        own[f"{name} ({'/'.join(Path(file).parts[-2:])})"] += n
+        parts[_part(frames)] += n
+    if not total:
+        print(f"profile: no samples in {path} (py-spy needs ptrace permission)")
+        return
+    print(f"\nprofile: {total} on-CPU samples of the relay's event loop")
+    for name, n in parts.most_common():
+        print(f"  {name:<60} {100 * n / total:5.1f}%")
+    print("  functions by own time:")
+    for frame, n in own.most_common(top):
+        print(f"  {frame[:72]:<72} {100 * n / total:5.1f}%")
+
+
+def _part(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for marker, name in PARTS:
+            if marker in frame:
+                return name
+    return "event loop (uvloop) and other"
+
+
+async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
     db = FreshDatabase(args.database_url)
     await db.create()
     port = free_port()
@@ -99,20 +213,43 @@ async def run_relay(args: argparse.Namespace) -> tuple[float, float, int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    spy = None
     try:
-        wait_for_smtp("127.0.0.1", port, timeout_s=30)
+        wait_for_smtp("127.0.0.1", port, timeout_s=120)
         smtp_source(  # warm up: imports, connection pool, caches
-            port, messages=50, sessions=5, size=args.size, recipients=1, reconnect=False
-        )
+            port, messages=200, sessions=args.sessions, size=args.size, recipients=1,
+            reconnect=False,
+        )  # fmt: skip
         before = await stored(db)
+        pg = db.kind == "postgresql"
+        pids = await backend_pids(db) if pg else []
+        commits_before = await commits(db) if pg else 0
+        db_before = cpu_seconds(pids)
         cpu_before = cpu_seconds([proc.pid])
+        if profile is not None:
+            spy = attach_profiler(proc.pid, profile)
+            time.sleep(1.0)
         elapsed = smtp_source(port, **source_options(args))
         cpu = cpu_seconds([proc.pid]) - cpu_before
+        db_cpu = transactions = None
+        if pg:
+            # a backend started during the run counts from zero
+            late = [p for p in await backend_pids(db) if p not in pids]
+            db_cpu = cpu_seconds(pids) - db_before + cpu_seconds(late)
         count = await stored(db) - before
+        if pg:
+            time.sleep(1.5)  # let the backends report their statistics
+            # less this script's own transactions since the first reading (about 4)
+            transactions = await commits(db) - commits_before - 4
     finally:
+        if spy is not None:  # py-spy writes its output on SIGINT
+            spy.send_signal(signal.SIGINT)
+            stop_process(spy, signalled=True)  # type: ignore[arg-type]
         stop_process(proc)  # type: ignore[arg-type]
         await db.drop()
-    return elapsed, cpu, count
+    return Result(
+        seconds=elapsed, relay_cpu=cpu, db_cpu=db_cpu, stored=count, transactions=transactions
+    )
 
 
 def run_sink(args: argparse.Namespace) -> float:
@@ -130,28 +267,43 @@ def main() -> int:
     parser.add_argument(
         "--reconnect", action="store_true", help="one connection per message (default: reuse)"
     )
+    parser.add_argument("--runs", type=int, default=1, help="relay + sink pairs to measure")
+    parser.add_argument("--profile", type=Path, help="py-spy the relay (last run) into this file")
     args = parser.parse_args()
 
-    elapsed, cpu, count = asyncio.run(run_relay(args))
-    ceiling = run_sink(args)
     kind = "postgresql" if args.database_url else "sqlite"
-    rows = [
-        ("target", "messages", "seconds", "msg/s", "stored", "relay CPU s", "msg/relay-CPU-s"),
-        (f"postroom smtpd ({kind})", str(args.messages), f"{elapsed:.2f}",
-         f"{args.messages / elapsed:.0f}", str(count), f"{cpu:.2f}",
-         f"{args.messages / cpu:.0f}" if cpu else "-"),
-        ("smtp-sink (ceiling)", str(args.messages), f"{ceiling:.2f}",
-         f"{args.messages / ceiling:.0f}", "-", "-", "-"),
-    ]  # fmt: skip
+    n = args.messages
+    header = ("run", "target", "seconds", "msg/s", "stored", "relay CPU ms/msg")
+    rows = [(*header, "DB CPU ms/msg", "msg/commit")]
+    failed = False
+    for run in range(1, args.runs + 1):
+        profile = args.profile if run == args.runs else None
+        result = asyncio.run(run_relay(args, profile))
+        ceiling = run_sink(args)
+        db_ms = "-" if result.db_cpu is None else f"{result.db_cpu * 1000 / n:.3f}"
+        rows.append(
+            (str(run), f"postroom smtpd ({kind})", f"{result.seconds:.2f}",
+             f"{n / result.seconds:.0f}", str(result.stored),
+             f"{result.relay_cpu * 1000 / n:.3f}", db_ms,
+             f"{n / result.transactions:.1f}" if result.transactions else "-")
+        )  # fmt: skip
+        rows.append(
+            (str(run), "smtp-sink (ceiling)", f"{ceiling:.2f}", f"{n / ceiling:.0f}",
+             "-", "-", "-", "-")
+        )  # fmt: skip
+        failed = failed or result.stored != n
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     print(
-        f"(connections {'per message' if args.reconnect else 'reused'}; {args.sessions} "
-        f"sessions; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        f"({n} messages of {args.size} body bytes; connections "
+        f"{'per message' if args.reconnect else 'reused'}; {args.sessions} sessions; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
-    if count != args.messages:
-        print(f"MISMATCH: {args.messages} sent, {count} stored", file=sys.stderr)
+    if args.profile is not None:
+        report_profile(args.profile)
+    if failed:
+        print(f"MISMATCH: {n} sent per run, not all stored", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Annotated
 
@@ -40,6 +41,7 @@ async def smtpd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        _quiet_collector()
         listening = ", ".join(f"{h}:{p}" for h, p in relay.addresses)
         typer.echo(f"SMTP relay listening on {listening}", err=True)
         tasks = [asyncio.create_task(postroom.worker().run(stop)) for _ in range(workers)]
@@ -48,3 +50,17 @@ async def smtpd(
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await postroom.aclose()
+
+
+def _quiet_collector() -> None:
+    """Less garbage-collector work per message (it was a tenth of the relay's CPU).
+
+    What start-up allocated (modules, the schema, caches) lives as long as the
+    process: frozen, full collections no longer walk it. A message allocates a few
+    dozen container objects that reference counting frees at once; collecting the
+    youngest generation every 20,000 allocations instead of 700 lets most of them go
+    before a collection would look at them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)

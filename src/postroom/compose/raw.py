@@ -55,7 +55,7 @@ class Prepared:
 
 
 def _crlf(raw: bytes) -> bytes:
-    if b"\n" not in raw.replace(CRLF, b""):
+    if raw.count(b"\n") == raw.count(CRLF):  # no bare LF: counted without a copy
         return raw
     return raw.replace(CRLF, b"\n").replace(b"\n", CRLF)
 
@@ -73,8 +73,10 @@ def split(raw: bytes) -> tuple[bytes, bytes]:
 def fields(head: bytes) -> list[tuple[str, bytes]]:
     """``(lowercase name, raw lines including the name)`` per header field, in order."""
     out: list[tuple[str, bytes]] = []
+    # one look at the whole block; the line is found only when there is something
+    suspect = b"\0" in head or head.count(b"\r") != head.count(CRLF)
     for number, line in enumerate(head.split(CRLF), start=1):
-        if _BAD_HEADER_BYTES.search(line):
+        if suspect and _BAD_HEADER_BYTES.search(line):
             raise MessageError(f"header line {number} contains a NUL or a bare CR")
         if line[:1] in (b" ", b"\t"):
             if not out:
@@ -126,6 +128,7 @@ def prepare(raw: bytes, *, message_id: Callable[[str], str], now: datetime) -> P
     """
     raw = _crlf(raw)
     head, body = split(raw)
+    whole = len(head) + 4 + len(body) == len(raw)  # raw is head, a blank line, body
     parsed = fields(head)
     by_name: dict[str, list[bytes]] = {}
     for name, lines in parsed:
@@ -144,8 +147,11 @@ def prepare(raw: bytes, *, message_id: Callable[[str], str], now: datetime) -> P
         added.append(f"Message-ID: {msg_id}".encode())
     if "date" not in by_name:
         added.append(f"Date: {format_datetime(now.replace(microsecond=0))}".encode())
-    kept = [lines for name, lines in parsed if name != "bcc"]
-    mime = CRLF.join([*added, *kept]) + CRLF + CRLF + body
+    if "bcc" in by_name or not whole:
+        kept = [lines for name, lines in parsed if name != "bcc"]
+        mime = CRLF.join([*added, *kept]) + CRLF + CRLF + body
+    else:  # the same bytes, without joining the message together again
+        mime = CRLF.join([*added, b""]) + raw if added else raw
     subject = field_value(by_name["subject"][0]) if "subject" in by_name else ""
     return Prepared(
         mime=mime,

@@ -3,6 +3,8 @@
 The same guarantees as ``Sender.send``: the job and one record per envelope
 recipient commit together (through the same group-commit batcher) before this
 returns, so the relay answers ``250`` and the API ``202`` only for durable mail.
+Suppressed envelope recipients are marked ``suppressed`` and left out of the
+envelope in that commit (one query per batch: see ``services.batching``).
 The same edge checks apply where they make sense for finished MIME: every
 envelope address is a valid address without control characters, the message is
 within ``max_message_bytes``, and a message has at most ``MAX_RECIPIENTS``.
@@ -175,7 +177,7 @@ class RawSender:
             )
             for r in to_list
         ]
-        return await self.sender.commit(job, new_records, fingerprint)
+        return await self.sender.commit(job, new_records, fingerprint, screen=True)
 
 
 def _fingerprint(mime: bytes, envelope: RawEnvelope) -> str:

@@ -183,12 +183,18 @@ class Sender:
         return await self.commit(job, new_records, fingerprint)
 
     async def commit(
-        self, job: store.NewJob, new_records: Sequence[store.NewRecord], fingerprint: str
+        self,
+        job: store.NewJob,
+        new_records: Sequence[store.NewRecord],
+        fingerprint: str,
+        *,
+        screen: bool = False,
     ) -> EmailSendResult:
         """Write ``job`` and its records (group commit); the first response to the job's
-        Idempotency-Key when a concurrent request took it first."""
+        Idempotency-Key when a concurrent request took it first. ``screen``: apply the
+        suppression list in the commit (raw MIME; ``send`` has applied it already)."""
         try:
-            await self.batcher.submit(job, new_records)
+            job = await self.batcher.submit(job, new_records, screen=screen)
         except IntegrityError:
             if job.idempotency_key is None:
                 raise

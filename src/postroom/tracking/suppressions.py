@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,7 +24,12 @@ from postroom.db.engine import reader
 from postroom.db.models import EmailRecord, EmailSuppression, EmailTracking, EmailTrackingEvent
 from postroom.errors import MessageError, NotFound
 from postroom.tracking.events import insert_ignore
-from postroom.types import EmailType, EventType
+from postroom.types import EmailType, EventType, JobStatus, RecordStatus
+
+if TYPE_CHECKING:  # the queue's store imports this module
+    from postroom.queue.store import NewJob, NewRecord
+
+    Item = tuple[NewJob, Sequence[NewRecord]]
 
 suppressions_t = cast(Table, EmailSuppression.__table__)
 records_t = cast(Table, EmailRecord.__table__)
@@ -90,6 +96,61 @@ async def suppressed(
         )
     )
     return {r.email: r.reason for r in rows}
+
+
+async def screen(conn: AsyncConnection, items: Sequence[Item]) -> list[Item]:
+    """``items`` as they may be sent: suppressed recipients marked, with one query for all.
+
+    A suppressed recipient's record is ``suppressed`` with the reason in its
+    metadata and leaves the job's ``request.to`` (the envelope the worker sends
+    to); a job left with nobody is ``cancelled``. Used by the group commit for raw
+    MIME (SMTP relay, ``POST /send/raw``), inside the transaction that stores the
+    jobs, so it adds a query per batch, not per message.
+    """
+    wanted = {r.recipient_email.lower() for _, records in items for r in records}
+    if not wanted:
+        return list(items)
+    now = min(job.created_at for job, _ in items)
+    rows = await conn.execute(
+        select(suppressions_t.c.email, suppressions_t.c.scope, suppressions_t.c.reason).where(
+            suppressions_t.c.email.in_(wanted), _active(now)
+        )
+    )
+    found: dict[str, dict[str, str]] = {}
+    for row in rows:
+        found.setdefault(row.email, {})[row.scope] = row.reason
+    if not found:
+        return list(items)
+    return [_without(job, records, found) for job, records in items]
+
+
+def _without(job: NewJob, records: Sequence[NewRecord], found: dict[str, dict[str, str]]) -> Item:
+    """``job`` and ``records`` with the recipients ``found`` suppressed for its type."""
+    blocked: dict[str, str] = {}
+    for r in records:
+        scopes = found.get(r.recipient_email.lower(), {})
+        reason = scopes.get("global")
+        if reason is None and job.type == EmailType.MARKETING:
+            reason = scopes.get("marketing")
+        if reason is not None:
+            blocked[r.recipient_email.lower()] = reason
+    if not blocked:
+        return job, records
+    marked = [
+        dataclasses.replace(
+            r,
+            status=RecordStatus.SUPPRESSED,
+            metadata={**r.metadata, "suppressed": blocked[r.recipient_email.lower()]},
+        )
+        if r.recipient_email.lower() in blocked
+        else r
+        for r in records
+    ]
+    request = job.data["request"]
+    to = [t for t in request["to"] if t["email"].lower() not in blocked]
+    data = {**job.data, "request": {**request, "to": to}}
+    status = job.status if to else JobStatus.CANCELLED
+    return dataclasses.replace(job, data=data, status=status), marked
 
 
 async def after_event(
