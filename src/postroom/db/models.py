@@ -316,6 +316,10 @@ class EmailBulk(Base):
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime]
+    # added: as on email_jobs, the request an idempotency key was first used with
+    # (a reuse with another body is refused) and the API key that sent it (it owns it)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class EmailDkimKey(Base):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -256,15 +256,26 @@ def _text_template(html: str) -> str | None:
 
 def render_subject(source: Source, data: Mapping[str, Any]) -> str:
     """Only the subject (cheap: for the records, when mail is queued)."""
-    _compile("subject", source.subject)  # the same errors as a full render
-    pieces = _plain_pieces(source.subject)
-    joined = _join(pieces, data) if pieces is not None else None
-    if joined is None:
-        joined = _render_part("subject", source.subject, data)
-    subject = joined.strip()
-    if "\n" in subject or "\r" in subject:
-        raise TemplateError("the rendered subject must be one line", part="subject")
-    return subject
+    return subject_renderer(source)(data)
+
+
+def subject_renderer(source: Source) -> Callable[[Mapping[str, Any]], str]:
+    """``render_subject`` for one source, parsed once: a bulk send renders the same
+    subject for every recipient."""
+    text = source.subject
+    _compile("subject", text)  # the same errors as a full render
+    pieces = _plain_pieces(text)
+
+    def render(data: Mapping[str, Any]) -> str:
+        joined = _join(pieces, data) if pieces is not None else None
+        if joined is None:
+            joined = _render_part("subject", text, data)
+        subject = joined.strip()
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError("the rendered subject must be one line", part="subject")
+        return subject
+
+    return render
 
 
 def render(source: Source, data: Mapping[str, Any]) -> Rendered:
