@@ -251,8 +251,9 @@ async def main() -> int:
               f"{r['cpu'] / n * 1e6:,.0f} | {db_cpu} |")  # fmt: skip
     if peer:
         n = peer["enqueued"]
+        cpu_us = peer["cpu_seconds"] / n * 1e6
         print(f"| django-post_office send_many, sqlite | {n:,} | "
-              f"{n / peer['seconds']:,.0f} | {peer['cpu_seconds'] / n * 1e6:,.0f} | - |")  # fmt: skip
+              f"{n / peer['seconds']:,.0f} | {cpu_us:,.0f} | - |")  # fmt: skip
     print("\n| database | plain delivered/s | template + DKIM delivered/s | cost |")
     print("| --- | ---: | ---: | ---: |")
     for i in range(0, len(deliveries), 2):
