@@ -97,6 +97,13 @@ class EmailQueue(Timestamps, Base):
     __table_args__ = (Index("idx_email_queues_enabled", "enabled"),)
 
 
+def _present(column: str) -> dict[str, Any]:
+    """A partial index of the rows where ``column`` (a time NULL until something
+    happens) is set: queueing mail writes no entry in it."""
+    where = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": where, "sqlite_where": where}
+
+
 class EmailJob(Base):
     __tablename__ = "email_jobs"
 
@@ -138,7 +145,7 @@ class EmailJob(Base):
         Index("idx_email_jobs_claim", "status", text("priority DESC"), "scheduled_at", "id"),
         Index("idx_email_jobs_lease", "status", "locked_until"),
         # added: analytics count today's failures by it
-        Index("idx_email_jobs_failed_at", "failed_at"),
+        Index("idx_email_jobs_failed_at", "failed_at", **_present("failed_at")),
     )
 
 
@@ -208,13 +215,13 @@ class EmailRecord(Base):
         Index("idx_email_records_bulk", "bulk_id", "status"),
         Index("idx_email_records_recipient", "recipient_email"),
         Index("idx_email_records_status", "status"),
-        Index("idx_email_records_sent_at", "sent_at"),
+        Index("idx_email_records_sent_at", "sent_at", **_present("sent_at")),
         Index("idx_email_records_job", "job_id"),
         # added: analytics count today's events by these
-        Index("idx_email_records_delivered_at", "delivered_at"),
-        Index("idx_email_records_bounced_at", "bounced_at"),
-        Index("idx_email_records_opened_at", "opened_at"),
-        Index("idx_email_records_clicked_at", "clicked_at"),
+        Index("idx_email_records_delivered_at", "delivered_at", **_present("delivered_at")),
+        Index("idx_email_records_bounced_at", "bounced_at", **_present("bounced_at")),
+        Index("idx_email_records_opened_at", "opened_at", **_present("opened_at")),
+        Index("idx_email_records_clicked_at", "clicked_at", **_present("clicked_at")),
     )
 
 
