@@ -13,6 +13,7 @@ layout of tables and lists) when the template has none; ``html2text`` is GPL-3.0
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -237,21 +238,51 @@ def _text_template(html: str) -> str | None:
     recipient (a value is escaped in the HTML and unescaped again by the conversion,
     so the text is the same). Anything else (tags, filters, calls) returns None and
     each rendered HTML is converted instead."""
-    body = _HTML.parse(html).body
-    for node in body:
-        if not isinstance(node, nodes.Output):
-            return None
-        for child in node.nodes:
-            if isinstance(child, nodes.Getattr):
-                child = child.node
-            if not isinstance(child, nodes.TemplateData | nodes.Name):
-                return None
+    if not _only_outputs(html):
+        return None
     derived = html_to_text(html)
     try:
         _compile("text", derived)
     except TemplateError:
         return None
     return derived
+
+
+#: an output inside a tag (an attribute, where CSS may be merged into it) or a style block
+_OUTPUT_IN_MARKUP = re.compile(r"<[^>]*\{\{|<style[^>]*>[^<]*\{\{", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=512)
+def _inlined_template(html: str) -> str | None:
+    """The HTML template with its CSS inlined once, when that is the same as inlining
+    every rendered message: the template holds only literal HTML and ``{{ name }}`` /
+    ``{{ name.field }}`` outputs, none inside a tag or a ``<style>`` block, so the
+    values land in text that inlining does not touch (an escaped value may come out
+    escaped differently, e.g. ``&#34;`` for ``"``, which reads the same). Anything
+    else returns None and each rendered message is inlined instead."""
+    if not _only_outputs(html) or _OUTPUT_IN_MARKUP.search(html):
+        return None
+    try:
+        inlined = inline_css(html)
+        if inlined.count("{{") != html.count("{{"):
+            return None
+        _compile("html", inlined)
+    except TemplateError:
+        return None
+    return inlined
+
+
+def _only_outputs(html: str) -> bool:
+    """Only literal HTML and ``{{ name }}`` / ``{{ name.field }}`` outputs."""
+    for node in _HTML.parse(html).body:
+        if not isinstance(node, nodes.Output):
+            return False
+        for child in node.nodes:
+            if isinstance(child, nodes.Getattr):
+                child = child.node
+            if not isinstance(child, nodes.TemplateData | nodes.Name):
+                return False
+    return True
 
 
 def render_subject(source: Source, data: Mapping[str, Any]) -> str:
@@ -283,7 +314,11 @@ def render(source: Source, data: Mapping[str, Any]) -> Rendered:
     subject = render_subject(source, data)
     html = text = None
     if source.html is not None:
-        html = inline_css(_render_part("html", source.html, data))
+        inlined = _inlined_template(source.html)
+        if inlined is not None:
+            html = _render_part("html", inlined, data)
+        else:
+            html = inline_css(_render_part("html", source.html, data))
     if source.text is not None:
         text = _render_part("text", source.text, data)
     elif html is not None:
