@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -38,6 +39,7 @@ from harness import (
     BENCH_DIR,
     PG_ENV,
     FreshDatabase,
+    cpu_seconds,
     delivery_window,
     job_counts,
     log,
@@ -120,17 +122,36 @@ async def bulk_enqueue(server_url: str | None, n: int) -> dict[str, Any]:
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             timeout=600,
         ) as client:
+            pg_before = await backend_cpu(pr)
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             response = await client.post("/api/system/email/bulk", content=body)
             seconds = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            pg_after = await backend_cpu(pr)
         assert response.status_code == 202, response.text[:500]
         counts = await job_counts(pr.engine)
         assert counts["pending"] == n, counts
         await pr.aclose()
+        pg_cpu = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
         return {"db": db.kind, "n": n, "seconds": seconds, "rate": n / seconds,
-                "body_mb": len(body) / 1e6}  # fmt: skip
+                "body_mb": len(body) / 1e6, "cpu": cpu, "db_cpu": pg_cpu}  # fmt: skip
     finally:
         await db.drop()
+
+
+async def backend_cpu(pr: Postroom) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving this database (none on
+    SQLite, which runs in this process and is counted in its CPU time)."""
+    if pr.engine.dialect.name != "postgresql":
+        return {}
+    async with pr.engine.connect() as conn:
+        pids = (
+            await conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).scalars()
+        return {pid: cpu_seconds([pid]) for pid in pids}
 
 
 async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool) -> dict[str, Any]:
@@ -156,17 +177,23 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
             }
         await pr.send_bulk({"from": SENDER, **request})
         worker = pr.worker()
+        pg_before = await backend_cpu(pr)
+        cpu0 = time.process_time()
         try:
             while await worker.drain():
                 pass
         finally:
             await worker.aclose()
+        cpu = time.process_time() - cpu0
+        pg_after = await backend_cpu(pr)
+        db_cpu = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
         counts = await job_counts(pr.engine)
         first, last = await delivery_window(pr.engine)
         await pr.aclose()
         assert counts["completed"] == n, counts
         assert first is not None and last is not None
-        return {"db": db.kind, "templated": templated, "rate": n / max(last - first, 1e-9)}
+        return {"db": db.kind, "templated": templated, "rate": n / max(last - first, 1e-9),
+                "cpu_us": cpu / n * 1e6, "db_cpu_us": db_cpu / n * 1e6}  # fmt: skip
     finally:
         await db.drop()
 
@@ -195,6 +222,7 @@ async def main() -> int:
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--peers", action="store_true")
     parser.add_argument("--no-enqueue", action="store_true", help="only the delivery rows")
+    parser.add_argument("--no-delivery", action="store_true", help="only the enqueue rows")
     args = parser.parse_args()
     import os
 
@@ -204,31 +232,46 @@ async def main() -> int:
     for server in [] if args.no_enqueue else servers:
         log(f"POST /bulk of {args.recipients} on {'postgresql' if server else 'sqlite'}")
         r = await bulk_enqueue(server, args.recipients)
-        log(f"  {r['rate']:,.0f} recipients/s ({r['seconds']:.1f} s, body {r['body_mb']:.1f} MB)")
+        log(
+            f"  {r['rate']:,.0f} recipients/s ({r['seconds']:.1f} s, body {r['body_mb']:.1f} MB;"
+            f" CPU {r['cpu']:.1f} s here, {r['db_cpu']:.1f} s in PostgreSQL)"
+        )
         rows.append(r)
     deliveries = []
     with Sink() as sink:
-        for server in servers:
+        for server in [] if args.no_delivery else servers:
             for templated in (False, True):
                 what = "template + DKIM" if templated else "plain"
                 log(f"deliver {args.delivered} ({what}) on {'postgresql' if server else 'sqlite'}")
                 d = await delivered(server, args.delivered, sink, templated)
-                log(f"  {d['rate']:,.0f} delivered/s")
+                log(f"  {d['rate']:,.0f} delivered/s ({d['cpu_us']:,.0f} µs CPU a message here,"
+                    f" {d['db_cpu_us']:,.0f} µs in PostgreSQL)")  # fmt: skip
                 deliveries.append(d)
         peer = post_office_send_many(args.recipients, sink.port) if args.peers else None
-    print("\n| database / peer | recipients | enqueue recipients/s |")
-    print("| --- | ---: | ---: |")
+    print("\n| database / peer | recipients | enqueue recipients/s | CPU µs/recipient"
+          " (process) | CPU µs/recipient (PostgreSQL) |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| Postroom POST /bulk, {r['db']} | {r['n']:,} | {r['rate']:,.0f} |")
+        n = r["n"]
+        db_cpu = f"{r['db_cpu'] / n * 1e6:,.0f}" if r["db"] == "postgresql" else "-"
+        print(f"| Postroom POST /bulk, {r['db']} | {n:,} | {r['rate']:,.0f} | "
+              f"{r['cpu'] / n * 1e6:,.0f} | {db_cpu} |")  # fmt: skip
     if peer:
-        print(f"| django-post_office send_many, sqlite | {peer['enqueued']:,} | "
-              f"{peer['enqueued'] / peer['seconds']:,.0f} |")  # fmt: skip
-    print("\n| database | plain delivered/s | template + DKIM delivered/s | cost |")
-    print("| --- | ---: | ---: | ---: |")
+        n = peer["enqueued"]
+        cpu_us = peer["cpu_seconds"] / n * 1e6
+        print(f"| django-post_office send_many, sqlite | {n:,} | "
+              f"{n / peer['seconds']:,.0f} | {cpu_us:,.0f} | - |")  # fmt: skip
+    print("\n| database | plain delivered/s | template + DKIM delivered/s | cost |"
+          " CPU µs/message plain | template + DKIM | CPU cost |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i in range(0, len(deliveries), 2):
         plain, tpl = deliveries[i], deliveries[i + 1]
         cost = 1 - tpl["rate"] / plain["rate"]
-        print(f"| {plain['db']} | {plain['rate']:,.0f} | {tpl['rate']:,.0f} | {cost:.0%} |")
+        # CPU of this process and PostgreSQL's backends together, per message
+        plain_cpu = plain["cpu_us"] + plain["db_cpu_us"]
+        tpl_cpu = tpl["cpu_us"] + tpl["db_cpu_us"]
+        print(f"| {plain['db']} | {plain['rate']:,.0f} | {tpl['rate']:,.0f} | {cost:.0%} | "
+              f"{plain_cpu:,.0f} | {tpl_cpu:,.0f} | {1 - plain_cpu / tpl_cpu:.0%} |")  # fmt: skip
     return 0
 
 

@@ -27,6 +27,7 @@ from postroom.db import engine as db_engine
 from postroom.db import migrate
 from postroom.errors import ConfigError, RequestInvalid
 from postroom.events.endpoints import Endpoints
+from postroom.gcpause import gc_paused
 from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
 from postroom.queue.retry import default_retry
@@ -162,14 +163,15 @@ class Postroom:
         api_key_id: uuid.UUID | None = None,
     ) -> BulkAccepted:
         """Accept one message for many recipients; all of it is durable when this returns."""
-        if not isinstance(request, BulkRequest):
-            try:
-                request = BulkRequest.model_validate(request)
-            except ValidationError as exc:
-                raise RequestInvalid(validation_errors(exc)) from None
-        result = await self.bulk.send(
-            request, idempotency_key=idempotency_key, api_key_id=api_key_id
-        )
+        with gc_paused():  # up to 100,000 recipients' objects, alive until the end
+            if not isinstance(request, BulkRequest):
+                try:
+                    request = BulkRequest.model_validate(request)
+                except ValidationError as exc:
+                    raise RequestInvalid(validation_errors(exc)) from None
+            result = await self.bulk.send(
+                request, idempotency_key=idempotency_key, api_key_id=api_key_id
+            )
         for worker in self._workers:
             worker.wake()
         return result

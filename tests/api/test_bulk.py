@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -189,3 +190,126 @@ async def test_bulk_headers_follow_the_send_header_policy(
     assert await count(postroom, jobs_t) == 0
     accepted = await client.post(f"{API}/bulk", json={**body, "headers": {"X-Campaign": "w48"}})
     assert accepted.status_code == 202, accepted.text
+
+
+async def test_an_idempotency_key_reused_with_another_bulk_is_refused(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    await client.post(f"{API}/templates", json=NEWSLETTER)
+    body: dict[str, Any] = {
+        "from": {"email": "news@example.com"},
+        "templateId": "newsletter",
+        "templateData": {"name": "friend"},
+        "recipients": recipients(5),
+    }
+    headers = {"Idempotency-Key": "campaign-8"}
+    first = await client.post(f"{API}/bulk", json=body, headers=headers)
+    assert first.status_code == 202
+    # key order and spacing do not make another request
+    same = await client.post(
+        f"{API}/bulk",
+        content=json.dumps(dict(reversed(body.items())), indent=2),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert same.status_code == 202 and same.json()["id"] == first.json()["id"]
+    changed = {**body, "recipients": recipients(6)}
+    other = await client.post(f"{API}/bulk", json=changed, headers=headers)
+    assert other.status_code == 422
+    assert other.headers["content-type"].startswith("application/problem+json")
+    assert "different request" in other.json()["detail"]
+    assert await count(postroom, jobs_t) == 5
+    # another API key has its own keys: the same key is a new bulk send there
+    sender, _ = await postroom.keys.create("other", ["send"])
+    theirs = await client.post(
+        f"{API}/bulk", json=changed, headers={**headers, "Authorization": f"Bearer {sender}"}
+    )
+    assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+    assert await count(postroom, jobs_t) == 11
+
+
+async def test_a_send_key_reads_only_its_own_bulk_sends_and_their_mail(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    await client.post(f"{API}/templates", json=NEWSLETTER)
+    alice, _ = await postroom.keys.create("alice", ["send"])
+    bob, _ = await postroom.keys.create("bob", ["send"])
+    body = {
+        "from": {"email": "news@example.com"},
+        "templateId": "newsletter",
+        "templateData": {"name": "friend"},
+        "recipients": recipients(3),
+    }
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    as_bob = {"Authorization": f"Bearer {bob}"}
+    accepted = (await client.post(f"{API}/bulk", json=body, headers=as_alice)).json()
+    local = await postroom.send_bulk(body)  # the facade: no API key
+
+    assert (await client.get(f"{API}/bulk/{accepted['id']}", headers=as_alice)).json()["total"] == 3
+    for headers, ident in ((as_bob, accepted["id"]), (as_alice, local.id)):
+        response = await client.get(f"{API}/bulk/{ident}", headers=headers)
+        assert response.status_code == 404, response.text
+    assert (await client.get(f"{API}/bulk/{local.id}")).status_code == 200  # admin
+    # each recipient's own mail belongs to the sender of the bulk send
+    async with postroom.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(records_t.c.id, records_t.c.job_id, jobs_t.c.api_key_id)
+                .join(jobs_t, jobs_t.c.id == records_t.c.job_id)
+                .where(records_t.c.bulk_id == uuid.UUID(accepted["id"]))
+            )
+        ).all()
+    assert len(rows) == 3 and len({r.job_id for r in rows}) == 3
+    for row in rows:
+        own = await client.get(f"{API}/status/{row.job_id}", headers=as_alice)
+        assert own.status_code == 200, own.text
+        assert own.json()["recipients"][0]["email"].startswith("user")
+        assert (await client.get(f"{API}/status/{row.job_id}", headers=as_bob)).status_code == 404
+        assert (await client.get(f"{API}/status/{row.id}", headers=as_bob)).status_code == 404
+
+
+async def test_recipients_are_validated_as_strictly_on_the_fast_path(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    """Plain recipients take a fast path; anything doubtful gets the full validation's
+    errors, by index, and nothing is queued."""
+    base: dict[str, Any] = {"from": {"email": "news@example.com"}, "subject": "Hi",
+                            "content": {"text": "Hello"}}  # fmt: skip
+    bad = [
+        ({"email": "a@example.com", "name": "A\r\nBcc: x@evil.example"}, "recipients.1.name"),
+        ({"email": "a@localhost.test"}, "recipients.1.email"),
+        ({"email": "not an address"}, "recipients.1.email"),
+        ({"email": "a@example.com", "nickname": "x"}, "recipients.1.nickname"),
+        ({"email": "a@example.com", "metadata": ["x"]}, "recipients.1.metadata"),
+        ({"email": "a@example.com", "name": "x" * 256}, "recipients.1.name"),
+    ]
+    for recipient, field in bad:
+        body = {**base, "recipients": [{"email": "first@example.com"}, recipient]}
+        response = await client.post(f"{API}/bulk", json=body)
+        assert response.status_code == 422, (recipient, response.text)
+        fields = [e["field"] for e in response.json()["errors"]]
+        assert field in fields, (recipient, fields)
+    repeated = {**base, "recipients": [{"email": "Ann@Example.com"}, {"email": "ann@example.COM"}]}
+    response = await client.post(f"{API}/bulk", json=repeated)
+    assert response.status_code == 422 and "recipients.1 repeats recipients.0" in response.text
+    assert await count(postroom, jobs_t) == 0
+    # unicode and mixed-case addresses are normalized as email-validator does
+    ok = {
+        **base,
+        "recipients": [
+            {"email": "Zoë@Example.COM", "name": "Zoë"},
+            {"email": "Bob@Example.COM", "metadata": {"k": "\\tab"}},
+        ],
+    }
+    assert (await client.post(f"{API}/bulk", json=ok)).status_code == 202
+    async with postroom.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(
+                    records_t.c.recipient_email, records_t.c.recipient_name, records_t.c.metadata
+                ).order_by(records_t.c.recipient_email)
+            )
+        ).all()
+    assert [tuple(r) for r in stored] == [
+        ("Bob@example.com", None, {"k": "\\tab"}),
+        ("Zoë@example.com", "Zoë", {}),
+    ]

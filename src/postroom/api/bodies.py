@@ -18,10 +18,13 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from postroom.errors import RequestInvalid, UnsupportedMediaType
+from postroom.gcpause import gc_paused
 
 #: deeper JSON is refused: no request of Postroom's needs more, and deep data costs
 #: recursion everywhere it is handled later
 MAX_DEPTH = 32
+#: bodies from this size on are parsed and handled with the cyclic GC paused
+LARGE_BODY = 1 << 20
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -57,6 +60,22 @@ def _shape(value: Any) -> tuple[int, str | None]:
     return deepest, nul
 
 
+def _depth(value: Any) -> int:
+    """``_shape``'s depth alone, level by level over containers only (no paths): the
+    cheap check for a body that cannot hold NUL."""
+    containers = (dict, list)
+    level = [value] if type(value) in containers else []
+    depth = 0
+    while level and depth <= MAX_DEPTH:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            values = item.values() if type(item) is dict else item
+            below.extend(v for v in values if type(v) in containers)
+        level = below
+    return depth
+
+
 def parse_json(body: bytes) -> Any:
     """The body as JSON; RequestInvalid (422) says why it is not acceptable."""
     too_deep = f"JSON is nested more than {MAX_DEPTH} levels deep"
@@ -72,7 +91,8 @@ def parse_json(body: bytes) -> Any:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             problem = {"field": "body", "message": f"not valid JSON: {exc}"}
             raise RequestInvalid([problem]) from None
-    depth, nul = _shape(data)
+    # both parsers refuse raw control characters in strings: a NUL is "\u0000" or absent
+    depth, nul = _shape(data) if b"\\u0000" in body else (_depth(data), None)
     if nul is not None:  # PostgreSQL stores no NUL in text or JSON: refused everywhere
         message = "must not contain NUL characters (\\u0000)"
         raise RequestInvalid([{"field": nul.replace("\x00", "\\u0000"), "message": message}])
@@ -111,9 +131,14 @@ class JSONRoute(APIRoute):
                 return await handler(request)  # an optional body left out
             if not is_json_media_type(request.headers.get("content-type", "")):
                 raise UnsupportedMediaType()
-            # Starlette caches the parsed body here; FastAPI's request.json() reuses it
-            request._json = parse_json(await request.body())
-            return await handler(request)
+            body = await request.body()
+            if len(body) < LARGE_BODY:
+                # Starlette caches the parsed body here; FastAPI's request.json() reuses it
+                request._json = parse_json(body)
+                return await handler(request)
+            with gc_paused():  # a large body makes millions of objects (see gcpause)
+                request._json = parse_json(body)
+                return await handler(request)
 
         return parse_then_handle
 

@@ -11,8 +11,15 @@ from typing import Any
 import httpx
 
 from postroom.client import common
+from postroom.schemas.bulk import BulkAccepted, BulkProgress
 from postroom.schemas.queues import QueueList
 from postroom.schemas.results import EmailSendResult, EmailStatus
+from postroom.schemas.templates import (
+    PreviewResult,
+    TemplateDeleted,
+    TemplateList,
+    TemplatePublic,
+)
 
 
 class AsyncPostroomClient:
@@ -71,6 +78,82 @@ class AsyncPostroomClient:
 
     async def queues(self) -> QueueList:
         return QueueList.model_validate(common.checked(await self._call("GET", "/queues")))
+
+    # -- bulk sends --------------------------------------------------------------------
+
+    async def send_bulk(
+        self, request: Mapping[str, Any] | Any, *, idempotency_key: str | None = None
+    ) -> BulkAccepted:
+        """Queue one message (or template) for many recipients (a ``BulkRequest`` or
+        its JSON as a dict); each recipient gets their own email."""
+        response = await self._call(
+            "POST",
+            "/bulk",
+            json=common.request_body(request),
+            headers=common.idempotency(idempotency_key),
+        )
+        return BulkAccepted.model_validate(common.checked(response))
+
+    async def bulk_status(self, bulk_id: str) -> BulkProgress:
+        """How far a bulk send is: queued, sent, failed, suppressed, every status."""
+        response = await self._call("GET", f"/bulk/{common.segment(bulk_id)}")
+        return BulkProgress.model_validate(common.checked(response))
+
+    # -- templates -----------------------------------------------------------------------
+
+    async def templates(self) -> TemplateList:
+        """Every live template."""
+        return TemplateList.model_validate(common.checked(await self._call("GET", "/templates")))
+
+    async def template(self, template: str) -> TemplatePublic:
+        """One template by id or name."""
+        response = await self._call("GET", common.template_path(template))
+        return TemplatePublic.model_validate(common.checked(response))
+
+    async def create_template(self, template: Mapping[str, Any] | Any) -> TemplatePublic:
+        """Create a template (a ``TemplateCreate`` or its JSON as a dict); version 1.
+        A retry after a lost answer may meet the template it created: 409."""
+        response = await self._call("POST", "/templates", json=common.request_body(template))
+        return TemplatePublic.model_validate(common.checked(response))
+
+    async def update_template(
+        self, template: str, changes: Mapping[str, Any] | Any
+    ) -> TemplatePublic:
+        """Change a template (a ``TemplateUpdate`` or its JSON); a new version when the
+        subject, content or variables change."""
+        response = await self._call(
+            "PUT", common.template_path(template), json=common.request_body(changes)
+        )
+        return TemplatePublic.model_validate(common.checked(response))
+
+    async def delete_template(self, template: str) -> TemplateDeleted:
+        """Archive a template: refused for new mail, kept for mail already queued."""
+        response = await self._call("DELETE", common.template_path(template))
+        return TemplateDeleted.model_validate(common.checked(response))
+
+    async def preview_template(
+        self,
+        template: str,
+        template_data: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+    ) -> PreviewResult:
+        """Render a template without sending (no data: each variable's example)."""
+        body = common.preview_body(template_data, version)
+        response = await self._call("POST", common.template_path(template) + "/preview", json=body)
+        return PreviewResult.model_validate(common.checked(response))
+
+    async def send_template(
+        self, request: Mapping[str, Any] | Any, *, idempotency_key: str | None = None
+    ) -> EmailSendResult:
+        """Queue one email rendered from a template (``POST /template``)."""
+        response = await self._call(
+            "POST",
+            "/template",
+            json=common.request_body(request),
+            headers=common.idempotency(idempotency_key),
+        )
+        return EmailSendResult.model_validate(common.checked(response))
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call, retried as ``self.retry`` says with the same headers and body."""

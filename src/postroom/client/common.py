@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.policy import SMTP
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -115,6 +116,24 @@ def request_body(request: Mapping[str, Any] | Any) -> Any:
     if hasattr(request, "model_dump"):
         return request.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dict(request)
+
+
+def segment(value: str) -> str:
+    """``value`` as one URL path segment (a template name may hold ``/`` or spaces)."""
+    return quote(value, safe="")
+
+
+def template_path(template: str) -> str:
+    return f"/templates/{segment(template)}"
+
+
+def preview_body(template_data: Mapping[str, Any] | None, version: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if template_data is not None:
+        body["templateData"] = dict(template_data)
+    if version is not None:
+        body["version"] = version
+    return body
 
 
 def checked(response: httpx.Response) -> Any:

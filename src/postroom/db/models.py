@@ -98,6 +98,13 @@ class EmailQueue(Timestamps, Base):
     __table_args__ = (Index("idx_email_queues_enabled", "enabled"),)
 
 
+def _present(column: str) -> dict[str, Any]:
+    """A partial index of the rows where ``column`` (a time NULL until something
+    happens) is set: queueing mail writes no entry in it."""
+    where = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": where, "sqlite_where": where}
+
+
 class EmailJob(Base):
     __tablename__ = "email_jobs"
 
@@ -139,7 +146,7 @@ class EmailJob(Base):
         Index("idx_email_jobs_claim", "status", text("priority DESC"), "scheduled_at", "id"),
         Index("idx_email_jobs_lease", "status", "locked_until"),
         # added: analytics count today's failures by it
-        Index("idx_email_jobs_failed_at", "failed_at"),
+        Index("idx_email_jobs_failed_at", "failed_at", **_present("failed_at")),
     )
 
 
@@ -209,13 +216,13 @@ class EmailRecord(Base):
         Index("idx_email_records_bulk", "bulk_id", "status"),
         Index("idx_email_records_recipient", "recipient_email"),
         Index("idx_email_records_status", "status"),
-        Index("idx_email_records_sent_at", "sent_at"),
+        Index("idx_email_records_sent_at", "sent_at", **_present("sent_at")),
         Index("idx_email_records_job", "job_id"),
         # added: analytics count today's events by these
-        Index("idx_email_records_delivered_at", "delivered_at"),
-        Index("idx_email_records_bounced_at", "bounced_at"),
-        Index("idx_email_records_opened_at", "opened_at"),
-        Index("idx_email_records_clicked_at", "clicked_at"),
+        Index("idx_email_records_delivered_at", "delivered_at", **_present("delivered_at")),
+        Index("idx_email_records_bounced_at", "bounced_at", **_present("bounced_at")),
+        Index("idx_email_records_opened_at", "opened_at", **_present("opened_at")),
+        Index("idx_email_records_clicked_at", "clicked_at", **_present("clicked_at")),
     )
 
 
@@ -317,6 +324,10 @@ class EmailBulk(Base):
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime]
+    # added: as on email_jobs, the request an idempotency key was first used with
+    # (a reuse with another body is refused) and the API key that sent it (it owns it)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class EmailDkimKey(Base):

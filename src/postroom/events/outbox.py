@@ -68,6 +68,20 @@ async def for_jobs(
     await conn.execute(stmt, params)
 
 
+async def bulk_queued(conn: AsyncConnection, bulk_id: uuid.UUID, at: datetime) -> None:
+    """``queued`` for every record of a bulk send just stored: one ``INSERT … SELECT``."""
+    if "queued" not in await subscriptions.wanted(conn):
+        return
+    chosen = select(
+        literal("queued").label("type"),
+        records_t.c.id,
+        literal(at, type_=UTCDateTime()),
+        literal({}, type_=JSONType),
+    ).where(records_t.c.bulk_id == bulk_id)
+    stmt = insert(outbox_t).from_select(["type", "record_id", "occurred_at", "data"], chosen)
+    await conn.execute(stmt)
+
+
 async def tracked(
     conn: AsyncConnection,
     record_id: uuid.UUID,

@@ -16,10 +16,11 @@ One module so that the queue's correctness can be read in one place:
 
 from __future__ import annotations
 
-import json
+import os
+import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -181,78 +182,186 @@ async def enqueue_many(
             await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_id)))
 
 
-_COPY_JOB_COLUMNS = (
-    "id", "queue_id", "type", "priority", "status", "attempts", "max_attempts", "data",
-    "scheduled_at", "created_at", "idempotency_key",
-)  # fmt: skip
-_COPY_RECORD_COLUMNS = (
-    "id", "job_id", "queue_id", "recipient_email", "recipient_type", "recipient_name",
-    "sender_email", "subject", "type", "status", "attempts", "metadata", "created_at", "bulk_id",
-)  # fmt: skip
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BulkRows:
+    """One bulk send's jobs and records, one of each per recipient, pre-encoded.
+
+    What every row shares is given once; what differs is in parallel lists of
+    ready-made column text: ids as 32 hex digits, JSON as text. Building these
+    (rather than a ``NewJob`` and ``NewRecord`` each) is most of what makes a
+    100,000-recipient request cheap.
+    """
+
+    bulk_id: uuid.UUID
+    queue_id: uuid.UUID
+    type: str
+    priority: int
+    max_attempts: int
+    scheduled_at: datetime
+    created_at: datetime
+    api_key_id: uuid.UUID | None
+    sender_email: str
+    job_ids: Sequence[str]
+    job_data: Sequence[str]
+    record_ids: Sequence[str]
+    emails: Sequence[str]
+    names: Sequence[str | None]
+    subjects: Sequence[str]
+    metadata: Sequence[str]
 
 
-async def enqueue_bulk(
-    conn: AsyncConnection, items: Sequence[tuple[NewJob, Sequence[NewRecord]]]
-) -> None:
-    """``enqueue_many`` for very many jobs: on PostgreSQL with COPY (several times
-    faster than multi-row INSERTs at 100,000 rows), elsewhere the same INSERTs."""
-    if conn.dialect.name != "postgresql" or not items:
-        for start in range(0, len(items), 2000):
-            await enqueue_many(conn, items[start : start + 2000])
-        return
+_JOB_COLUMNS = (
+    "id", "data", "queue_id", "type", "priority", "status", "attempts", "max_attempts",
+    "scheduled_at", "created_at", "api_key_id",
+)  # fmt: skip
+_RECORD_COLUMNS = (
+    "id", "job_id", "recipient_email", "recipient_name", "subject", "metadata", "queue_id",
+    "recipient_type", "sender_email", "type", "status", "attempts", "created_at", "bulk_id",
+)  # fmt: skip
+#: what COPY's text format would read as something else: backslash, tab, line breaks
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _copy_text(value: str | None) -> str:
+    """``value`` as a column of COPY's text format (``\\N`` is NULL)."""
+    if value is None:
+        return "\\N"
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m[0]], value)
+
+
+async def enqueue_bulk(conn: AsyncConnection, rows: BulkRows) -> None:
+    """Insert a bulk send's pending jobs and queued records in the caller's transaction.
+
+    PostgreSQL: two ``COPY … FROM STDIN`` in text format of rows built as strings
+    (several times faster than INSERTs, and than asyncpg's per-value binary
+    encoding); then the NOTIFY ``enqueue_many`` sends. Elsewhere: ``executemany``
+    of ready tuples, bypassing the per-value type processing of Core INSERTs.
+    """
+    if conn.dialect.name == "postgresql":
+        await _copy_bulk(conn, rows)
+    else:
+        await _insert_bulk(conn, rows)
+    await outbox.bulk_queued(conn, rows.bulk_id, rows.created_at)
+    if conn.dialect.name == "postgresql" and rows.scheduled_at <= rows.created_at:
+        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(rows.queue_id))))
+
+
+async def _copy_bulk(conn: AsyncConnection, rows: BulkRows) -> None:
+    esc = _copy_text
+    job_tail = "\t".join(
+        [
+            rows.queue_id.hex,
+            esc(rows.type),
+            str(rows.priority),
+            JobStatus.PENDING.value,
+            "0",
+            str(rows.max_attempts),
+            rows.scheduled_at.isoformat(),
+            rows.created_at.isoformat(),
+            rows.api_key_id.hex if rows.api_key_id else "\\N",
+        ]
+    )
+    job_lines = [
+        f"{job_id}\t{esc(data)}\t{job_tail}\n"
+        for job_id, data in zip(rows.job_ids, rows.job_data, strict=True)
+    ]
+    record_tail = "\t".join(
+        [
+            rows.queue_id.hex,
+            "to",
+            esc(rows.sender_email),
+            esc(rows.type),
+            RecordStatus.QUEUED.value,
+            "0",
+            rows.created_at.isoformat(),
+            rows.bulk_id.hex,
+        ]
+    )
+    record_lines = [
+        f"{record_id}\t{job_id}\t{esc(email)}\t{esc(name)}\t{esc(subject)}\t{esc(meta)}"
+        f"\t{record_tail}\n"
+        for record_id, job_id, email, name, subject, meta in zip(
+            rows.record_ids,
+            rows.job_ids,
+            rows.emails,
+            rows.names,
+            rows.subjects,
+            rows.metadata,
+            strict=True,
+        )
+    ]
     raw = await conn.get_raw_connection()
     pg: Any = raw.driver_connection
-    dumps = json.dumps
-    await pg.copy_records_to_table(
-        "email_jobs",
-        columns=_COPY_JOB_COLUMNS,
-        records=[
-            (
-                job.id,
-                job.queue_id,
-                job.type,
-                job.priority,
-                JobStatus.PENDING.value,
-                0,
-                job.max_attempts,
-                dumps(job.data),
-                job.scheduled_at,
-                job.created_at,
-                job.idempotency_key,
-            )
-            for job, _ in items
-        ],
-    )
-    await pg.copy_records_to_table(
-        "email_records",
-        columns=_COPY_RECORD_COLUMNS,
-        records=[
-            (
-                uuid.uuid4(),
-                job.id,
-                job.queue_id,
-                r.recipient_email,
-                r.recipient_type,
-                r.recipient_name,
-                r.sender_email,
-                r.subject,
-                r.type,
-                RecordStatus.QUEUED.value,
-                0,
-                dumps(r.metadata),
-                job.created_at,
-                r.bulk_id,
-            )
-            for job, new_records in items
-            for r in new_records
-        ],
-    )
-    await outbox.for_jobs(
-        conn, "queued", RecordStatus.QUEUED, lambda: ((j.id, j.created_at, {}) for j, _ in items)
-    )
-    due = sorted({str(job.queue_id) for job, _ in items if job.scheduled_at <= job.created_at})
-    for queue_id in due:
-        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, queue_id)))
+    for table, columns, lines in (
+        ("email_jobs", _JOB_COLUMNS, job_lines),
+        ("email_records", _RECORD_COLUMNS, record_lines),
+    ):
+        await pg.copy_to_table(table, source=_chunks(lines), columns=columns, format="text")
+
+
+async def _chunks(lines: list[str], size: int = 5000) -> AsyncIterator[bytes]:
+    """COPY's input as an async iterable (asyncpg reads bytes given alone as a path)."""
+    for start in range(0, len(lines), size):
+        yield "".join(lines[start : start + size]).encode()
+
+
+async def _insert_bulk(conn: AsyncConnection, rows: BulkRows) -> None:
+    def bound(column: Any, value: Any) -> Any:
+        """A constant as the column's type stores it on this database."""
+        process = column.type.bind_processor(conn.dialect)
+        return process(value) if process is not None else value
+
+    queue_id = bound(jobs.c.queue_id, rows.queue_id)
+    scheduled_at = bound(jobs.c.scheduled_at, rows.scheduled_at)
+    created_at = bound(jobs.c.created_at, rows.created_at)
+    api_key_id = bound(jobs.c.api_key_id, rows.api_key_id)
+    bulk_id = bound(records.c.bulk_id, rows.bulk_id)
+    pending = JobStatus.PENDING.value
+    job_tail = (scheduled_at, created_at, api_key_id)
+    record_tail = (queue_id, "to", rows.sender_email, rows.type, RecordStatus.QUEUED.value, 0,
+                   created_at, bulk_id)  # fmt: skip
+    job_values = [
+        (job_id, data, queue_id, rows.type, rows.priority, pending, 0, rows.max_attempts, *job_tail)
+        for job_id, data in zip(rows.job_ids, rows.job_data, strict=True)
+    ]
+    record_values = [
+        (record_id, job_id, email, name, subject, meta, *record_tail)
+        for record_id, job_id, email, name, subject, meta in zip(
+            rows.record_ids,
+            rows.job_ids,
+            rows.emails,
+            rows.names,
+            rows.subjects,
+            rows.metadata,
+            strict=True,
+        )
+    ]
+    for table, columns, values in (
+        ("email_jobs", _JOB_COLUMNS, job_values),
+        ("email_records", _RECORD_COLUMNS, record_values),
+    ):
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        await conn.exec_driver_sql(sql, values)
+
+
+def time_ordered_ids(count: int, now: datetime) -> list[str]:
+    """``count`` UUIDs of version 7 (RFC 9562) as 32 hex digits, in ascending order.
+
+    They share ``now``'s millisecond and 12 random bits, and count up from a random
+    62-bit start (the RFC's monotonic method): index inserts append to the right
+    edge of the primary key instead of touching random pages, and making one costs
+    a format rather than a ``uuid4()`` call.
+    """
+    ms = int(now.timestamp() * 1000) & ((1 << 48) - 1)
+    seed = int.from_bytes(os.urandom(10))
+    high = (ms << 16) | (0x7 << 12) | (seed >> 68)
+    low = (0b10 << 62) | (seed & ((1 << 61) - 1))  # headroom: the count never carries
+    prefix = f"{high:016x}"
+    return [f"{prefix}{low + i:016x}" for i in range(count)]
 
 
 async def job_by_idempotency_key(conn: AsyncConnection, key: str) -> Row[Any] | None:

@@ -3,26 +3,31 @@
 Everything is checked first (addresses, each recipient's template variables); a bad
 recipient makes a 422 listing it by index and nothing is queued. Then the shared part is
 stored once in ``email_bulks`` and one small job and record per recipient are inserted
-with multi-row INSERTs in a single transaction, so the 202 comes after all of it is
+(COPY on PostgreSQL) in a single transaction, so the 202 comes after all of it is
 durable. The worker renders each message from the shared part and its own data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from postroom.db.engine import reader
 from postroom.db.lookup import as_uuid
 from postroom.db.models import EmailBulk, EmailRecord
-from postroom.errors import MessageError, NotFound, RequestInvalid
+from postroom.errors import IdempotencyKeyReused, MessageError, NotFound, RequestInvalid
 from postroom.queue import store
 from postroom.schemas.bulk import BulkAccepted, BulkProgress, BulkRequest
 from postroom.services.sending import Sender, scope_idempotency_key
+from postroom.services.status import ANY_OWNER
+from postroom.templates.versions import Version
 from postroom.types import EmailType, RecordStatus
 
 bulks_t = cast(Table, EmailBulk.__table__)
@@ -54,53 +59,46 @@ class BulkSender:
         api_key_id: uuid.UUID | None = None,
     ) -> BulkAccepted:
         """Queue every recipient's message; ``idempotency_key`` is scoped to ``api_key_id``
-        (None: the facade), as for ``/send``."""
-        key = None
-        if idempotency_key is not None:
-            key = scope_idempotency_key(idempotency_key, api_key_id)
-        return await self.sender.idempotent(key, _accepted, lambda: self._send(request, key))
+        (None: the facade), as for ``/send``, and a repeat with another request is
+        refused (422), as there."""
+        if idempotency_key is None:
+            return await self._send(request, None, None, api_key_id)
+        key = scope_idempotency_key(idempotency_key, api_key_id)
+        fingerprint = bulk_fingerprint(request)
 
-    async def _send(self, request: BulkRequest, idempotency_key: str | None) -> BulkAccepted:
+        async def find(conn: AsyncConnection, scoped: str) -> BulkAccepted | None:
+            return await _accepted(conn, scoped, fingerprint)
+
+        return await self.sender.idempotent(
+            key, find, lambda: self._send(request, key, fingerprint, api_key_id)
+        )
+
+    async def _send(
+        self,
+        request: BulkRequest,
+        idempotency_key: str | None,
+        fingerprint: str | None,
+        api_key_id: uuid.UUID | None,
+    ) -> BulkAccepted:
         s = self.sender
         from_ = request.from_ or s._default_sender()
         now = s.clock.now()
         email_type = request.type
+        recipients = request.recipients
         shared: dict[str, Any] = request.model_dump(
             mode="json", by_alias=True, exclude_none=True, exclude={"recipients"}
         )
         shared["from"] = from_.model_dump(mode="json", exclude_none=True)
-        subjects: list[str]
         if request.template_id is not None:
             version, template_type = await s.templates.pin(
                 request.template_id, request.template_version
             )
             if "type" not in request.model_fields_set:
                 email_type = EmailType(template_type)
-            common = request.template_data or {}
-            problems: list[dict[str, str]] = []
-            subjects = []
-            per_recipient = bool(version.subject_names())
-            for i, r in enumerate(request.recipients):
-                data = {**common, **r.template_data} if r.template_data else common
-                found = version.data_problems(data, prefix=f"recipients.{i}.templateData")
-                if found:
-                    problems += found
-                elif per_recipient or not subjects:
-                    try:
-                        subjects.append(version.render_subject(data))
-                    except MessageError as exc:
-                        problems.append({"field": f"recipients.{i}", "message": exc.message})
-                else:
-                    subjects.append(subjects[0])
-            if problems:
-                total = len(problems)
-                listed = problems[:MAX_LISTED]
-                if total > MAX_LISTED:
-                    listed.append({"field": "recipients", "message": f"{total} problems in all"})
-                raise RequestInvalid(listed)
+            subjects = _template_subjects(version, request)
             shared["templatePin"] = {"id": str(version.template_id), "version": version.version}
         else:
-            subjects = [request.subject or ""] * len(request.recipients)
+            subjects = [request.subject or ""] * len(recipients)
         shared["type"] = email_type.value
         route = await s.directory.for_request(
             email_type, request.queue, scheduled_at=request.scheduled_at, now=now
@@ -108,69 +106,57 @@ class BulkSender:
         if request.provider is not None:
             await s._check_provider(request.provider)
         queue = route.queue
-        scheduled_at = max(now, request.scheduled_at) if request.scheduled_at else now
-        priority = request.priority or route.default_priority
-        max_attempts = request.max_attempts or queue.max_attempts or s.settings.max_attempts
         bulk_id = uuid.uuid4()
-        shared_meta = request.metadata or {}
-        job_meta = {"source": "bulk", "bulkId": str(bulk_id)}
-        items: list[tuple[store.NewJob, list[store.NewRecord]]] = []
-        for r, subject in zip(request.recipients, subjects, strict=True):
-            own: dict[str, Any] = {
-                "to": [{"email": r.email, "name": r.name} if r.name else {"email": r.email}]
-            }
-            if r.template_data:
-                own["templateData"] = r.template_data
-            if r.metadata:
-                own["metadata"] = r.metadata
-            job = store.NewJob(
-                id=uuid.uuid4(),
-                queue_id=queue.id,
-                type=email_type,
-                priority=priority,
-                max_attempts=max_attempts,
-                data={"bulk": str(bulk_id), "request": own, "metadata": job_meta},
-                scheduled_at=scheduled_at,
-                created_at=now,
-            )
-            record = store.NewRecord(
-                recipient_email=r.email,
-                recipient_type="to",
-                recipient_name=r.name,
-                sender_email=from_.email,
-                subject=subject,
-                type=email_type,
-                metadata={**shared_meta, **r.metadata} if r.metadata else shared_meta,
-                bulk_id=bulk_id,
-            )
-            items.append((job, [record]))
+        rows = _rows(request, bulk_id, subjects, now)
         async with s.engine.begin() as conn:
             await conn.execute(
                 insert(bulks_t).values(
                     id=bulk_id,
                     request=shared,
-                    total=len(items),
+                    total=len(recipients),
                     queue_id=queue.id,
                     idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
+                    api_key_id=api_key_id,
                     created_at=now,
                 )
             )
-            await store.enqueue_bulk(conn, items)
+            await store.enqueue_bulk(
+                conn,
+                store.BulkRows(
+                    bulk_id=bulk_id,
+                    queue_id=queue.id,
+                    type=email_type.value,
+                    priority=request.priority or route.default_priority,
+                    max_attempts=(
+                        request.max_attempts or queue.max_attempts or s.settings.max_attempts
+                    ),
+                    scheduled_at=max(now, request.scheduled_at) if request.scheduled_at else now,
+                    created_at=now,
+                    api_key_id=api_key_id,
+                    sender_email=from_.email,
+                    **rows,
+                ),
+            )
         return BulkAccepted(
             id=str(bulk_id),
             status="queued",
             queue_id=str(queue.id),
-            recipients=len(items),
+            recipients=len(recipients),
             created_at=now,
         )
 
-    async def progress(self, bulk_id: str) -> BulkProgress:
+    async def progress(
+        self, bulk_id: str, *, owner: uuid.UUID | str | None = ANY_OWNER
+    ) -> BulkProgress:
+        """``owner`` limits it to one API key's bulk sends (None: the facade's), as
+        ``GET /status`` does for a ``send``-scoped key: another's is not found."""
         as_id = as_uuid(bulk_id)
         async with reader(self.sender.engine).connect() as conn:
             row = None
             if as_id is not None:
                 row = (await conn.execute(select(bulks_t).where(bulks_t.c.id == as_id))).first()
-            if row is None:
+            if row is None or (owner != ANY_OWNER and row.api_key_id != owner):
                 raise NotFound(f"there is no bulk send {bulk_id!r}")
             counts = (
                 select(records_t.c.status, func.count())
@@ -179,6 +165,95 @@ class BulkSender:
             )
             by_status = {str(k): int(v) for k, v in (await conn.execute(counts)).all()}
         return _progress(row, by_status)
+
+
+def _template_subjects(version: Version, request: BulkRequest) -> list[str]:
+    """Each recipient's rendered subject, after checking every recipient's variables
+    (RequestInvalid lists the problems by recipient index). A subject that reads no
+    variable is rendered once."""
+    common = request.template_data or {}
+    check = version.data_checker()
+    render = version.subject_renderer()
+    per_recipient = bool(version.subject_names())
+    problems: list[dict[str, str]] = []
+    subjects: list[str] = []
+    for i, r in enumerate(request.recipients):
+        own = r.template_data
+        data = ({**common, **own} if common else own) if own else common
+        found = check(data, f"recipients.{i}.templateData")
+        if found:
+            problems += found
+        elif per_recipient or not subjects:
+            try:
+                subjects.append(render(data))
+            except MessageError as exc:
+                problems.append({"field": f"recipients.{i}", "message": exc.message})
+        else:
+            subjects.append(subjects[0])
+    if problems:
+        total = len(problems)
+        listed = problems[:MAX_LISTED]
+        if total > MAX_LISTED:
+            listed.append({"field": "recipients", "message": f"{total} problems in all"})
+        raise RequestInvalid(listed)
+    return subjects
+
+
+def _rows(
+    request: BulkRequest, bulk_id: uuid.UUID, subjects: list[str], now: datetime
+) -> dict[str, list[Any]]:
+    """The per-recipient columns of ``store.BulkRows``: ids, and JSON encoded once.
+
+    A job's data is ``{"bulk": id, "request": <the recipient's own part>, "metadata":
+    ...}``; the worker joins it to the shared part (``queue.bulks``).
+    """
+    recipients = request.recipients
+    n = len(recipients)
+    dumps = orjson.dumps
+    shared_meta = request.metadata or {}
+    shared_meta_json = dumps(shared_meta).decode()
+    bulk_str = str(bulk_id)
+    job_meta = {"source": "bulk", "bulkId": bulk_str}
+    job_data: list[str] = []
+    metadata: list[str] = []
+    emails: list[str] = []
+    names: list[str | None] = []
+    for r in recipients:
+        email, name, data, meta = r.email, r.name, r.template_data, r.metadata
+        own: dict[str, Any] = {"to": [{"email": email, "name": name} if name else {"email": email}]}
+        if data:
+            own["templateData"] = data
+        if meta:
+            own["metadata"] = meta
+            metadata.append(dumps({**shared_meta, **meta}).decode())
+        else:
+            metadata.append(shared_meta_json)
+        job_data.append(dumps({"bulk": bulk_str, "request": own, "metadata": job_meta}).decode())
+        emails.append(email)
+        names.append(name)
+    return {
+        "job_ids": store.time_ordered_ids(n, now),
+        "record_ids": store.time_ordered_ids(n, now),
+        "job_data": job_data,
+        "metadata": metadata,
+        "emails": emails,
+        "names": names,
+        "subjects": subjects,
+    }
+
+
+def bulk_fingerprint(request: BulkRequest) -> str:
+    """SHA-256 of the validated request (key order and spacing do not matter), as
+    ``/send``'s ``request_fingerprint``; recipients are encoded as plain lists, which
+    is much cheaper than dumping 100,000 models."""
+    shared = request.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude={"recipients"}
+    )
+    people = [[r.email, r.name, r.template_data, r.metadata] for r in request.recipients]
+    canonical = orjson.dumps(
+        {"request": shared, "recipients": people}, option=orjson.OPT_SORT_KEYS, default=str
+    )
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _progress(row: Any, by_status: Mapping[str, int]) -> BulkProgress:
@@ -194,10 +269,17 @@ def _progress(row: Any, by_status: Mapping[str, int]) -> BulkProgress:
     )
 
 
-async def _accepted(conn: AsyncConnection, key: str) -> BulkAccepted | None:
+async def _accepted(conn: AsyncConnection, key: str, fingerprint: str) -> BulkAccepted | None:
+    """The first response to ``key``; a different request under it is refused."""
     row = (await conn.execute(select(bulks_t).where(bulks_t.c.idempotency_key == key))).first()
     if row is None:
         return None
+    if row.request_hash is not None and row.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request; "
+            "use a new key for a new bulk send",
+            field="Idempotency-Key",
+        )
     return BulkAccepted(
         id=str(row.id),
         status="queued",

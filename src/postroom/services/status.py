@@ -128,7 +128,8 @@ def _status(
         provider=provider,
         attempts=job.attempts,
         max_attempts=job.max_attempts,
-        subject=request.get("subject", ""),
+        # the records hold the rendered subject of templated and bulk mail
+        subject=next((r.subject for r in recs if r.subject), request.get("subject", "")),
         created_at=job.created_at,
         scheduled_at=_scheduled_for(job, request),
         sent_at=sent_at,

@@ -13,9 +13,10 @@ layout of tables and lists) when the template has none; ``html2text`` is GPL-3.0
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -185,6 +186,10 @@ def _with_deadline(template: jinja2.Template, data: Mapping[str, Any]) -> str:
 def _render_part(part: str, text: str, data: Mapping[str, Any]) -> str:
     template = _compile(part, text)
     try:
+        if _only_outputs(text):
+            # literal text and outputs of plain names: no loop or call that could run
+            # away, so no clock-checking trace (a large part of a small render's cost)
+            return template.render(data)
         return _with_deadline(template, data)
     except RenderTimeout:
         raise TemplateError(f"rendering took longer than {MAX_RENDER_S:g} s", part=part) from None
@@ -237,15 +242,8 @@ def _text_template(html: str) -> str | None:
     recipient (a value is escaped in the HTML and unescaped again by the conversion,
     so the text is the same). Anything else (tags, filters, calls) returns None and
     each rendered HTML is converted instead."""
-    body = _HTML.parse(html).body
-    for node in body:
-        if not isinstance(node, nodes.Output):
-            return None
-        for child in node.nodes:
-            if isinstance(child, nodes.Getattr):
-                child = child.node
-            if not isinstance(child, nodes.TemplateData | nodes.Name):
-                return None
+    if not _only_outputs(html):
+        return None
     derived = html_to_text(html)
     try:
         _compile("text", derived)
@@ -254,17 +252,66 @@ def _text_template(html: str) -> str | None:
     return derived
 
 
+#: an output inside a tag (an attribute, where CSS may be merged into it) or a style block
+_OUTPUT_IN_MARKUP = re.compile(r"<[^>]*\{\{|<style[^>]*>[^<]*\{\{", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=512)
+def _inlined_template(html: str) -> str | None:
+    """The HTML template with its CSS inlined once, when that is the same as inlining
+    every rendered message: the template holds only literal HTML and ``{{ name }}`` /
+    ``{{ name.field }}`` outputs, none inside a tag or a ``<style>`` block, so the
+    values land in text that inlining does not touch (an escaped value may come out
+    escaped differently, e.g. ``&#34;`` for ``"``, which reads the same). Anything
+    else returns None and each rendered message is inlined instead."""
+    if not _only_outputs(html) or _OUTPUT_IN_MARKUP.search(html):
+        return None
+    try:
+        inlined = inline_css(html)
+        if inlined.count("{{") != html.count("{{"):
+            return None
+        _compile("html", inlined)
+    except TemplateError:
+        return None
+    return inlined
+
+
+@functools.lru_cache(maxsize=1024)
+def _only_outputs(text: str) -> bool:
+    """Only literal text and ``{{ name }}`` / ``{{ name.field }}`` outputs."""
+    for node in _HTML.parse(text).body:
+        if not isinstance(node, nodes.Output):
+            return False
+        for child in node.nodes:
+            if isinstance(child, nodes.Getattr):
+                child = child.node
+            if not isinstance(child, nodes.TemplateData | nodes.Name):
+                return False
+    return True
+
+
 def render_subject(source: Source, data: Mapping[str, Any]) -> str:
     """Only the subject (cheap: for the records, when mail is queued)."""
-    _compile("subject", source.subject)  # the same errors as a full render
-    pieces = _plain_pieces(source.subject)
-    joined = _join(pieces, data) if pieces is not None else None
-    if joined is None:
-        joined = _render_part("subject", source.subject, data)
-    subject = joined.strip()
-    if "\n" in subject or "\r" in subject:
-        raise TemplateError("the rendered subject must be one line", part="subject")
-    return subject
+    return subject_renderer(source)(data)
+
+
+def subject_renderer(source: Source) -> Callable[[Mapping[str, Any]], str]:
+    """``render_subject`` for one source, parsed once: a bulk send renders the same
+    subject for every recipient."""
+    text = source.subject
+    _compile("subject", text)  # the same errors as a full render
+    pieces = _plain_pieces(text)
+
+    def render(data: Mapping[str, Any]) -> str:
+        joined = _join(pieces, data) if pieces is not None else None
+        if joined is None:
+            joined = _render_part("subject", text, data)
+        subject = joined.strip()
+        if "\n" in subject or "\r" in subject:
+            raise TemplateError("the rendered subject must be one line", part="subject")
+        return subject
+
+    return render
 
 
 def render(source: Source, data: Mapping[str, Any]) -> Rendered:
@@ -272,7 +319,11 @@ def render(source: Source, data: Mapping[str, Any]) -> Rendered:
     subject = render_subject(source, data)
     html = text = None
     if source.html is not None:
-        html = inline_css(_render_part("html", source.html, data))
+        inlined = _inlined_template(source.html)
+        if inlined is not None:
+            html = _render_part("html", inlined, data)
+        else:
+            html = inline_css(_render_part("html", source.html, data))
     if source.text is not None:
         text = _render_part("text", source.text, data)
     elif html is not None:

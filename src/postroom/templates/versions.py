@@ -10,7 +10,7 @@ that version, so editing a template never changes mail already queued. DELETE ar
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -52,14 +52,24 @@ class Version:
             raise RequestInvalid(problems)
 
     def data_problems(self, data: Mapping[str, Any], *, prefix: str) -> list[dict[str, str]]:
-        out = variables.problems(self.variables, data, prefix=prefix)
+        return self.data_checker()(data, prefix)
+
+    def data_checker(self) -> Callable[[Mapping[str, Any], str], list[dict[str, str]]]:
+        """``data_problems`` with the template's names worked out once (a bulk send
+        checks every recipient's data against the same version)."""
         declared = {v["name"] for v in self.variables}
-        for name in engine.referenced_names(self.source):
-            if name not in declared and name not in data:
-                out.append(
-                    {"field": f"{prefix}.{name}", "message": "used by the template but not given"}
-                )
-        return out
+        undeclared = [n for n in engine.referenced_names(self.source) if n not in declared]
+        specs = self.variables
+
+        def check(data: Mapping[str, Any], prefix: str) -> list[dict[str, str]]:
+            out = variables.problems(specs, data, prefix=prefix)
+            for name in undeclared:
+                if name not in data:
+                    message = "used by the template but not given"
+                    out.append({"field": f"{prefix}.{name}", "message": message})
+            return out
+
+        return check
 
     def subject_names(self) -> frozenset[str]:
         """The names the subject reads (none: it is the same for every recipient)."""
@@ -78,6 +88,12 @@ class Version:
             data = variables.examples(self.variables)
         self.check_data(data)
         return self.render(data)
+
+    def subject_renderer(self) -> Callable[[Mapping[str, Any]], str]:
+        """``render_subject`` with the subject's parsing done once."""
+        render = engine.subject_renderer(self.source)
+        specs = self.variables
+        return lambda data: render(variables.effective(specs, data))
 
 
 def _source(subject: str, content: schemas.TemplateContent) -> engine.Source:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from postroom.api.bodies import JSONRoute, json_object
 from postroom.api.deps import CurrentKey, IdempotencyKey, PostroomDep, require
 from postroom.schemas.bulk import BulkAccepted, BulkProgress
+from postroom.services.status import ANY_OWNER
 from postroom.types import ApiScope
 
 router = APIRouter(tags=["email"], route_class=JSONRoute)
@@ -52,6 +53,8 @@ async def send_bulk(
     dependencies=[Depends(require(ApiScope.SEND))],
     responses={401: _PROBLEM, 404: _PROBLEM},
 )
-async def bulk_progress(bulk_id: str, postroom: PostroomDep) -> BulkProgress:
-    """How far a bulk send is: queued, sent, failed, suppressed, and every status."""
-    return await postroom.bulk.progress(bulk_id)
+async def bulk_progress(bulk_id: str, postroom: PostroomDep, key: CurrentKey) -> BulkProgress:
+    """How far a bulk send is: queued, sent, failed, suppressed, and every status.
+    A ``send``-scoped key sees only its own bulk sends (another's is 404)."""
+    owner = ANY_OWNER if key.allows(ApiScope.READ) else key.id
+    return await postroom.bulk.progress(bulk_id, owner=owner)
