@@ -229,7 +229,10 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             await postroom.aclose()
     finally:
-        await db.drop()
+        if args.keep:
+            log(f"kept {db.url}")
+        else:
+            await db.drop()
     print()
     print(f"{db.label}: {records:,} records, {events:,} events, seeded in {seed_s:.1f} s")
     print(
@@ -255,6 +258,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=0)
     parser.add_argument("--events", type=int, default=0)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the seeded database (to profile it after)"
+    )
     args = parser.parse_args()
     if args.sqlite:
         args.database_url = None

@@ -5,8 +5,11 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 ``sent`` and Tuesday's ``opened``, so a closed period never changes as events land.
 
 - sent: ``email_records.sent_at`` (a provider accepted the message for the recipient);
-- delivered, opened, clicked: ``delivered_at``, ``opened_at``, ``clicked_at``
-  (first event per recipient, written by delivery tracking);
+- delivered: ``delivered_at`` (first event per recipient, written by delivery tracking);
+- opened, clicked: ``opened_any_at``, ``clicked_any_at`` (first open or click of any
+  kind, machine-made ones included: privacy proxies, link scanners);
+- human_opened, human_clicked: ``opened_at``, ``clicked_at`` (first open or click a
+  person made: tracking sets them only for events not flagged ``machine``);
 - bounced: ``bounced_at``, plus recipients a provider rejected while accepting the
   message for others (``failed`` with ``sent_at`` but no ``bounced_at``);
 - complained, unsubscribed: ``email_tracking_events`` of those types;
@@ -15,6 +18,7 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal, cast
@@ -27,6 +31,7 @@ from postroom.analytics.figures import Table as Groups
 from postroom.db.models import (
     EmailAnalyticsDaily,
     EmailAnalyticsHourly,
+    EmailBulk,
     EmailJob,
     EmailRecord,
     EmailTracking,
@@ -42,29 +47,50 @@ tracking = cast(Table, EmailTracking.__table__)
 events = cast(Table, EmailTrackingEvent.__table__)
 daily = cast(Table, EmailAnalyticsDaily.__table__)
 hourly = cast(Table, EmailAnalyticsHourly.__table__)
+bulks = cast(Table, EmailBulk.__table__)
 
 #: tracking event types counted as complaints and unsubscribes
 COMPLAINT_EVENTS = ("complained", "complaint")
 UNSUBSCRIBE_EVENTS = ("unsubscribed", "unsubscribe")
 
-#: a message's campaign tag: its first tag
-TAG = jobs.c.data[("request", "tags", 0)].as_string()
+#: a message's campaign tag: its first tag (a bulk send's are in its shared part)
+TAG = func.coalesce(
+    jobs.c.data[("request", "tags", 0)].as_string(),
+    bulks.c.request[("tags", 0)].as_string(),
+)
+#: the id of the template a message was rendered from (pinned when it was queued)
+TEMPLATE = func.coalesce(
+    jobs.c.data[("request", "templatePin", "id")].as_string(),
+    bulks.c.request[("templatePin", "id")].as_string(),
+)
+
+
+def _with_job(source: FromClause) -> FromClause:
+    return source.outerjoin(jobs, jobs.c.id == records.c.job_id).outerjoin(
+        bulks, bulks.c.id == records.c.bulk_id
+    )
 
 
 def _sources() -> Iterator[tuple[str, Any, FromClause, ColumnElement[bool] | None]]:
     """(figure, timestamp column, from clause, extra condition) per counted figure."""
-    with_job = records.outerjoin(jobs, jobs.c.id == records.c.job_id)
+    with_job = _with_job(records)
     yield "sent", records.c.sent_at, with_job, None
     yield "delivered", records.c.delivered_at, with_job, None
     yield "bounced", records.c.bounced_at, with_job, None
     rejected = and_(records.c.status == RecordStatus.FAILED, records.c.bounced_at.is_(None))
     yield "bounced", records.c.sent_at, with_job, rejected
-    yield "opened", records.c.opened_at, with_job, None
-    yield "clicked", records.c.clicked_at, with_job, None
-    failed_job = records.join(jobs, jobs.c.id == records.c.job_id)
+    yield "opened", records.c.opened_any_at, with_job, None
+    yield "clicked", records.c.clicked_any_at, with_job, None
+    yield "human_opened", records.c.opened_at, with_job, None
+    yield "human_clicked", records.c.clicked_at, with_job, None
+    failed_job = records.join(jobs, jobs.c.id == records.c.job_id).outerjoin(
+        bulks, bulks.c.id == records.c.bulk_id
+    )
     yield "failed", jobs.c.failed_at, failed_job, records.c.status == RecordStatus.FAILED
-    via_tracking = events.join(tracking, tracking.c.id == events.c.tracking_id).join(
-        with_job, records.c.id == tracking.c.email_id
+    via_tracking = _with_job(
+        events.join(tracking, tracking.c.id == events.c.tracking_id).join(
+            records, records.c.id == tracking.c.email_id
+        )
     )
     yield "complained", events.c.timestamp, via_tracking, events.c.type.in_(COMPLAINT_EVENTS)
     yield "unsubscribed", events.c.timestamp, via_tracking, events.c.type.in_(UNSUBSCRIBE_EVENTS)
@@ -92,11 +118,26 @@ def as_bucket(value: Any) -> datetime | None:
     return cast(datetime, value.astimezone(UTC))
 
 
+def _uuid(value: Any) -> uuid.UUID | None:
+    """A template id as stored in a job (a string); None if it is not one."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
     """``filters`` on the live tables (``table`` is ``records``) or a rollup table."""
     live = table is records
     provider_col, queue_col = table.c.provider_id, table.c.queue_id
     tag = TAG if live else table.c.tag
+    if filters.template_id is not None:
+        if live:
+            stmt = stmt.where(TEMPLATE == str(filters.template_id))
+        else:
+            stmt = stmt.where(table.c.template_id == filters.template_id)
     type_ = table.c.type
     if filters.provider_id is not None:
         stmt = stmt.where(provider_col == filters.provider_id)
@@ -119,7 +160,13 @@ def _live_statements(
     out = []
     for figure, ts, source, extra in _sources():
         bucket = bucket_expr(dialect, ts, granularity).label("bucket")
-        dims = (records.c.provider_id, records.c.queue_id, records.c.type, TAG.label("tag"))
+        dims = (
+            records.c.provider_id,
+            records.c.queue_id,
+            records.c.type,
+            TAG.label("tag"),
+            TEMPLATE.label("template_id"),
+        )
         stmt = (
             select(bucket, *dims, func.count().label("n"))
             .select_from(source)
@@ -134,7 +181,15 @@ def _live_statements(
 
 def _add_rows(out: Groups, figure: str, rows: Any) -> None:
     for row in rows:
-        key = Key(as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag)
+        template = row.template_id
+        key = Key(
+            as_bucket(row.bucket),
+            row.provider_id,
+            row.queue_id,
+            row.type,
+            row.tag,
+            _uuid(template) if template is not None else None,
+        )
         out.bump(key, figure, int(row.n))
 
 
@@ -188,6 +243,7 @@ async def read_rollups(
             m["queue_id"] if "queue_id" in dims else None,
             m["type"] if "type" in dims else None,
             m["tag"] if "tag" in dims else None,
+            m["template_id"] if "template_id" in dims else None,
         )
         out.groups.setdefault(key, Counts()).add(counts)
     return out

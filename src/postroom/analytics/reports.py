@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from postroom.analytics.figures import FIGURES, RATES, Counts, Filters, Key
+from postroom.analytics.figures import FIGURE_NAMES, RATES, Counts, Filters, Key
 from postroom.analytics.queries import Granularity
 from postroom.analytics.rollups import midnight
 from postroom.analytics.service import AnalyticsService
@@ -22,7 +22,7 @@ from postroom.errors import RequestInvalid
 
 #: days summed per step of a report split by time: memory holds one step's groups
 CHUNK_DAYS = 7
-DIMENSIONS = ("day", "hour", "provider", "queue", "type", "tag")
+DIMENSIONS = ("day", "hour", "provider", "queue", "type", "tag", "template")
 _DIM_OF = {
     "day": "bucket",
     "hour": "bucket",
@@ -30,6 +30,7 @@ _DIM_OF = {
     "queue": "queue_id",
     "type": "type",
     "tag": "tag",
+    "template": "template_id",
 }
 
 
@@ -52,7 +53,7 @@ def parse_group_by(value: str | None) -> list[str]:
 
 
 def columns(group_by: Sequence[str]) -> list[str]:
-    return [*group_by, *FIGURES, *RATES]
+    return [*group_by, *FIGURE_NAMES, *RATES]
 
 
 class Report:
@@ -94,6 +95,7 @@ class Report:
     async def rows(self) -> AsyncIterator[list[Any]]:
         """Rows as lists in ``columns`` order, in period then label order."""
         providers, queues = await self.service.names()
+        templates = await self.service.template_names()
         names = {
             "provider": lambda k: (
                 providers[k.provider_id].name if k.provider_id in providers else None
@@ -101,6 +103,9 @@ class Report:
             "queue": lambda k: queues.get(k.queue_id) if k.queue_id else None,
             "type": lambda k: k.type,
             "tag": lambda k: k.tag,
+            "template": lambda k: (
+                templates.get(k.template_id, str(k.template_id)) if k.template_id else None
+            ),
             "day": lambda k: k.bucket.date().isoformat() if k.bucket else None,
             "hour": lambda k: k.bucket.isoformat() if k.bucket else None,
         }

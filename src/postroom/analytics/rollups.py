@@ -123,6 +123,7 @@ async def _roll(conn: AsyncConnection, grain: Grain, todo: list[Any], now: datet
                 "queue_id": key.queue_id,
                 "type": key.type,
                 "tag": key.tag,
+                "template_id": key.template_id,
                 "created_at": now,
                 **{f"total_{name}": n for name, n in counts.as_dict().items()},
             }

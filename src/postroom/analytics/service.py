@@ -25,8 +25,8 @@ from postroom.analytics.rollups import (
 from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
-from postroom.db.models import EmailProvider, EmailQueue
-from postroom.errors import MessageError, NotFound, RequestInvalid
+from postroom.db.models import EmailProvider, EmailQueue, EmailTemplate
+from postroom.errors import NotFound, RequestInvalid
 from postroom.schemas.analytics import (
     AnalyticsSummary,
     AnalyticsWindow,
@@ -40,6 +40,7 @@ from postroom.schemas.analytics import (
 
 providers_t = cast(Table, EmailProvider.__table__)
 queues_t = cast(Table, EmailQueue.__table__)
+templates_t = cast(Table, EmailTemplate.__table__)
 
 #: longest windows: hourly trends are counted from the live tables
 MAX_HOURLY = timedelta(days=31)
@@ -115,17 +116,13 @@ class AnalyticsService:
         tag: str | None = None,
         template: str | None = None,
     ) -> Filters:
-        """Filters from names or ids; an unknown provider or queue is a 404."""
-        if template is not None:
-            raise MessageError(
-                "filtering by template is not supported yet: messages carry no template",
-                field="template",
-            )
-        ids: dict[str, uuid.UUID | None] = {"provider": None, "queue": None}
+        """Filters from names or ids; an unknown provider, queue or template is a 404."""
+        ids: dict[str, uuid.UUID | None] = {"provider": None, "queue": None, "template": None}
         async with reader(self.engine).connect() as conn:
             for name, table, ident in (
                 ("provider", providers_t, provider),
                 ("queue", queues_t, queue),
+                ("template", templates_t, template),
             ):
                 if ident is None:
                     continue
@@ -137,7 +134,13 @@ class AnalyticsService:
                 if found is None:
                     raise NotFound(f"there is no {name} {ident!r}")
                 ids[name] = found.id
-        return Filters(provider_id=ids["provider"], queue_id=ids["queue"], type=type, tag=tag)
+        return Filters(
+            provider_id=ids["provider"],
+            queue_id=ids["queue"],
+            type=type,
+            tag=tag,
+            template_id=ids["template"],
+        )
 
     async def groups(
         self,
@@ -198,6 +201,11 @@ class AnalyticsService:
                 out.append(part)
         return out
 
+    async def template_names(self) -> dict[uuid.UUID, str]:
+        async with reader(self.engine).connect() as conn:
+            rows = await conn.execute(select(templates_t.c.id, templates_t.c.name))
+            return {r.id: r.name for r in rows}
+
     async def names(self) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, str]]:
         async with reader(self.engine).connect() as conn:
             providers = {
@@ -214,14 +222,11 @@ class AnalyticsService:
     async def analytics(
         self, start: datetime, end: datetime, granularity: Granularity, filters: Filters
     ) -> EmailAnalytics:
-        per_bucket, per_provider, per_queue, per_type, per_tag = await self.groups(
-            start,
-            end,
-            granularity,
-            filters,
-            [frozenset({d}) for d in ("bucket", "provider_id", "queue_id", "type", "tag")],
+        per_bucket, per_provider, per_queue, per_type, per_tag, per_template = await self.groups(
+            start, end, granularity, filters, [frozenset({d}) for d in DIMS]
         )
         providers, queues = await self.names()
+        templates = await self.template_names()
         total = per_bucket.total()
         rates = _snake(total.rates())
         summary = AnalyticsSummary(**{f"total_{k}": v for k, v in total.as_dict().items()}, **rates)
@@ -257,7 +262,7 @@ class AnalyticsService:
             top_performers=TopPerformers(
                 tags=_top(_by(per_tag, lambda k: k.tag)),
                 types=_top(_by(per_type, lambda k: k.type)),
-                templates=[],
+                templates=_top(_by(per_template, lambda k: k.template_id), templates),
             ),
         )
 
@@ -278,10 +283,18 @@ class AnalyticsService:
         return points
 
 
-def _top(per: dict[Any, Counts]) -> list[Performer]:
+def _top(per: dict[Any, Counts], names: dict[Any, str] | None = None) -> list[Performer]:
     """Best open rate first, then delivery rate, then volume; only keys with sends."""
     ranked = sorted(
         ((k, c) for k, c in per.items() if k is not None and c.sent),
-        key=lambda i: (-i[1].rates()["openRate"], -i[1].rates()["deliveryRate"], -i[1].sent, i[0]),
+        key=lambda i: (
+            -i[1].rates()["openRate"],
+            -i[1].rates()["deliveryRate"],
+            -i[1].sent,
+            str(i[0]),
+        ),
     )
-    return [_figures(Performer, c, key=k) for k, c in ranked[:TOP]]
+    return [
+        _figures(Performer, c, key=str(k), name=names.get(k) if names is not None else None)
+        for k, c in ranked[:TOP]
+    ]

@@ -1,0 +1,79 @@
+"""analytics: opens and clicks by anyone beside human ones, and the template dimension
+
+``email_records`` gains ``opened_any_at`` / ``clicked_any_at``: the first open or
+click of any kind, machine-made included (``opened_at`` / ``clicked_at`` keep only
+people's), filled from the tracking events already stored. The rollups gain
+``template_id`` and the human open and click counts; the rollups made before are
+emptied so each period is summed again, with the new figures, on first use.
+
+Revision ID: 0012
+Revises: 0010
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import postroom.db.types
+
+revision: str = "0012"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_ANY = (("opened_any_at", "opened_at", "opened"), ("clicked_any_at", "clicked_at", "clicked"))
+_ROLLUPS = ("email_analytics_daily", "email_analytics_hourly")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("email_records") as batch:
+        for column, _, _ in _ANY:
+            batch.add_column(
+                sa.Column(column, postroom.db.types.UTCDateTime(timezone=True), nullable=True)
+            )
+    for column, human, kind in _ANY:
+        first_event = (
+            "SELECT MIN(e.timestamp) FROM email_tracking_events e "
+            "JOIN email_tracking t ON t.id = e.tracking_id "
+            f"WHERE t.email_id = email_records.id AND e.type = '{kind}'"
+        )
+        op.execute(
+            f"UPDATE email_records SET {column} = ({first_event}) WHERE EXISTS ({first_event})"
+        )
+        op.execute(
+            f"UPDATE email_records SET {column} = {human} WHERE {human} IS NOT NULL "
+            f"AND ({column} IS NULL OR {column} > {human})"
+        )
+        op.create_index(f"idx_email_records_{column}", "email_records", [column])
+    for table in _ROLLUPS:
+        op.execute(f"DELETE FROM {table}")
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("template_id", sa.Uuid(), nullable=True))
+            for figure in ("human_opened", "human_clicked"):
+                batch.add_column(
+                    sa.Column(
+                        f"total_{figure}", sa.Integer(), server_default=sa.text("0"), nullable=False
+                    )
+                )
+    op.execute("DELETE FROM email_analytics_days")
+    op.execute("DELETE FROM email_analytics_hours")
+
+
+def downgrade() -> None:
+    for table in _ROLLUPS:
+        op.execute(f"DELETE FROM {table}")
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("total_human_clicked")
+            batch.drop_column("total_human_opened")
+            batch.drop_column("template_id")
+    op.execute("DELETE FROM email_analytics_days")
+    op.execute("DELETE FROM email_analytics_hours")
+    for column, _, _ in _ANY:
+        op.drop_index(f"idx_email_records_{column}", table_name="email_records")
+    with op.batch_alter_table("email_records") as batch:
+        for column, _, _ in reversed(_ANY):
+            batch.drop_column(column)
