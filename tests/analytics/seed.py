@@ -77,6 +77,8 @@ class Seeder:
                 r = dict(given)
                 r.setdefault("opened_any_at", r.get("opened_at"))
                 r.setdefault("clicked_any_at", r.get("clicked_at"))
+                r.setdefault("tag", tags[0] if tags else None)
+                r.setdefault("template_id", template_id)
                 rid = uuid.uuid4()
                 ids.append(rid)
                 await conn.execute(

@@ -199,3 +199,30 @@ async def test_tracking_records_the_first_open_of_any_kind(
         await record_event(conn, person)
     # a person's open later: the first open of any kind stays the proxy's
     assert await times() == (now, person.timestamp)
+
+
+async def test_sending_copies_the_tag_and_template_onto_the_records(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    from tests.api.test_templates import send_body, welcome
+
+    api = "/api/system/email"
+    template = (await client.post(f"{api}/templates", json=welcome())).json()
+    single = await client.post(f"{api}/send", json=send_body(tags=["spring", "b"]))
+    assert single.status_code == 202, single.text
+    bulk = await client.post(
+        f"{api}/bulk",
+        json={
+            "from": {"email": "app@example.com"},
+            "templateId": "welcome",
+            "tags": ["autumn"],
+            "recipients": [{"email": "bo@example.com", "templateData": {"name": "Bo"}}],
+        },
+    )
+    assert bulk.status_code == 202, bulk.text
+    async with postroom.engine.connect() as conn:
+        rows = (await conn.execute(select(records_t.c.tag, records_t.c.template_id))).all()
+    assert sorted((r.tag, r.template_id) for r in rows) == [
+        ("autumn", uuid.UUID(template["id"])),
+        ("spring", uuid.UUID(template["id"])),
+    ]

@@ -18,12 +18,21 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    Table,
+    and_,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from postroom.analytics.figures import DIMS, FIGURES, Counts, Filters, Key
@@ -31,7 +40,6 @@ from postroom.analytics.figures import Table as Groups
 from postroom.db.models import (
     EmailAnalyticsDaily,
     EmailAnalyticsHourly,
-    EmailBulk,
     EmailJob,
     EmailRecord,
     EmailTracking,
@@ -47,50 +55,33 @@ tracking = cast(Table, EmailTracking.__table__)
 events = cast(Table, EmailTrackingEvent.__table__)
 daily = cast(Table, EmailAnalyticsDaily.__table__)
 hourly = cast(Table, EmailAnalyticsHourly.__table__)
-bulks = cast(Table, EmailBulk.__table__)
 
 #: tracking event types counted as complaints and unsubscribes
 COMPLAINT_EVENTS = ("complained", "complaint")
 UNSUBSCRIBE_EVENTS = ("unsubscribed", "unsubscribe")
 
-#: a message's campaign tag: its first tag (a bulk send's are in its shared part)
-TAG = func.coalesce(
-    jobs.c.data[("request", "tags", 0)].as_string(),
-    bulks.c.request[("tags", 0)].as_string(),
-)
-#: the id of the template a message was rendered from (pinned when it was queued)
-TEMPLATE = func.coalesce(
-    jobs.c.data[("request", "templatePin", "id")].as_string(),
-    bulks.c.request[("templatePin", "id")].as_string(),
-)
 
-
-def _with_job(source: FromClause) -> FromClause:
-    return source.outerjoin(jobs, jobs.c.id == records.c.job_id).outerjoin(
-        bulks, bulks.c.id == records.c.bulk_id
-    )
+#: a message's campaign tag (its first tag) and the template it was rendered from,
+#: copied onto each recipient record when queued
+TAG = records.c.tag
+TEMPLATE = records.c.template_id
 
 
 def _sources() -> Iterator[tuple[str, Any, FromClause, ColumnElement[bool] | None]]:
     """(figure, timestamp column, from clause, extra condition) per counted figure."""
-    with_job = _with_job(records)
-    yield "sent", records.c.sent_at, with_job, None
-    yield "delivered", records.c.delivered_at, with_job, None
-    yield "bounced", records.c.bounced_at, with_job, None
+    yield "sent", records.c.sent_at, records, None
+    yield "delivered", records.c.delivered_at, records, None
+    yield "bounced", records.c.bounced_at, records, None
     rejected = and_(records.c.status == RecordStatus.FAILED, records.c.bounced_at.is_(None))
-    yield "bounced", records.c.sent_at, with_job, rejected
-    yield "opened", records.c.opened_any_at, with_job, None
-    yield "clicked", records.c.clicked_any_at, with_job, None
-    yield "human_opened", records.c.opened_at, with_job, None
-    yield "human_clicked", records.c.clicked_at, with_job, None
-    failed_job = records.join(jobs, jobs.c.id == records.c.job_id).outerjoin(
-        bulks, bulks.c.id == records.c.bulk_id
-    )
+    yield "bounced", records.c.sent_at, records, rejected
+    yield "opened", records.c.opened_any_at, records, None
+    yield "clicked", records.c.clicked_any_at, records, None
+    yield "human_opened", records.c.opened_at, records, None
+    yield "human_clicked", records.c.clicked_at, records, None
+    failed_job = records.join(jobs, jobs.c.id == records.c.job_id)
     yield "failed", jobs.c.failed_at, failed_job, records.c.status == RecordStatus.FAILED
-    via_tracking = _with_job(
-        events.join(tracking, tracking.c.id == events.c.tracking_id).join(
-            records, records.c.id == tracking.c.email_id
-        )
+    via_tracking = events.join(tracking, tracking.c.id == events.c.tracking_id).join(
+        records, records.c.id == tracking.c.email_id
     )
     yield "complained", events.c.timestamp, via_tracking, events.c.type.in_(COMPLAINT_EVENTS)
     yield "unsubscribed", events.c.timestamp, via_tracking, events.c.type.in_(UNSUBSCRIBE_EVENTS)
@@ -118,26 +109,13 @@ def as_bucket(value: Any) -> datetime | None:
     return cast(datetime, value.astimezone(UTC))
 
 
-def _uuid(value: Any) -> uuid.UUID | None:
-    """A template id as stored in a job (a string); None if it is not one."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
     """``filters`` on the live tables (``table`` is ``records``) or a rollup table."""
     live = table is records
     provider_col, queue_col = table.c.provider_id, table.c.queue_id
     tag = TAG if live else table.c.tag
     if filters.template_id is not None:
-        if live:
-            stmt = stmt.where(TEMPLATE == str(filters.template_id))
-        else:
-            stmt = stmt.where(table.c.template_id == filters.template_id)
+        stmt = stmt.where(table.c.template_id == filters.template_id)
     type_ = table.c.type
     if filters.provider_id is not None:
         stmt = stmt.where(provider_col == filters.provider_id)
@@ -150,47 +128,37 @@ def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
     return stmt
 
 
-def _live_statements(
+def live_statement(
     dialect: str,
     start: datetime,
     end: datetime,
     granularity: Granularity | None,
     filters: Filters,
-) -> list[tuple[str, Select[Any]]]:
-    out = []
+) -> Select[Any]:
+    """One statement counting every figure in ``[start, end)``: a branch per figure
+    (each driven by its timestamp's index) under UNION ALL, grouped once."""
+    branches = []
     for figure, ts, source, extra in _sources():
-        bucket = bucket_expr(dialect, ts, granularity).label("bucket")
-        dims = (
-            records.c.provider_id,
-            records.c.queue_id,
-            records.c.type,
-            TAG.label("tag"),
-            TEMPLATE.label("template_id"),
-        )
         stmt = (
-            select(bucket, *dims, func.count().label("n"))
+            select(
+                literal(figure).label("figure"),
+                bucket_expr(dialect, ts, granularity).label("bucket"),
+                records.c.provider_id,
+                records.c.queue_id,
+                records.c.type,
+                TAG.label("tag"),
+                TEMPLATE.label("template_id"),
+            )
             .select_from(source)
             .where(ts >= start, ts < end)
-            .group_by(bucket, *dims)
         )
         if extra is not None:
             stmt = stmt.where(extra)
-        out.append((figure, _filtered(stmt, filters, records)))
-    return out
-
-
-def _add_rows(out: Groups, figure: str, rows: Any) -> None:
-    for row in rows:
-        template = row.template_id
-        key = Key(
-            as_bucket(row.bucket),
-            row.provider_id,
-            row.queue_id,
-            row.type,
-            row.tag,
-            _uuid(template) if template is not None else None,
-        )
-        out.bump(key, figure, int(row.n))
+        branches.append(_filtered(stmt, filters, records))
+    u = union_all(*branches).subquery()
+    cols = [u.c.figure, u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag]
+    cols.append(u.c.template_id)
+    return select(*cols, func.count().label("n")).group_by(*cols)
 
 
 async def count_live(
@@ -203,8 +171,12 @@ async def count_live(
     """Every figure in ``[start, end)`` from the live tables, grouped by period and
     dimensions."""
     out = Groups()
-    for figure, stmt in _live_statements(conn.dialect.name, start, end, granularity, filters):
-        _add_rows(out, figure, await conn.execute(stmt))
+    stmt = live_statement(conn.dialect.name, start, end, granularity, filters)
+    for row in await conn.execute(stmt):
+        key = Key(
+            as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag, row.template_id
+        )
+        out.bump(key, row.figure, int(row.n))
     return out
 
 

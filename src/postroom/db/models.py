@@ -207,6 +207,10 @@ class EmailRecord(Base):
 
     # added: the bulk send this record belongs to (for its progress)
     bulk_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # added (0012): the analytics dimensions, copied from the request when queued: the
+    # campaign tag (the message's first tag) and the template it is rendered from
+    tag: Mapped[str | None] = mapped_column(String(100))
+    template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         Index("idx_email_records_bulk", "bulk_id", "status"),

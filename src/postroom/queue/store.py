@@ -106,6 +106,9 @@ class NewRecord:
     #: SUPPRESSED for a recipient on the suppression list: never attempted
     status: str = RecordStatus.QUEUED
     bulk_id: uuid.UUID | None = None
+    #: the analytics dimensions: campaign tag (the first tag) and template rendered from
+    tag: str | None = None
+    template_id: uuid.UUID | None = None
 
 
 #: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
@@ -168,6 +171,8 @@ async def enqueue_many(
                 "metadata": r.metadata,
                 "created_at": job.created_at,
                 "bulk_id": r.bulk_id,
+                "tag": r.tag,
+                "template_id": r.template_id,
             }
             for job, new_records in items
             for r in new_records
@@ -186,6 +191,7 @@ _COPY_JOB_COLUMNS = (
 _COPY_RECORD_COLUMNS = (
     "id", "job_id", "queue_id", "recipient_email", "recipient_type", "recipient_name",
     "sender_email", "subject", "type", "status", "attempts", "metadata", "created_at", "bulk_id",
+    "tag", "template_id",
 )  # fmt: skip
 
 
@@ -240,6 +246,8 @@ async def enqueue_bulk(
                 dumps(r.metadata),
                 job.created_at,
                 r.bulk_id,
+                r.tag,
+                r.template_id,
             )
             for job, new_records in items
             for r in new_records

@@ -70,6 +70,7 @@ class BulkSender:
         )
         shared["from"] = from_.model_dump(mode="json", exclude_none=True)
         subjects: list[str]
+        template_id: uuid.UUID | None = None
         if request.template_id is not None:
             version, template_type = await s.templates.pin(
                 request.template_id, request.template_version
@@ -99,6 +100,7 @@ class BulkSender:
                     listed.append({"field": "recipients", "message": f"{total} problems in all"})
                 raise RequestInvalid(listed)
             shared["templatePin"] = {"id": str(version.template_id), "version": version.version}
+            template_id = version.template_id
         else:
             subjects = [request.subject or ""] * len(request.recipients)
         shared["type"] = email_type.value
@@ -142,6 +144,8 @@ class BulkSender:
                 type=email_type,
                 metadata={**shared_meta, **r.metadata} if r.metadata else shared_meta,
                 bulk_id=bulk_id,
+                tag=request.tags[0] if request.tags else None,
+                template_id=template_id,
             )
             items.append((job, [record]))
         async with s.engine.begin() as conn:
