@@ -41,6 +41,7 @@ API = "/api/system/email"
 PROVIDERS = ("relay-a", "esp-b", "esp-c")
 TYPES = ("transactional", "marketing", "notification")
 TAGS = 20
+TEMPLATES = 5
 PER_JOB = 5
 #: the default queues, numbered 0..3
 QUEUES = "q AS (SELECT id, row_number() OVER (ORDER BY name) - 1 AS n FROM email_queues)"
@@ -57,23 +58,35 @@ def _pg_seed(records: int, events: int, now: datetime) -> list[str]:
             SELECT lpad(to_hex(p), 32, '0')::uuid, (ARRAY{list(PROVIDERS)})[p], 'fake', true, p,
                    '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', now(), now()
             FROM generate_series(1, {len(PROVIDERS)}) p""",
+        f"""INSERT INTO email_templates (id, name, type, subject, content, variables, enabled,
+            version, created_at, updated_at)
+            SELECT ('f' || lpad(to_hex(t), 31, '0'))::uuid, 'template-' || t, 'transactional',
+                   'Hello', '{{}}', '[]', true, 1, now(), now()
+            FROM generate_series(0, {TEMPLATES - 1}) t""",
         f"""WITH {QUEUES}
             INSERT INTO email_jobs (id, queue_id, type, status, data, scheduled_at, created_at,
             completed_at, attempts, max_attempts, priority)
             SELECT ('b' || lpad(to_hex(j), 31, '0'))::uuid, q.id,
                    (ARRAY{list(TYPES)})[1 + j % 3], 'completed',
                    jsonb_build_object('request', jsonb_build_object('tags',
-                       jsonb_build_array('tag' || (j % {TAGS})))),
+                       jsonb_build_array('tag' || (j % {TAGS})),
+                       'templatePin', jsonb_build_object('id',
+                           ('f' || lpad(to_hex(j % {TEMPLATES}), 31, '0'))::uuid, 'version', 1))),
                    {jts}, {jts}, {jts}, 1, 3, 3
             FROM generate_series(0, {records // PER_JOB}) j JOIN q ON q.n = j % 4""",
         f"""INSERT INTO email_records (id, job_id, provider_id, queue_id, recipient_email,
             recipient_type, sender_email, subject, type, status, attempts, sent_at, delivered_at,
-            opened_at, clicked_at, metadata, created_at)
+            opened_any_at, opened_at, clicked_any_at, clicked_at, metadata, created_at, tag,
+            template_id)
             SELECT ('a' || lpad(to_hex(i), 31, '0'))::uuid, j.id,
                    lpad(to_hex(1 + i % {len(PROVIDERS)}), 32, '0')::uuid, j.queue_id,
                    'user' || i || '@example.com', 'to', 'app@example.com', 'Hello', j.type,
-                   'clicked', 1, {ts}, {ts} + interval '20 seconds', {ts} + interval '10 minutes',
-                   {ts} + interval '12 minutes', '{{}}', {ts}
+                   'clicked', 1, {ts}, {ts} + interval '20 seconds', {ts} + interval '5 minutes',
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts} + interval '10 minutes' END,
+                   {ts} + interval '12 minutes',
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts} + interval '12 minutes' END,
+                   '{{}}', {ts}, j.data #>> '{{request,tags,0}}',
+                   (j.data #>> '{{request,templatePin,id}}')::uuid
             FROM generate_series(0, {records - 1}) i
             JOIN email_jobs j ON j.id = ('b' || lpad(to_hex(i / {PER_JOB}), 31, '0'))::uuid""",
         f"""INSERT INTO email_tracking (id, email_id, delivery_id, recipient_email,
@@ -82,14 +95,14 @@ def _pg_seed(records: int, events: int, now: datetime) -> list[str]:
                    ('a' || lpad(to_hex(i), 31, '0'))::uuid,
                    'd' || i, 'user' || i || '@example.com', '{{}}', 'clicked', '[]', {ts}, {ts}
             FROM generate_series(0, {records - 1}) i""",
-        f"""INSERT INTO email_tracking_events (id, tracking_id, type, timestamp, data)
+        f"""INSERT INTO email_tracking_events (id, tracking_id, type, timestamp, data, machine)
             SELECT ('e' || lpad(to_hex(i * {per} + k), 31, '0'))::uuid,
                    ('c' || lpad(to_hex(i), 31, '0'))::uuid,
                    CASE k WHEN 0 THEN 'delivered' WHEN 1 THEN 'opened' WHEN 2 THEN 'opened'
                           WHEN 3 THEN 'clicked'
                           ELSE CASE WHEN i % 500 = 0 THEN 'complained'
                                     WHEN i % 200 = 0 THEN 'unsubscribed' ELSE 'opened' END END,
-                   {ts} + make_interval(mins => k * 5), '{{}}'
+                   {ts} + make_interval(mins => k * 5), '{{}}', k = 1
             FROM generate_series(0, {records - 1}) i, generate_series(0, {per - 1}) k""",
     ]
 
@@ -133,11 +146,13 @@ def _sqlite_seed(records: int, events: int, now: datetime) -> list[str]:
         series("i", records - 1)
         + f"""INSERT INTO email_records (id, job_id, provider_id, queue_id, recipient_email,
             recipient_type, sender_email, subject, type, status, attempts, sent_at, delivered_at,
-            opened_at, clicked_at, metadata, created_at)
+            opened_any_at, opened_at, clicked_any_at, clicked_at, metadata, created_at, tag)
             SELECT {hexid("a", "i")}, j.id, printf('%032x', 1 + i % {len(PROVIDERS)}), j.queue_id,
                    'user' || i || '@example.com', 'to', 'app@example.com', 'Hello', j.type,
-                   'clicked', 1, {ts("i")}, {ts("i", "20")}, {ts("i", "600")}, {ts("i", "720")},
-                   '{{}}', {ts("i")}
+                   'clicked', 1, {ts("i")}, {ts("i", "20")}, {ts("i", "300")},
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts("i", "600")} END, {ts("i", "720")},
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts("i", "720")} END,
+                   '{{}}', {ts("i")}, json_extract(j.data, '$.request.tags[0]')
             FROM s JOIN email_jobs j ON j.id = {hexid("b", f"i / {PER_JOB}")}""",
         series("i", records - 1)
         + f"""INSERT INTO email_tracking (id, email_id, delivery_id, recipient_email,

@@ -109,7 +109,7 @@ def as_bucket(value: Any) -> datetime | None:
     return cast(datetime, value.astimezone(UTC))
 
 
-def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
+def filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
     """``filters`` on the live tables (``table`` is ``records``) or a rollup table."""
     live = table is records
     provider_col, queue_col = table.c.provider_id, table.c.queue_id
@@ -154,7 +154,7 @@ def live_statement(
         )
         if extra is not None:
             stmt = stmt.where(extra)
-        branches.append(_filtered(stmt, filters, records))
+        branches.append(filtered(stmt, filters, records))
     u = union_all(*branches).subquery()
     cols = [u.c.figure, u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag]
     cols.append(u.c.template_id)
@@ -200,7 +200,7 @@ async def read_rollups(
     stmt = select(*cols, *sums).where(period >= first, period < last)
     if cols:
         stmt = stmt.group_by(*cols)
-    stmt = _filtered(stmt, filters, table)
+    stmt = filtered(stmt, filters, table)
     for row in await conn.execute(stmt):
         m = row._mapping
         counts = Counts(*(int(m[name] or 0) for name in FIGURES))
