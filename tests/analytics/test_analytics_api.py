@@ -4,7 +4,7 @@ closed days from the rollups, today from the live tables; filters and bad input.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -196,26 +196,40 @@ async def test_read_scope_is_enough_and_no_key_is_refused(
 async def test_todays_closed_hours_come_from_hourly_rollups_the_last_hours_live(
     client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock, seeded: dict[str, Any]
 ) -> None:
-    from postroom.analytics.rollups import rebuild, rolled_hours
+    from postroom.analytics.rollups import PROVISIONAL_TTL, rebuild, rolled_hours
 
     params = {"from": "2026-01-10", "to": "2026-01-10"}
     assert (await client.get(ANALYTICS, params=params)).json()["summary"]["totalSent"] == 2
     async with postroom.engine.connect() as conn:
         hours = set((await conn.execute(select(rolled_hours.c.hour))).scalars())
-    # now is 12:00: hours up to 10:00 are closed (2 h grace), 10:00-12:00 are live
-    assert hours == {at(TODAY, h) for h in range(10)}
+    # now is 12:00: hours up to 10:00 are closed (2 h grace) and rolled for good,
+    # 10:00-12:00 provisionally; the current hour is counted live
+    assert hours == {at(TODAY, h) for h in range(12)}
     seeder = Seeder(postroom)
-    for when in (at(TODAY, 9, 30), at(TODAY, 11, 30)):
+
+    async def send(when: datetime) -> None:
         await seeder.message(
             queue_id=seeded["queues"]["bulk"],
             provider_id=seeded["esp"],
             created=when,
             recipients=[{"status": "sent", "sent_at": when}],
         )
-    # the live hour's send shows at once, the rolled hour's after a rebuild
-    assert (await client.get(ANALYTICS, params=params)).json()["summary"]["totalSent"] == 3
+
+    async def total() -> int:
+        return int((await client.get(ANALYTICS, params=params)).json()["summary"]["totalSent"])
+
+    for when in (at(TODAY, 9, 30), at(TODAY, 11, 30)):
+        await send(when)
+    assert await total() == 2
+    # a provisional hour is summed again once its roll is older than the TTL
+    clock.advance(PROVISIONAL_TTL.total_seconds() + 1)
+    assert await total() == 3
+    # the current hour's send shows at once
+    await send(clock.now() - timedelta(seconds=30))
+    assert await total() == 4
+    # the closed hour's send after a rebuild
     await rebuild(postroom.engine, TODAY.date(), TODAY.date() + timedelta(days=1), clock.now())
-    assert (await client.get(ANALYTICS, params=params)).json()["summary"]["totalSent"] == 4
+    assert await total() == 5
     hourly = await client.get(ANALYTICS, params={**params, "granularity": "hour"})
     sent = {t["timestamp"][11:13]: t["sent"] for t in hourly.json()["trends"] if t["sent"]}
-    assert sent == {"09": 3, "11": 1}
+    assert sent == {"09": 3, "11": 1, "12": 1}

@@ -15,7 +15,6 @@ from postroom.analytics.figures import DIMS, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
 from postroom.analytics.queries import Granularity, count_live, hourly, read_rollups
 from postroom.analytics.rollups import (
-    closed_hours_until,
     closed_until,
     ensure_hours_rolled,
     ensure_rolled,
@@ -152,10 +151,11 @@ class AnalyticsService:
     ) -> list[Groups]:
         """Figures in ``[start, end)``, once per set of dimensions (``DIMS``; "bucket"
         only counts with a granularity). Whole closed days come from the daily
-        rollups (not for hourly figures), whole closed hours of the rest from the
-        hourly rollups (both rolled on first use and summed in SQL per set), and
-        what is left (the last hours, partial hours) from the live tables, counted
-        once and projected per set."""
+        rollups (not for hourly figures), the whole hours of the rest before the
+        current one from the hourly rollups (closed hours for good, the last ones
+        provisionally: ``rollups.PROVISIONAL_TTL``; both rolled on first use and summed
+        in SQL per set), and what is left (the current hour, partial hours) from the
+        live tables, counted once and projected per set."""
         now = self.clock.now()
         if granularity is None:
             dimsets = [d - {"bucket"} for d in dimsets]
@@ -174,7 +174,8 @@ class AnalyticsService:
             if a >= b:
                 continue
             first_h = floor_hour(a + timedelta(hours=1) - timedelta(microseconds=1))
-            last_h = min(floor_hour(b), closed_hours_until(now))
+            # whole hours before the current one: closed or provisional rollups
+            last_h = min(floor_hour(b), floor_hour(now))
             if first_h < last_h:
                 hour_spans.append((first_h, last_h))
                 live_spans += [(a, first_h), (last_h, b)]
