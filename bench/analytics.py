@@ -188,30 +188,43 @@ async def timed(client: httpx.AsyncClient, path: str, params: dict[str, str]) ->
     return elapsed
 
 
+async def seed(postroom: Postroom, pg: bool, records: int, events: int, now: datetime) -> float:
+    """Fill the database; returns the seconds it took."""
+    log(f"{'postgresql' if pg else 'sqlite'}: seeding {records:,} records and {events:,} events")
+    t0 = time.perf_counter()
+    for sql in (_pg_seed if pg else _sqlite_seed)(records, events, now):
+        async with postroom.engine.begin() as conn:
+            await conn.execute(text(sql))
+    seed_s = time.perf_counter() - t0
+    log(f"seeded in {seed_s:.1f} s")
+    if pg:  # settle: visibility map and statistics, no autovacuum during timing
+        vacuum = postroom.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with vacuum.connect() as conn:
+            await conn.execute(text("VACUUM ANALYZE"))
+        log("vacuumed")
+    return seed_s
+
+
 async def run(args: argparse.Namespace) -> None:
     db = FreshDatabase(args.database_url)
     pg = db.kind == "postgresql"
     records = args.records or (1_000_000 if pg else 200_000)
     events = args.events or (5_000_000 if pg else 1_000_000)
     now = datetime.now(UTC)
-    await db.create()
+    seed_s = 0.0
+    if args.reuse:  # a database kept by an earlier --keep run: time it again
+        db.url = db.url.rsplit("/", 1)[0] + "/" + args.reuse
+        args.keep = True
+    else:
+        await db.create()
     try:
         postroom = Postroom(db.settings())
         await postroom.start(migrate_schema=False)
         try:
-            log(f"{db.label}: seeding {records:,} records and {events:,} events")
-            t0 = time.perf_counter()
-            statements = (_pg_seed if pg else _sqlite_seed)(records, events, now)
-            for sql in statements:
-                async with postroom.engine.begin() as conn:
-                    await conn.execute(text(sql))
-            seed_s = time.perf_counter() - t0
-            log(f"seeded in {seed_s:.1f} s")
-            if pg:  # settle: visibility map and statistics, no autovacuum during timing
-                vacuum = postroom.engine.execution_options(isolation_level="AUTOCOMMIT")
-                async with vacuum.connect() as conn:
-                    await conn.execute(text("VACUUM ANALYZE"))
-                log("vacuumed")
+            if args.reuse:
+                log(f"{db.label}: timing {args.reuse} again (seeded earlier, not reseeded)")
+            else:
+                seed_s = await seed(postroom, pg, records, events, now)
             key, _ = await postroom.keys.create("bench", ["read"])
             app = create_app(postroom, workers=0)
             transport = httpx.ASGITransport(app=app)
@@ -256,7 +269,8 @@ async def run(args: argparse.Namespace) -> None:
         else:
             await db.drop()
     print()
-    print(f"{db.label}: {records:,} records, {events:,} events, seeded in {seed_s:.1f} s")
+    seeded = f"seeded in {seed_s:.1f} s" if not args.reuse else f"reused {args.reuse}"
+    print(f"{db.label}: {records:,} records, {events:,} events, {seeded}")
     print(
         f"GET /analytics 30 days, cold (first call rolls the closed days up): {cold * 1000:.0f} ms"
     )
@@ -284,6 +298,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument(
         "--keep", action="store_true", help="keep the seeded database (to profile it after)"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="DATABASE",
+        help="time a PostgreSQL database an earlier --keep run seeded (no reseeding)",
     )
     args = parser.parse_args()
     if args.sqlite:
