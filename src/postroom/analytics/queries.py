@@ -18,7 +18,7 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal, cast
 
@@ -30,7 +30,9 @@ from sqlalchemy import (
     and_,
     func,
     literal,
+    literal_column,
     select,
+    tuple_,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -92,7 +94,10 @@ def bucket_expr(dialect: str, ts: Any, granularity: Granularity | None) -> Any:
     if granularity is None:
         return literal(None)
     if dialect == "postgresql":
-        return func.date_trunc(granularity, func.timezone("UTC", ts))
+        # constants as literals: GROUP BY must see the same expression as the SELECT
+        return func.date_trunc(
+            literal_column(f"'{granularity}'"), func.timezone(literal_column("'UTC'"), ts)
+        )
     fmt = "%Y-%m-%d 00:00:00" if granularity == "day" else "%Y-%m-%d %H:00:00"
     return func.strftime(fmt, ts)
 
@@ -193,29 +198,71 @@ async def read_rollups(
     """The rolled-up figures of the periods ``first`` to ``last`` (exclusive) of a
     rollup ``table`` (``daily`` or ``hourly``), summed in SQL per ``dims`` (a subset
     of ``DIMS``); an hourly "bucket" is the hour, or its day when ``by_day``."""
-    out = Groups()
-    period = table.c.date if table is daily else table.c.hour
-    cols = [period.label("period") if d == "bucket" else table.c[d] for d in DIMS if d in dims]
-    sums = [func.sum(table.c[f"total_{name}"]).label(name) for name in FIGURES]
-    stmt = select(*cols, *sums).where(period >= first, period < last)
-    if cols:
-        stmt = stmt.group_by(*cols)
-    stmt = filtered(stmt, filters, table)
-    for row in await conn.execute(stmt):
-        m = row._mapping
-        counts = Counts(*(int(m[name] or 0) for name in FIGURES))
-        if not cols and not any(counts.as_dict().values()):
-            continue  # no rows at all: SUM over nothing
-        bucket = as_bucket(m["period"]) if "bucket" in dims else None
-        if bucket is not None and by_day:
-            bucket = bucket.replace(hour=0)
-        key = Key(
-            bucket,
-            m["provider_id"] if "provider_id" in dims else None,
-            m["queue_id"] if "queue_id" in dims else None,
-            m["type"] if "type" in dims else None,
-            m["tag"] if "tag" in dims else None,
-            m["template_id"] if "template_id" in dims else None,
-        )
-        out.groups.setdefault(key, Counts()).add(counts)
+    (out,) = await read_rollup_sets(conn, first, last, [dims], filters, table=table, by_day=by_day)
     return out
+
+
+async def read_rollup_sets(
+    conn: AsyncConnection,
+    first: date | datetime,
+    last: date | datetime,
+    dimsets: Sequence[frozenset[str]],
+    filters: Filters,
+    *,
+    table: Table = daily,
+    by_day: bool = True,
+) -> list[Groups]:
+    """``read_rollups`` once per set of ``dimsets``: on PostgreSQL in one statement
+    (``GROUPING SETS``), elsewhere one statement per set."""
+    dialect = conn.dialect.name
+    period = table.c.date if table is daily else table.c.hour
+    if table is hourly and by_day:  # summed per day in SQL, not per hour in Python
+        period = bucket_expr(dialect, period, "day")
+    exprs = {d: period if d == "bucket" else table.c[d] for d in DIMS}
+    sums = [func.coalesce(func.sum(table.c[f"total_{n}"]), 0).label(n) for n in FIGURES]
+    where = (
+        (table.c.date if table is daily else table.c.hour) >= first,
+        (table.c.date if table is daily else table.c.hour) < last,
+    )
+    if dialect == "postgresql" and len(dimsets) > 1 and all(dimsets):
+        used = [d for d in DIMS if any(d in ds for ds in dimsets)]
+        flags = [func.grouping(exprs[d]).label(f"g_{d}") for d in used]
+        sets = [tuple_(*(exprs[d] for d in DIMS if d in ds)) for ds in dimsets]
+        stmt = (
+            select(*(exprs[d].label(d) for d in used), *flags, *sums)
+            .where(*where)
+            .group_by(func.grouping_sets(*sets))
+        )
+        outs = {ds: Groups() for ds in dimsets}
+        for row in await conn.execute(filtered(stmt, filters, table)):
+            m = row._mapping
+            ds = frozenset(d for d in used if m[f"g_{d}"] == 0)
+            _add_rollup_row(outs[ds], m, ds)
+        return [outs[ds] for ds in dimsets]
+    out = []
+    for dims in dimsets:
+        cols = [exprs[d].label(d) for d in DIMS if d in dims]
+        stmt = select(*cols, *sums).where(*where)
+        if cols:
+            stmt = stmt.group_by(*cols)
+        groups = Groups()
+        for row in await conn.execute(filtered(stmt, filters, table)):
+            m = row._mapping
+            if not cols and not any(m[n] for n in FIGURES):
+                continue  # no rows at all: SUM over nothing
+            _add_rollup_row(groups, m, dims)
+        out.append(groups)
+    return out
+
+
+def _add_rollup_row(out: Groups, m: Any, dims: frozenset[str]) -> None:
+    counts = Counts(*(int(m[name] or 0) for name in FIGURES))
+    key = Key(
+        as_bucket(m["bucket"]) if "bucket" in dims else None,
+        m["provider_id"] if "provider_id" in dims else None,
+        m["queue_id"] if "queue_id" in dims else None,
+        m["type"] if "type" in dims else None,
+        m["tag"] if "tag" in dims else None,
+        m["template_id"] if "template_id" in dims else None,
+    )
+    out.groups.setdefault(key, Counts()).add(counts)

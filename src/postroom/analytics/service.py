@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.analytics.figures import DIMS, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
-from postroom.analytics.queries import Granularity, count_live, hourly, read_rollups
+from postroom.analytics.queries import Granularity, count_live, hourly, read_rollup_sets
 from postroom.analytics.rollups import (
     closed_until,
     ensure_hours_rolled,
@@ -190,16 +190,19 @@ class AnalyticsService:
             for a, b in live_spans:
                 if a < b:
                     live.merge(await count_live(conn, a, b, granularity, filters))
-            out = []
-            for dims in dimsets:
-                part = live.project(dims)
-                if day_span:
-                    part.merge(await read_rollups(conn, *day_span, dims, filters))
-                for span in hour_spans:
-                    part.merge(
-                        await read_rollups(conn, *span, dims, filters, table=hourly, by_day=by_day)
+            out = [live.project(dims) for dims in dimsets]
+            parts = []
+            if day_span:
+                parts.append(await read_rollup_sets(conn, *day_span, dimsets, filters))
+            for span in hour_spans:
+                parts.append(
+                    await read_rollup_sets(
+                        conn, *span, dimsets, filters, table=hourly, by_day=by_day
                     )
-                out.append(part)
+                )
+            for part in parts:
+                for groups, more in zip(out, part, strict=True):
+                    groups.merge(more)
         return out
 
     async def template_names(self) -> dict[uuid.UUID, str]:
