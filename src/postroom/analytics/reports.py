@@ -155,6 +155,12 @@ class Report:
 
     async def rows(self) -> AsyncIterator[list[Any]]:
         """Rows as lists in ``columns`` order, in period then label order."""
+        async for batch in self.batches():
+            for row in batch:
+                yield row
+
+    async def batches(self) -> AsyncIterator[list[list[Any]]]:
+        """``rows`` a batch at a time (the streamed part: a cursor fetch each)."""
         providers, queues = await self.service.names()
         templates = await self.service.template_names()
         names = {
@@ -172,30 +178,30 @@ class Report:
         }
         for start, end, rolled in self.chunks():
             if rolled:
-                async for row in self._rolled(start, end, templates):
-                    yield row
+                async for batch in self._rolled(start, end, templates):
+                    yield batch
             else:
-                async for row in self._counted(start, end, names):
-                    yield row
+                yield await self._counted(start, end, names)
             if self.on_chunk is not None:
                 self.on_chunk()
 
     async def _counted(
         self, start: datetime, end: datetime, names: dict[str, Any]
-    ) -> AsyncIterator[list[Any]]:
+    ) -> list[list[Any]]:
         (groups,) = await self.service.groups(
             start, end, self.granularity, self.filters, [self.dims]
         )
         merged: dict[tuple[Any, ...], Counts] = {}
         for key, counts in groups.groups.items():
             merged.setdefault(tuple(names[d](key) for d in self.group_by), Counts()).add(counts)
-        for label in sorted(merged, key=lambda t: tuple("" if v is None else str(v) for v in t)):
-            counts = merged[label]
-            yield [*label, *counts.as_dict().values(), *counts.rates().values()]
+        return [
+            [*label, *merged[label].as_dict().values(), *merged[label].rates().values()]
+            for label in sorted(merged, key=lambda t: tuple("" if v is None else str(v) for v in t))
+        ]
 
     async def _rolled(
         self, start: datetime, end: datetime, templates: dict[Any, str]
-    ) -> AsyncIterator[list[Any]]:
+    ) -> AsyncIterator[list[list[Any]]]:
         """Closed periods straight from a rollup table: summed, named and sorted in SQL,
         read through a server-side cursor, each row only given its rates."""
         engine, now = self.service.engine, self.service.clock.now()
@@ -240,6 +246,7 @@ class Report:
         async with reader(engine).connect() as conn:
             result = await conn.stream(stmt.execution_options(yield_per=STREAM_BATCH))
             async for part in result.partitions(STREAM_BATCH):
+                batch = []
                 for row in part:
                     out = list(row[:n_labels])
                     vals = row[n_labels : n_labels + n_figures]
@@ -249,14 +256,15 @@ class Report:
                         out[at_template] = templates.get(row[-1], str(row[-1]))
                     out += vals
                     out += [round(vals[n] / vals[d], 6) if vals[d] else 0.0 for n, d in _RATE_AT]
-                    yield out
+                    batch.append(out)
+                yield batch
 
     async def csv(self) -> AsyncIterator[str]:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns(self.group_by))
-        async for row in self.rows():
-            writer.writerow(row)
+        async for batch in self.batches():
+            writer.writerows(batch)
             if buf.tell() > 64_000:
                 yield buf.getvalue()
                 buf.seek(0)
