@@ -103,30 +103,25 @@ async def rates(
     sends, bounces, complaints, oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
     # whole messages a provider refused for good since the window began
     start = oldest if oldest is not None and sends >= window else since
-    if provider_id is not None:  # the attempt log names the provider that refused
-        rejected = (
-            select(func.count())
-            .select_from(records.join(attempts, attempts.c.job_id == records.c.job_id))
-            .where(
-                attempts.c.provider_id == provider_id,
-                attempts.c.outcome == JobStatus.FAILED,
-                attempts.c.error_code == REJECTED,
-            )
+    # (driven by the failed jobs' time index; for a provider, the attempt log names it)
+    failed_jobs = records.join(jobs, jobs.c.id == records.c.job_id)
+    if provider_id is not None:
+        failed_jobs = failed_jobs.join(attempts, attempts.c.job_id == jobs.c.id)
+    rejected = (
+        select(func.count())
+        .select_from(failed_jobs)
+        .where(jobs.c.status == JobStatus.FAILED, jobs.c.last_error_code == REJECTED)
+    )
+    if provider_id is not None:
+        rejected = rejected.where(
+            attempts.c.provider_id == provider_id,
+            attempts.c.outcome == JobStatus.FAILED,
+            attempts.c.error_code == REJECTED,
         )
-        if start is not None:
-            rejected = rejected.where(attempts.c.finished_at > start)
     else:
-        rejected = (
-            select(func.count())
-            .select_from(records.join(jobs, jobs.c.id == records.c.job_id))
-            .where(
-                jobs.c.queue_id == queue_id,
-                jobs.c.status == JobStatus.FAILED,
-                jobs.c.last_error_code == REJECTED,
-            )
-        )
-        if start is not None:
-            rejected = rejected.where(jobs.c.failed_at > start)
+        rejected = rejected.where(jobs.c.queue_id == queue_id)
+    if start is not None:
+        rejected = rejected.where(jobs.c.failed_at > start)
     refused = int((await conn.execute(rejected)).scalar_one())
     # complaint events since the window began (by the events' time index, not per send)
     by_event = (
