@@ -41,6 +41,7 @@ API = "/api/system/email"
 PROVIDERS = ("relay-a", "esp-b", "esp-c")
 TYPES = ("transactional", "marketing", "notification")
 TAGS = 20
+TEMPLATES = 5
 PER_JOB = 5
 #: the default queues, numbered 0..3
 QUEUES = "q AS (SELECT id, row_number() OVER (ORDER BY name) - 1 AS n FROM email_queues)"
@@ -57,23 +58,35 @@ def _pg_seed(records: int, events: int, now: datetime) -> list[str]:
             SELECT lpad(to_hex(p), 32, '0')::uuid, (ARRAY{list(PROVIDERS)})[p], 'fake', true, p,
                    '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', now(), now()
             FROM generate_series(1, {len(PROVIDERS)}) p""",
+        f"""INSERT INTO email_templates (id, name, type, subject, content, variables, enabled,
+            version, created_at, updated_at)
+            SELECT ('f' || lpad(to_hex(t), 31, '0'))::uuid, 'template-' || t, 'transactional',
+                   'Hello', '{{}}', '[]', true, 1, now(), now()
+            FROM generate_series(0, {TEMPLATES - 1}) t""",
         f"""WITH {QUEUES}
             INSERT INTO email_jobs (id, queue_id, type, status, data, scheduled_at, created_at,
             completed_at, attempts, max_attempts, priority)
             SELECT ('b' || lpad(to_hex(j), 31, '0'))::uuid, q.id,
                    (ARRAY{list(TYPES)})[1 + j % 3], 'completed',
                    jsonb_build_object('request', jsonb_build_object('tags',
-                       jsonb_build_array('tag' || (j % {TAGS})))),
+                       jsonb_build_array('tag' || (j % {TAGS})),
+                       'templatePin', jsonb_build_object('id',
+                           ('f' || lpad(to_hex(j % {TEMPLATES}), 31, '0'))::uuid, 'version', 1))),
                    {jts}, {jts}, {jts}, 1, 3, 3
             FROM generate_series(0, {records // PER_JOB}) j JOIN q ON q.n = j % 4""",
         f"""INSERT INTO email_records (id, job_id, provider_id, queue_id, recipient_email,
             recipient_type, sender_email, subject, type, status, attempts, sent_at, delivered_at,
-            opened_at, clicked_at, metadata, created_at)
+            opened_any_at, opened_at, clicked_any_at, clicked_at, metadata, created_at, tag,
+            template_id)
             SELECT ('a' || lpad(to_hex(i), 31, '0'))::uuid, j.id,
                    lpad(to_hex(1 + i % {len(PROVIDERS)}), 32, '0')::uuid, j.queue_id,
                    'user' || i || '@example.com', 'to', 'app@example.com', 'Hello', j.type,
-                   'clicked', 1, {ts}, {ts} + interval '20 seconds', {ts} + interval '10 minutes',
-                   {ts} + interval '12 minutes', '{{}}', {ts}
+                   'clicked', 1, {ts}, {ts} + interval '20 seconds', {ts} + interval '5 minutes',
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts} + interval '10 minutes' END,
+                   {ts} + interval '12 minutes',
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts} + interval '12 minutes' END,
+                   '{{}}', {ts}, j.data #>> '{{request,tags,0}}',
+                   (j.data #>> '{{request,templatePin,id}}')::uuid
             FROM generate_series(0, {records - 1}) i
             JOIN email_jobs j ON j.id = ('b' || lpad(to_hex(i / {PER_JOB}), 31, '0'))::uuid""",
         f"""INSERT INTO email_tracking (id, email_id, delivery_id, recipient_email,
@@ -82,14 +95,14 @@ def _pg_seed(records: int, events: int, now: datetime) -> list[str]:
                    ('a' || lpad(to_hex(i), 31, '0'))::uuid,
                    'd' || i, 'user' || i || '@example.com', '{{}}', 'clicked', '[]', {ts}, {ts}
             FROM generate_series(0, {records - 1}) i""",
-        f"""INSERT INTO email_tracking_events (id, tracking_id, type, timestamp, data)
+        f"""INSERT INTO email_tracking_events (id, tracking_id, type, timestamp, data, machine)
             SELECT ('e' || lpad(to_hex(i * {per} + k), 31, '0'))::uuid,
                    ('c' || lpad(to_hex(i), 31, '0'))::uuid,
                    CASE k WHEN 0 THEN 'delivered' WHEN 1 THEN 'opened' WHEN 2 THEN 'opened'
                           WHEN 3 THEN 'clicked'
                           ELSE CASE WHEN i % 500 = 0 THEN 'complained'
                                     WHEN i % 200 = 0 THEN 'unsubscribed' ELSE 'opened' END END,
-                   {ts} + make_interval(mins => k * 5), '{{}}'
+                   {ts} + make_interval(mins => k * 5), '{{}}', k = 1
             FROM generate_series(0, {records - 1}) i, generate_series(0, {per - 1}) k""",
     ]
 
@@ -133,11 +146,13 @@ def _sqlite_seed(records: int, events: int, now: datetime) -> list[str]:
         series("i", records - 1)
         + f"""INSERT INTO email_records (id, job_id, provider_id, queue_id, recipient_email,
             recipient_type, sender_email, subject, type, status, attempts, sent_at, delivered_at,
-            opened_at, clicked_at, metadata, created_at)
+            opened_any_at, opened_at, clicked_any_at, clicked_at, metadata, created_at, tag)
             SELECT {hexid("a", "i")}, j.id, printf('%032x', 1 + i % {len(PROVIDERS)}), j.queue_id,
                    'user' || i || '@example.com', 'to', 'app@example.com', 'Hello', j.type,
-                   'clicked', 1, {ts("i")}, {ts("i", "20")}, {ts("i", "600")}, {ts("i", "720")},
-                   '{{}}', {ts("i")}
+                   'clicked', 1, {ts("i")}, {ts("i", "20")}, {ts("i", "300")},
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts("i", "600")} END, {ts("i", "720")},
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE {ts("i", "720")} END,
+                   '{{}}', {ts("i")}, json_extract(j.data, '$.request.tags[0]')
             FROM s JOIN email_jobs j ON j.id = {hexid("b", f"i / {PER_JOB}")}""",
         series("i", records - 1)
         + f"""INSERT INTO email_tracking (id, email_id, delivery_id, recipient_email,
@@ -159,13 +174,35 @@ def _sqlite_seed(records: int, events: int, now: datetime) -> list[str]:
     ]
 
 
+#: process CPU seconds of each timed call (client and server share the process)
+CPU: dict[str, list[float]] = {}
+
+
 async def timed(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> float:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     response = await client.get(path, params=params)
     elapsed = time.perf_counter() - t0
+    CPU.setdefault(str(params), []).append(time.process_time() - c0)
     if response.status_code != 200:
         raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
     return elapsed
+
+
+async def seed(postroom: Postroom, pg: bool, records: int, events: int, now: datetime) -> float:
+    """Fill the database; returns the seconds it took."""
+    log(f"{'postgresql' if pg else 'sqlite'}: seeding {records:,} records and {events:,} events")
+    t0 = time.perf_counter()
+    for sql in (_pg_seed if pg else _sqlite_seed)(records, events, now):
+        async with postroom.engine.begin() as conn:
+            await conn.execute(text(sql))
+    seed_s = time.perf_counter() - t0
+    log(f"seeded in {seed_s:.1f} s")
+    if pg:  # settle: visibility map and statistics, no autovacuum during timing
+        vacuum = postroom.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with vacuum.connect() as conn:
+            await conn.execute(text("VACUUM ANALYZE"))
+        log("vacuumed")
+    return seed_s
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -174,24 +211,20 @@ async def run(args: argparse.Namespace) -> None:
     records = args.records or (1_000_000 if pg else 200_000)
     events = args.events or (5_000_000 if pg else 1_000_000)
     now = datetime.now(UTC)
-    await db.create()
+    seed_s = 0.0
+    if args.reuse:  # a database kept by an earlier --keep run: time it again
+        db.url = db.url.rsplit("/", 1)[0] + "/" + args.reuse
+        args.keep = True
+    else:
+        await db.create()
     try:
         postroom = Postroom(db.settings())
         await postroom.start(migrate_schema=False)
         try:
-            log(f"{db.label}: seeding {records:,} records and {events:,} events")
-            t0 = time.perf_counter()
-            statements = (_pg_seed if pg else _sqlite_seed)(records, events, now)
-            for sql in statements:
-                async with postroom.engine.begin() as conn:
-                    await conn.execute(text(sql))
-            seed_s = time.perf_counter() - t0
-            log(f"seeded in {seed_s:.1f} s")
-            if pg:  # settle: visibility map and statistics, no autovacuum during timing
-                vacuum = postroom.engine.execution_options(isolation_level="AUTOCOMMIT")
-                async with vacuum.connect() as conn:
-                    await conn.execute(text("VACUUM ANALYZE"))
-                log("vacuumed")
+            if args.reuse:
+                log(f"{db.label}: timing {args.reuse} again (seeded earlier, not reseeded)")
+            else:
+                seed_s = await seed(postroom, pg, records, events, now)
             key, _ = await postroom.keys.create("bench", ["read"])
             app = create_app(postroom, workers=0)
             transport = httpx.ASGITransport(app=app)
@@ -205,17 +238,18 @@ async def run(args: argparse.Namespace) -> None:
                 day = {"from": now.date().isoformat()}
                 cold = await timed(client, f"{API}/analytics", month)
                 log(f"30 days, cold (rolls 29 days up): {cold * 1000:.0f} ms")
-                rows = [("query", "runs", "p50 ms", "p95 ms", "max ms")]
+                rows = [("query", "runs", "p50 ms", "p95 ms", "max ms", "CPU ms/call")]
                 for label, params in (("analytics, 30 days", month), ("analytics, 1 day", day)):
                     times = [
                         await timed(client, f"{API}/analytics", params) for _ in range(args.runs)
                     ]
                     q = statistics.quantiles(times, n=20)
+                    cpu = statistics.median(CPU[str(params)][-args.runs :])
                     rows.append(
                         (label, str(args.runs), f"{statistics.median(times) * 1000:.1f}",
-                         f"{q[18] * 1000:.1f}", f"{max(times) * 1000:.1f}")
+                         f"{q[18] * 1000:.1f}", f"{max(times) * 1000:.1f}", f"{cpu * 1000:.1f}")
                     )  # fmt: skip
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 n_rows, n_bytes = -1, 0
                 async with client.stream(
                     "GET",
@@ -226,12 +260,17 @@ async def run(args: argparse.Namespace) -> None:
                         n_rows += 1
                         n_bytes += len(line) + 1
                 report_s = time.perf_counter() - t0
+                report_cpu = time.process_time() - c0
         finally:
             await postroom.aclose()
     finally:
-        await db.drop()
+        if args.keep:
+            log(f"kept {db.url}")
+        else:
+            await db.drop()
     print()
-    print(f"{db.label}: {records:,} records, {events:,} events, seeded in {seed_s:.1f} s")
+    seeded = f"seeded in {seed_s:.1f} s" if not args.reuse else f"reused {args.reuse}"
+    print(f"{db.label}: {records:,} records, {events:,} events, {seeded}")
     print(
         f"GET /analytics 30 days, cold (first call rolls the closed days up): {cold * 1000:.0f} ms"
     )
@@ -241,7 +280,9 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"CSV report (30 days by day, provider, queue, type, tag): {n_rows:,} rows, "
         f"{n_bytes / 1024:.0f} KiB in {report_s * 1000:.0f} ms = {n_rows / report_s:,.0f} rows/s"
+        f" (process CPU {report_cpu * 1000:.0f} ms = {n_rows / max(report_cpu, 1e-9):,.0f} rows/s)"
     )
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main() -> None:
@@ -255,6 +296,14 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=0)
     parser.add_argument("--events", type=int, default=0)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the seeded database (to profile it after)"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="DATABASE",
+        help="time a PostgreSQL database an earlier --keep run seeded (no reseeding)",
+    )
     args = parser.parse_args()
     if args.sqlite:
         args.database_url = None

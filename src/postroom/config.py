@@ -42,6 +42,19 @@ class WorkerSettings(BaseSettings):
     prune_after_days: int | None = Field(default=None, ge=1)
 
 
+class MetricsSettings(BaseSettings):
+    """``/metrics`` for Prometheus without an API key, on an address of its own
+    (``postroom serve`` and ``postroom worker``); the API's ``/metrics`` keeps
+    needing a ``read`` key."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    #: keep it on a private interface: what it shows is not secret, but not public
+    host: str = "127.0.0.1"
+    #: ``None``: no separate listener (the default)
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class SmtpSettings(BaseSettings):
     """The SMTP submission relay (``postroom smtpd``, ``postroom serve --smtp-port``)."""
 
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("log_level")
     @classmethod

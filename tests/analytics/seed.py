@@ -15,6 +15,7 @@ from postroom.db.models import (
     EmailJob,
     EmailQueue,
     EmailRecord,
+    EmailTemplate,
     EmailTracking,
     EmailTrackingEvent,
 )
@@ -24,6 +25,7 @@ records_t = cast(Table, EmailRecord.__table__)
 queues_t = cast(Table, EmailQueue.__table__)
 tracking_t = cast(Table, EmailTracking.__table__)
 events_t = cast(Table, EmailTrackingEvent.__table__)
+templates_t = cast(Table, EmailTemplate.__table__)
 
 
 async def queue_ids(postroom: Postroom) -> dict[str, uuid.UUID]:
@@ -45,13 +47,18 @@ class Seeder:
         tags: list[str] | None = None,
         job_status: str = "completed",
         failed_at: datetime | None = None,
+        template_id: uuid.UUID | None = None,
         recipients: list[dict[str, Any]],
     ) -> list[uuid.UUID]:
-        """One job with a record per entry of ``recipients`` (status and timestamps)."""
+        """One job with a record per entry of ``recipients`` (status and timestamps).
+        As tracking does, a person's first open or click is also the first of any kind
+        unless ``opened_any_at`` / ``clicked_any_at`` (a machine's, earlier) are given."""
         job_id = uuid.uuid4()
         request: dict[str, Any] = {"subject": "s"}
         if tags is not None:
             request["tags"] = tags
+        if template_id is not None:
+            request["templatePin"] = {"id": str(template_id), "version": 1}
         ids = []
         async with self.postroom.engine.begin() as conn:
             await conn.execute(
@@ -66,7 +73,12 @@ class Seeder:
                     failed_at=failed_at,
                 )
             )
-            for i, r in enumerate(recipients):
+            for i, given in enumerate(recipients):
+                r = dict(given)
+                r.setdefault("opened_any_at", r.get("opened_at"))
+                r.setdefault("clicked_any_at", r.get("clicked_at"))
+                r.setdefault("tag", tags[0] if tags else None)
+                r.setdefault("template_id", template_id)
                 rid = uuid.uuid4()
                 ids.append(rid)
                 await conn.execute(
@@ -84,6 +96,22 @@ class Seeder:
                     )
                 )
         return ids
+
+    async def template(self, name: str, when: datetime) -> uuid.UUID:
+        template_id = uuid.uuid4()
+        async with self.postroom.engine.begin() as conn:
+            await conn.execute(
+                insert(templates_t).values(
+                    id=template_id,
+                    name=name,
+                    type="transactional",
+                    subject="s",
+                    content={"text": "t"},
+                    created_at=when,
+                    updated_at=when,
+                )
+            )
+        return template_id
 
     async def event(self, record_id: uuid.UUID, type: str, when: datetime) -> None:
         async with self.postroom.engine.begin() as conn:

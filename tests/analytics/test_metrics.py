@@ -3,6 +3,8 @@ so jobs handled by separate workers (separate Postroom instances here) all count
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
@@ -93,3 +95,71 @@ async def test_metrics_need_a_read_key(client: httpx.AsyncClient, postroom: Post
     assert (
         await client.get("/metrics", headers={"Authorization": f"Bearer {sender}"})
     ).status_code == 403
+
+
+async def test_metrics_listener_answers_without_a_key_on_its_own_socket(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    import socket
+
+    from postroom.analytics.metrics_server import MetricsServer
+
+    assert (await client.post(SEND, json=email_body())).status_code == 202
+    server = await MetricsServer(postroom, socket.create_server(("127.0.0.1", 0))).start()
+    host, port = server.address
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as scraper:
+            response = await scraper.get("/metrics")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+            got = samples(response.text)
+            assert got[("postroom_queue_depth", (("queue", "transactional"),))] == 1
+            assert (await scraper.get("/api/system/email/analytics")).status_code == 404
+            assert (await scraper.post("/metrics")).status_code == 405
+    finally:
+        await server.aclose()
+    # the API's own /metrics still wants a key with the read scope
+    assert (await client.get("/metrics", headers={"Authorization": ""})).status_code == 401
+
+
+def test_serve_opens_the_metrics_port(tmp_path: Path) -> None:
+    """``postroom serve --metrics-port``: a real process, scraped over a real socket."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        api_port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTROOM_")}
+    env.update(POSTROOM_DATA_DIR=str(tmp_path), POSTROOM_METRICS__HOST="127.0.0.1")
+    args = ["serve", "--no-workers", "--port", str(api_port), "--metrics-port", "0"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "postroom", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            deadline = time.monotonic() + 60
+            url = None
+            while url is None and time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                if line.startswith("Metrics: "):
+                    url = line.split()[1]
+            assert url is not None, "serve printed no metrics address"
+            response = httpx.get(url, timeout=30)
+            assert response.status_code == 200
+            names = {f.name for f in text_string_to_metric_families(response.text)}
+            assert {"postroom_queue_depth", "postroom_sends"} <= names
+            api = httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=30)
+            assert api.status_code == 401
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)

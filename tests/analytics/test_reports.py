@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from postroom.analytics.figures import FIGURES, RATES
+from postroom.analytics.figures import FIGURE_NAMES as FIGURES
+from postroom.analytics.figures import RATES
 
 REPORTS = "/api/system/email/reports"
 ANALYTICS = "/api/system/email/analytics"

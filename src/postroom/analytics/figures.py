@@ -16,6 +16,13 @@ FIGURES = (
     "clicked",
     "unsubscribed",
     "failed",
+    "human_opened",
+    "human_clicked",
+)
+
+#: the figures as the API and reports name them (camelCase)
+FIGURE_NAMES = tuple(
+    f.split("_")[0] + "".join(w.title() for w in f.split("_")[1:]) for f in FIGURES
 )
 
 #: rate name -> (numerator, denominator); a zero denominator gives 0
@@ -26,6 +33,8 @@ RATES = {
     "bounceRate": ("bounced", "sent"),
     "complaintRate": ("complained", "delivered"),
     "unsubscribeRate": ("unsubscribed", "delivered"),
+    "humanOpenRate": ("human_opened", "delivered"),
+    "humanClickRate": ("human_clicked", "human_opened"),
 }
 
 
@@ -44,6 +53,8 @@ class Counts:
         clicked: int = 0,
         unsubscribed: int = 0,
         failed: int = 0,
+        human_opened: int = 0,
+        human_clicked: int = 0,
     ) -> None:
         self.sent = sent
         self.delivered = delivered
@@ -53,6 +64,8 @@ class Counts:
         self.clicked = clicked
         self.unsubscribed = unsubscribed
         self.failed = failed
+        self.human_opened = human_opened
+        self.human_clicked = human_clicked
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Counts) and self.as_dict() == other.as_dict()
@@ -69,6 +82,8 @@ class Counts:
         self.clicked += o.clicked
         self.unsubscribed += o.unsubscribed
         self.failed += o.failed
+        self.human_opened += o.human_opened
+        self.human_clicked += o.human_clicked
 
     def bump(self, figure: str, n: int) -> None:
         setattr(self, figure, getattr(self, figure) + n)
@@ -85,7 +100,7 @@ class Counts:
 
 
 #: the dimensions of a group, in ``Key`` order
-DIMS = ("bucket", "provider_id", "queue_id", "type", "tag")
+DIMS = ("bucket", "provider_id", "queue_id", "type", "tag", "template_id")
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class Key:
     queue_id: uuid.UUID | None
     type: str | None
     tag: str | None
+    template_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ class Filters:
     queue_id: uuid.UUID | None = None
     type: str | None = None
     tag: str | None = None
+    template_id: uuid.UUID | None = None
 
 
 @dataclass

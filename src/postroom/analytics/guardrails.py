@@ -27,11 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.analytics.queries import COMPLAINT_EVENTS, events, jobs, records, tracking
 from postroom.db.engine import reader
-from postroom.db.models import EmailQueue
+from postroom.db.models import EmailJobAttempt, EmailQueue
 from postroom.types import JobStatus, RecordStatus
 
 log = logging.getLogger(__name__)
 queues = cast(Table, EmailQueue.__table__)
+attempts = cast(Table, EmailJobAttempt.__table__)
 
 PERIOD_S = 30.0
 DEFAULTS: dict[str, Any] = {
@@ -61,9 +62,20 @@ def _parse(value: Any) -> datetime | None:
 
 
 async def rates(
-    conn: AsyncConnection, queue_id: Any, window: int, since: datetime | None
+    conn: AsyncConnection,
+    queue_id: Any,
+    window: int,
+    since: datetime | None,
+    *,
+    provider_id: Any = None,
 ) -> tuple[int, int, int]:
-    """(sends, bounces, complaints) over the queue's last ``window`` sends after ``since``."""
+    """(sends, bounces, complaints) over the last ``window`` sends after ``since`` of a
+    queue, or of a provider when ``provider_id`` is given (``queue_id`` is then None)."""
+    owner = (
+        records.c.provider_id == provider_id
+        if provider_id is not None
+        else records.c.queue_id == queue_id
+    )
     bounced = or_(records.c.bounced_at.is_not(None), records.c.status == RecordStatus.FAILED)
     recent = (
         select(
@@ -71,7 +83,7 @@ async def rates(
             case((bounced, 1), else_=0).label("bounced"),
             case((records.c.status == RecordStatus.COMPLAINED, 1), else_=0).label("complained"),
         )
-        .where(records.c.queue_id == queue_id, records.c.sent_at.is_not(None))
+        .where(owner, records.c.sent_at.is_not(None))
         .order_by(records.c.sent_at.desc())
         .limit(window)
     )
@@ -91,12 +103,23 @@ async def rates(
     sends, bounces, complaints, oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
     # whole messages a provider refused for good since the window began
     start = oldest if oldest is not None and sends >= window else since
-    rejected = select(func.count()).select_from(records.join(jobs, jobs.c.id == records.c.job_id))
-    rejected = rejected.where(
-        jobs.c.queue_id == queue_id,
-        jobs.c.status == JobStatus.FAILED,
-        jobs.c.last_error_code == REJECTED,
+    # (driven by the failed jobs' time index; for a provider, the attempt log names it)
+    failed_jobs = records.join(jobs, jobs.c.id == records.c.job_id)
+    if provider_id is not None:
+        failed_jobs = failed_jobs.join(attempts, attempts.c.job_id == jobs.c.id)
+    rejected = (
+        select(func.count())
+        .select_from(failed_jobs)
+        .where(jobs.c.status == JobStatus.FAILED, jobs.c.last_error_code == REJECTED)
     )
+    if provider_id is not None:
+        rejected = rejected.where(
+            attempts.c.provider_id == provider_id,
+            attempts.c.outcome == JobStatus.FAILED,
+            attempts.c.error_code == REJECTED,
+        )
+    else:
+        rejected = rejected.where(jobs.c.queue_id == queue_id)
     if start is not None:
         rejected = rejected.where(jobs.c.failed_at > start)
     refused = int((await conn.execute(rejected)).scalar_one())
@@ -108,7 +131,7 @@ async def rates(
                 records, records.c.id == tracking.c.email_id
             )
         )
-        .where(events.c.type.in_(COMPLAINT_EVENTS), records.c.queue_id == queue_id)
+        .where(events.c.type.in_(COMPLAINT_EVENTS), owner)
     )
     if oldest is not None:
         by_event = by_event.where(events.c.timestamp >= oldest)
@@ -116,6 +139,33 @@ async def rates(
         by_event = by_event.where(events.c.timestamp > since)
     complaints = max(complaints, int((await conn.execute(by_event)).scalar_one()))
     return sends + refused, bounces + refused, complaints
+
+
+def verdict(cfg: dict[str, Any], sends: int, bounces: int, complaints: int) -> list[str]:
+    """Why ``cfg``'s thresholds are crossed (empty: they are not, or too few sends)."""
+    if not cfg["enabled"] or sends < int(cfg["minSends"]) or sends == 0:
+        return []
+    bounce_rate, complaint_rate = bounces / sends, complaints / sends
+    reasons = []
+    if bounce_rate > float(cfg["maxBounceRate"]):
+        reasons.append(f"bounce rate {bounce_rate:.2%} > {float(cfg['maxBounceRate']):.2%}")
+    if complaint_rate > float(cfg["maxComplaintRate"]):
+        reasons.append(
+            f"complaint rate {complaint_rate:.2%} > {float(cfg['maxComplaintRate']):.2%}"
+        )
+    return reasons
+
+
+def trip_record(
+    now: datetime, reasons: list[str], sends: int, bounces: int, complaints: int
+) -> dict[str, Any]:
+    return {
+        "at": now.isoformat(),
+        "reason": f"{'; '.join(reasons)} over the last {sends} sends",
+        "bounceRate": round(bounces / sends, 6),
+        "complaintRate": round(complaints / sends, 6),
+        "sends": sends,
+    }
 
 
 async def check(engine: AsyncEngine, now: datetime) -> list[str]:
@@ -137,25 +187,9 @@ async def check(engine: AsyncEngine, now: datetime) -> list[str]:
             sends, bounces, complaints = await rates(
                 conn, row.id, int(cfg["window"]), _parse(trip.get("at"))
             )
-            if sends < int(cfg["minSends"]):
-                continue
-            bounce_rate, complaint_rate = bounces / sends, complaints / sends
-            reasons = []
-            if bounce_rate > float(cfg["maxBounceRate"]):
-                reasons.append(f"bounce rate {bounce_rate:.2%} > {float(cfg['maxBounceRate']):.2%}")
-            if complaint_rate > float(cfg["maxComplaintRate"]):
-                reasons.append(
-                    f"complaint rate {complaint_rate:.2%} > {float(cfg['maxComplaintRate']):.2%}"
-                )
+            reasons = verdict(cfg, sends, bounces, complaints)
             if reasons:
-                record = {
-                    "at": now.isoformat(),
-                    "reason": f"{'; '.join(reasons)} over the last {sends} sends",
-                    "bounceRate": round(bounce_rate, 6),
-                    "complaintRate": round(complaint_rate, 6),
-                    "sends": sends,
-                }
-                verdicts.append((row, record))
+                verdicts.append((row, trip_record(now, reasons, sends, bounces, complaints)))
     paused = []
     for row, record in verdicts:
         monitoring = {**(row.monitoring or {}), "guardrailTrip": record}

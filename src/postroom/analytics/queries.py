@@ -5,8 +5,11 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 ``sent`` and Tuesday's ``opened``, so a closed period never changes as events land.
 
 - sent: ``email_records.sent_at`` (a provider accepted the message for the recipient);
-- delivered, opened, clicked: ``delivered_at``, ``opened_at``, ``clicked_at``
-  (first event per recipient, written by delivery tracking);
+- delivered: ``delivered_at`` (first event per recipient, written by delivery tracking);
+- opened, clicked: ``opened_any_at``, ``clicked_any_at`` (first open or click of any
+  kind, machine-made ones included: privacy proxies, link scanners);
+- human_opened, human_clicked: ``opened_at``, ``clicked_at`` (first open or click a
+  person made: tracking sets them only for events not flagged ``machine``);
 - bounced: ``bounced_at``, plus recipients a provider rejected while accepting the
   message for others (``failed`` with ``sent_at`` but no ``bounced_at``);
 - complained, unsubscribed: ``email_tracking_events`` of those types;
@@ -15,11 +18,24 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, FromClause, Select, Table, and_, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    Table,
+    and_,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from postroom.analytics.figures import DIMS, FIGURES, Counts, Filters, Key
@@ -43,28 +59,34 @@ events = cast(Table, EmailTrackingEvent.__table__)
 daily = cast(Table, EmailAnalyticsDaily.__table__)
 hourly = cast(Table, EmailAnalyticsHourly.__table__)
 
+#: spans counted live without parallel workers (the current hour, partial hours)
+SMALL_SPAN = timedelta(hours=2)
 #: tracking event types counted as complaints and unsubscribes
 COMPLAINT_EVENTS = ("complained", "complaint")
 UNSUBSCRIBE_EVENTS = ("unsubscribed", "unsubscribe")
 
-#: a message's campaign tag: its first tag
-TAG = jobs.c.data[("request", "tags", 0)].as_string()
+
+#: a message's campaign tag (its first tag) and the template it was rendered from,
+#: copied onto each recipient record when queued
+TAG = records.c.tag
+TEMPLATE = records.c.template_id
 
 
 def _sources() -> Iterator[tuple[str, Any, FromClause, ColumnElement[bool] | None]]:
     """(figure, timestamp column, from clause, extra condition) per counted figure."""
-    with_job = records.outerjoin(jobs, jobs.c.id == records.c.job_id)
-    yield "sent", records.c.sent_at, with_job, None
-    yield "delivered", records.c.delivered_at, with_job, None
-    yield "bounced", records.c.bounced_at, with_job, None
+    yield "sent", records.c.sent_at, records, None
+    yield "delivered", records.c.delivered_at, records, None
+    yield "bounced", records.c.bounced_at, records, None
     rejected = and_(records.c.status == RecordStatus.FAILED, records.c.bounced_at.is_(None))
-    yield "bounced", records.c.sent_at, with_job, rejected
-    yield "opened", records.c.opened_at, with_job, None
-    yield "clicked", records.c.clicked_at, with_job, None
+    yield "bounced", records.c.sent_at, records, rejected
+    yield "opened", records.c.opened_any_at, records, None
+    yield "clicked", records.c.clicked_any_at, records, None
+    yield "human_opened", records.c.opened_at, records, None
+    yield "human_clicked", records.c.clicked_at, records, None
     failed_job = records.join(jobs, jobs.c.id == records.c.job_id)
     yield "failed", jobs.c.failed_at, failed_job, records.c.status == RecordStatus.FAILED
     via_tracking = events.join(tracking, tracking.c.id == events.c.tracking_id).join(
-        with_job, records.c.id == tracking.c.email_id
+        records, records.c.id == tracking.c.email_id
     )
     yield "complained", events.c.timestamp, via_tracking, events.c.type.in_(COMPLAINT_EVENTS)
     yield "unsubscribed", events.c.timestamp, via_tracking, events.c.type.in_(UNSUBSCRIBE_EVENTS)
@@ -75,7 +97,10 @@ def bucket_expr(dialect: str, ts: Any, granularity: Granularity | None) -> Any:
     if granularity is None:
         return literal(None)
     if dialect == "postgresql":
-        return func.date_trunc(granularity, func.timezone("UTC", ts))
+        # constants as literals: GROUP BY must see the same expression as the SELECT
+        return func.date_trunc(
+            literal_column(f"'{granularity}'"), func.timezone(literal_column("'UTC'"), ts)
+        )
     fmt = "%Y-%m-%d 00:00:00" if granularity == "day" else "%Y-%m-%d %H:00:00"
     return func.strftime(fmt, ts)
 
@@ -92,11 +117,13 @@ def as_bucket(value: Any) -> datetime | None:
     return cast(datetime, value.astimezone(UTC))
 
 
-def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
+def filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
     """``filters`` on the live tables (``table`` is ``records``) or a rollup table."""
     live = table is records
     provider_col, queue_col = table.c.provider_id, table.c.queue_id
     tag = TAG if live else table.c.tag
+    if filters.template_id is not None:
+        stmt = stmt.where(table.c.template_id == filters.template_id)
     type_ = table.c.type
     if filters.provider_id is not None:
         stmt = stmt.where(provider_col == filters.provider_id)
@@ -109,33 +136,37 @@ def _filtered(stmt: Select[Any], filters: Filters, table: Table) -> Select[Any]:
     return stmt
 
 
-def _live_statements(
+def live_statement(
     dialect: str,
     start: datetime,
     end: datetime,
     granularity: Granularity | None,
     filters: Filters,
-) -> list[tuple[str, Select[Any]]]:
-    out = []
+) -> Select[Any]:
+    """One statement counting every figure in ``[start, end)``: a branch per figure
+    (each driven by its timestamp's index) under UNION ALL, grouped once."""
+    branches = []
     for figure, ts, source, extra in _sources():
-        bucket = bucket_expr(dialect, ts, granularity).label("bucket")
-        dims = (records.c.provider_id, records.c.queue_id, records.c.type, TAG.label("tag"))
         stmt = (
-            select(bucket, *dims, func.count().label("n"))
+            select(
+                literal(figure).label("figure"),
+                bucket_expr(dialect, ts, granularity).label("bucket"),
+                records.c.provider_id,
+                records.c.queue_id,
+                records.c.type,
+                TAG.label("tag"),
+                TEMPLATE.label("template_id"),
+            )
             .select_from(source)
             .where(ts >= start, ts < end)
-            .group_by(bucket, *dims)
         )
         if extra is not None:
             stmt = stmt.where(extra)
-        out.append((figure, _filtered(stmt, filters, records)))
-    return out
-
-
-def _add_rows(out: Groups, figure: str, rows: Any) -> None:
-    for row in rows:
-        key = Key(as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag)
-        out.bump(key, figure, int(row.n))
+        branches.append(filtered(stmt, filters, records))
+    u = union_all(*branches).subquery()
+    cols = [u.c.figure, u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag]
+    cols.append(u.c.template_id)
+    return select(*cols, func.count().label("n")).group_by(*cols)
 
 
 async def count_live(
@@ -148,8 +179,15 @@ async def count_live(
     """Every figure in ``[start, end)`` from the live tables, grouped by period and
     dimensions."""
     out = Groups()
-    for figure, stmt in _live_statements(conn.dialect.name, start, end, granularity, filters):
-        _add_rows(out, figure, await conn.execute(stmt))
+    if conn.dialect.name == "postgresql" and end - start <= SMALL_SPAN:
+        # a few thousand rows: starting parallel workers costs more than it saves
+        await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    stmt = live_statement(conn.dialect.name, start, end, granularity, filters)
+    for row in await conn.execute(stmt):
+        key = Key(
+            as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag, row.template_id
+        )
+        out.bump(key, row.figure, int(row.n))
     return out
 
 
@@ -166,28 +204,71 @@ async def read_rollups(
     """The rolled-up figures of the periods ``first`` to ``last`` (exclusive) of a
     rollup ``table`` (``daily`` or ``hourly``), summed in SQL per ``dims`` (a subset
     of ``DIMS``); an hourly "bucket" is the hour, or its day when ``by_day``."""
-    out = Groups()
-    period = table.c.date if table is daily else table.c.hour
-    cols = [period.label("period") if d == "bucket" else table.c[d] for d in DIMS if d in dims]
-    sums = [func.sum(table.c[f"total_{name}"]).label(name) for name in FIGURES]
-    stmt = select(*cols, *sums).where(period >= first, period < last)
-    if cols:
-        stmt = stmt.group_by(*cols)
-    stmt = _filtered(stmt, filters, table)
-    for row in await conn.execute(stmt):
-        m = row._mapping
-        counts = Counts(*(int(m[name] or 0) for name in FIGURES))
-        if not cols and not any(counts.as_dict().values()):
-            continue  # no rows at all: SUM over nothing
-        bucket = as_bucket(m["period"]) if "bucket" in dims else None
-        if bucket is not None and by_day:
-            bucket = bucket.replace(hour=0)
-        key = Key(
-            bucket,
-            m["provider_id"] if "provider_id" in dims else None,
-            m["queue_id"] if "queue_id" in dims else None,
-            m["type"] if "type" in dims else None,
-            m["tag"] if "tag" in dims else None,
-        )
-        out.groups.setdefault(key, Counts()).add(counts)
+    (out,) = await read_rollup_sets(conn, first, last, [dims], filters, table=table, by_day=by_day)
     return out
+
+
+async def read_rollup_sets(
+    conn: AsyncConnection,
+    first: date | datetime,
+    last: date | datetime,
+    dimsets: Sequence[frozenset[str]],
+    filters: Filters,
+    *,
+    table: Table = daily,
+    by_day: bool = True,
+) -> list[Groups]:
+    """``read_rollups`` once per set of ``dimsets``: on PostgreSQL in one statement
+    (``GROUPING SETS``), elsewhere one statement per set."""
+    dialect = conn.dialect.name
+    period = table.c.date if table is daily else table.c.hour
+    if table is hourly and by_day:  # summed per day in SQL, not per hour in Python
+        period = bucket_expr(dialect, period, "day")
+    exprs = {d: period if d == "bucket" else table.c[d] for d in DIMS}
+    sums = [func.coalesce(func.sum(table.c[f"total_{n}"]), 0).label(n) for n in FIGURES]
+    where = (
+        (table.c.date if table is daily else table.c.hour) >= first,
+        (table.c.date if table is daily else table.c.hour) < last,
+    )
+    if dialect == "postgresql" and len(dimsets) > 1 and all(dimsets):
+        used = [d for d in DIMS if any(d in ds for ds in dimsets)]
+        flags = [func.grouping(exprs[d]).label(f"g_{d}") for d in used]
+        sets = [tuple_(*(exprs[d] for d in DIMS if d in ds)) for ds in dimsets]
+        stmt = (
+            select(*(exprs[d].label(d) for d in used), *flags, *sums)
+            .where(*where)
+            .group_by(func.grouping_sets(*sets))
+        )
+        outs = {ds: Groups() for ds in dimsets}
+        for row in await conn.execute(filtered(stmt, filters, table)):
+            m = row._mapping
+            ds = frozenset(d for d in used if m[f"g_{d}"] == 0)
+            _add_rollup_row(outs[ds], m, ds)
+        return [outs[ds] for ds in dimsets]
+    out = []
+    for dims in dimsets:
+        cols = [exprs[d].label(d) for d in DIMS if d in dims]
+        stmt = select(*cols, *sums).where(*where)
+        if cols:
+            stmt = stmt.group_by(*cols)
+        groups = Groups()
+        for row in await conn.execute(filtered(stmt, filters, table)):
+            m = row._mapping
+            if not cols and not any(m[n] for n in FIGURES):
+                continue  # no rows at all: SUM over nothing
+            _add_rollup_row(groups, m, dims)
+        out.append(groups)
+    return out
+
+
+def _add_rollup_row(out: Groups, m: Any, dims: frozenset[str]) -> None:
+    counts = Counts(*(int(m[name] or 0) for name in FIGURES))
+    key = Key(
+        as_bucket(m["bucket"]) if "bucket" in dims else None,
+        m["provider_id"] if "provider_id" in dims else None,
+        m["queue_id"] if "queue_id" in dims else None,
+        m["type"] if "type" in dims else None,
+        m["tag"] if "tag" in dims else None,
+        m["template_id"] if "template_id" in dims else None,
+    )
+    out.groups.setdefault(key, Counts()).add(counts)

@@ -37,6 +37,10 @@ rolled_hours = cast(Table, EmailAnalyticsHour.__table__)
 
 #: how long after a period's end its figures may still change
 GRACE = timedelta(hours=2)
+#: an hour still within ``GRACE`` (or a day's last hours) is rolled provisionally and
+#: summed again when its roll is older than this, so reads count only the current
+#: hour live; its figures lag late events by at most this much
+PROVISIONAL_TTL = timedelta(seconds=60)
 #: arbitrary constant: the advisory lock key of rollup writers
 _LOCK_KEY = 7_210_101
 
@@ -92,11 +96,23 @@ async def _lock(conn: AsyncConnection) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
 
-async def _missing(conn: AsyncConnection, grain: Grain, wanted: Sequence[Any]) -> list[Any]:
+async def _missing(
+    conn: AsyncConnection, grain: Grain, wanted: Sequence[Any], now: datetime
+) -> list[Any]:
+    """The periods of ``wanted`` to roll: never rolled, or rolled before they closed
+    and since closed or rolled longer than ``PROVISIONAL_TTL`` ago."""
     col = grain.marker.c[grain.column]
-    stmt = select(col).where(col >= wanted[0], col < wanted[-1] + grain.step)
-    have = set((await conn.execute(stmt)).scalars())
-    return [p for p in wanted if p not in have]
+    stmt = select(col, grain.marker.c.rolled_at).where(
+        col >= wanted[0], col < wanted[-1] + grain.step
+    )
+    rolled = {r[0]: r[1] for r in await conn.execute(stmt)}
+    out = []
+    for p in wanted:
+        at = rolled.get(p)
+        closes = grain.start_of(p) + grain.step + GRACE
+        if at is None or (at < closes and (now >= closes or at < now - PROVISIONAL_TTL)):
+            out.append(p)
+    return out
 
 
 async def _roll(conn: AsyncConnection, grain: Grain, todo: list[Any], now: datetime) -> None:
@@ -123,6 +139,7 @@ async def _roll(conn: AsyncConnection, grain: Grain, todo: list[Any], now: datet
                 "queue_id": key.queue_id,
                 "type": key.type,
                 "tag": key.tag,
+                "template_id": key.template_id,
                 "created_at": now,
                 **{f"total_{name}": n for name, n in counts.as_dict().items()},
             }
@@ -136,11 +153,11 @@ async def _ensure(engine: AsyncEngine, grain: Grain, wanted: list[Any], now: dat
     if not wanted:
         return
     async with reader(engine).connect() as conn:
-        if not await _missing(conn, grain, wanted):
+        if not await _missing(conn, grain, wanted, now):
             return
     async with engine.begin() as conn:
         await _lock(conn)
-        await _roll(conn, grain, await _missing(conn, grain, wanted), now)
+        await _roll(conn, grain, await _missing(conn, grain, wanted, now), now)
 
 
 async def ensure_rolled(engine: AsyncEngine, first: date, last: date, now: datetime) -> None:
@@ -151,8 +168,9 @@ async def ensure_rolled(engine: AsyncEngine, first: date, last: date, now: datet
 async def ensure_hours_rolled(
     engine: AsyncEngine, first: datetime, last: datetime, now: datetime
 ) -> None:
-    """Roll the closed hours in ``[first, last)`` that are not rolled up yet."""
-    await _ensure(engine, HOUR, periods(HOUR, first, min(last, closed_hours_until(now))), now)
+    """Roll the hours in ``[first, last)`` that are not rolled up yet, up to the current
+    one: closed hours for good, the last ones provisionally (see ``PROVISIONAL_TTL``)."""
+    await _ensure(engine, HOUR, periods(HOUR, first, min(last, floor_hour(now))), now)
 
 
 async def rebuild(engine: AsyncEngine, first: date, last: date, now: datetime) -> int:

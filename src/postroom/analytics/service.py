@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom.analytics.figures import DIMS, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
-from postroom.analytics.queries import Granularity, count_live, hourly, read_rollups
+from postroom.analytics.queries import Granularity, count_live, hourly, read_rollup_sets
 from postroom.analytics.rollups import (
-    closed_hours_until,
     closed_until,
     ensure_hours_rolled,
     ensure_rolled,
@@ -25,8 +24,8 @@ from postroom.analytics.rollups import (
 from postroom.clock import Clock
 from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
-from postroom.db.models import EmailProvider, EmailQueue
-from postroom.errors import MessageError, NotFound, RequestInvalid
+from postroom.db.models import EmailProvider, EmailQueue, EmailTemplate
+from postroom.errors import NotFound, RequestInvalid
 from postroom.schemas.analytics import (
     AnalyticsSummary,
     AnalyticsWindow,
@@ -40,6 +39,7 @@ from postroom.schemas.analytics import (
 
 providers_t = cast(Table, EmailProvider.__table__)
 queues_t = cast(Table, EmailQueue.__table__)
+templates_t = cast(Table, EmailTemplate.__table__)
 
 #: longest windows: hourly trends are counted from the live tables
 MAX_HOURLY = timedelta(days=31)
@@ -115,17 +115,13 @@ class AnalyticsService:
         tag: str | None = None,
         template: str | None = None,
     ) -> Filters:
-        """Filters from names or ids; an unknown provider or queue is a 404."""
-        if template is not None:
-            raise MessageError(
-                "filtering by template is not supported yet: messages carry no template",
-                field="template",
-            )
-        ids: dict[str, uuid.UUID | None] = {"provider": None, "queue": None}
+        """Filters from names or ids; an unknown provider, queue or template is a 404."""
+        ids: dict[str, uuid.UUID | None] = {"provider": None, "queue": None, "template": None}
         async with reader(self.engine).connect() as conn:
             for name, table, ident in (
                 ("provider", providers_t, provider),
                 ("queue", queues_t, queue),
+                ("template", templates_t, template),
             ):
                 if ident is None:
                     continue
@@ -137,7 +133,13 @@ class AnalyticsService:
                 if found is None:
                     raise NotFound(f"there is no {name} {ident!r}")
                 ids[name] = found.id
-        return Filters(provider_id=ids["provider"], queue_id=ids["queue"], type=type, tag=tag)
+        return Filters(
+            provider_id=ids["provider"],
+            queue_id=ids["queue"],
+            type=type,
+            tag=tag,
+            template_id=ids["template"],
+        )
 
     async def groups(
         self,
@@ -149,10 +151,11 @@ class AnalyticsService:
     ) -> list[Groups]:
         """Figures in ``[start, end)``, once per set of dimensions (``DIMS``; "bucket"
         only counts with a granularity). Whole closed days come from the daily
-        rollups (not for hourly figures), whole closed hours of the rest from the
-        hourly rollups (both rolled on first use and summed in SQL per set), and
-        what is left (the last hours, partial hours) from the live tables, counted
-        once and projected per set."""
+        rollups (not for hourly figures), the whole hours of the rest before the
+        current one from the hourly rollups (closed hours for good, the last ones
+        provisionally: ``rollups.PROVISIONAL_TTL``; both rolled on first use and summed
+        in SQL per set), and what is left (the current hour, partial hours) from the
+        live tables, counted once and projected per set."""
         now = self.clock.now()
         if granularity is None:
             dimsets = [d - {"bucket"} for d in dimsets]
@@ -171,7 +174,8 @@ class AnalyticsService:
             if a >= b:
                 continue
             first_h = floor_hour(a + timedelta(hours=1) - timedelta(microseconds=1))
-            last_h = min(floor_hour(b), closed_hours_until(now))
+            # whole hours before the current one: closed or provisional rollups
+            last_h = min(floor_hour(b), floor_hour(now))
             if first_h < last_h:
                 hour_spans.append((first_h, last_h))
                 live_spans += [(a, first_h), (last_h, b)]
@@ -186,17 +190,25 @@ class AnalyticsService:
             for a, b in live_spans:
                 if a < b:
                     live.merge(await count_live(conn, a, b, granularity, filters))
-            out = []
-            for dims in dimsets:
-                part = live.project(dims)
-                if day_span:
-                    part.merge(await read_rollups(conn, *day_span, dims, filters))
-                for span in hour_spans:
-                    part.merge(
-                        await read_rollups(conn, *span, dims, filters, table=hourly, by_day=by_day)
+            out = [live.project(dims) for dims in dimsets]
+            parts = []
+            if day_span:
+                parts.append(await read_rollup_sets(conn, *day_span, dimsets, filters))
+            for span in hour_spans:
+                parts.append(
+                    await read_rollup_sets(
+                        conn, *span, dimsets, filters, table=hourly, by_day=by_day
                     )
-                out.append(part)
+                )
+            for part in parts:
+                for groups, more in zip(out, part, strict=True):
+                    groups.merge(more)
         return out
+
+    async def template_names(self) -> dict[uuid.UUID, str]:
+        async with reader(self.engine).connect() as conn:
+            rows = await conn.execute(select(templates_t.c.id, templates_t.c.name))
+            return {r.id: r.name for r in rows}
 
     async def names(self) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, str]]:
         async with reader(self.engine).connect() as conn:
@@ -214,14 +226,11 @@ class AnalyticsService:
     async def analytics(
         self, start: datetime, end: datetime, granularity: Granularity, filters: Filters
     ) -> EmailAnalytics:
-        per_bucket, per_provider, per_queue, per_type, per_tag = await self.groups(
-            start,
-            end,
-            granularity,
-            filters,
-            [frozenset({d}) for d in ("bucket", "provider_id", "queue_id", "type", "tag")],
+        per_bucket, per_provider, per_queue, per_type, per_tag, per_template = await self.groups(
+            start, end, granularity, filters, [frozenset({d}) for d in DIMS]
         )
         providers, queues = await self.names()
+        templates = await self.template_names()
         total = per_bucket.total()
         rates = _snake(total.rates())
         summary = AnalyticsSummary(**{f"total_{k}": v for k, v in total.as_dict().items()}, **rates)
@@ -257,7 +266,7 @@ class AnalyticsService:
             top_performers=TopPerformers(
                 tags=_top(_by(per_tag, lambda k: k.tag)),
                 types=_top(_by(per_type, lambda k: k.type)),
-                templates=[],
+                templates=_top(_by(per_template, lambda k: k.template_id), templates),
             ),
         )
 
@@ -278,10 +287,18 @@ class AnalyticsService:
         return points
 
 
-def _top(per: dict[Any, Counts]) -> list[Performer]:
+def _top(per: dict[Any, Counts], names: dict[Any, str] | None = None) -> list[Performer]:
     """Best open rate first, then delivery rate, then volume; only keys with sends."""
     ranked = sorted(
         ((k, c) for k, c in per.items() if k is not None and c.sent),
-        key=lambda i: (-i[1].rates()["openRate"], -i[1].rates()["deliveryRate"], -i[1].sent, i[0]),
+        key=lambda i: (
+            -i[1].rates()["openRate"],
+            -i[1].rates()["deliveryRate"],
+            -i[1].sent,
+            str(i[0]),
+        ),
     )
-    return [_figures(Performer, c, key=k) for k, c in ranked[:TOP]]
+    return [
+        _figures(Performer, c, key=str(k), name=names.get(k) if names is not None else None)
+        for k, c in ranked[:TOP]
+    ]

@@ -45,13 +45,21 @@ async def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
     group_by: Annotated[
         str,
-        typer.Option("--group-by", help="Comma-separated: day|hour, provider, queue, type, tag."),
+        typer.Option(
+            "--group-by", help="Comma-separated: day|hour, provider, queue, type, tag, template."
+        ),
     ] = "day",
     fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     provider: Annotated[str | None, typer.Option(help="Only this provider (name or id).")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue (name or id).")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only this message type.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only this campaign tag.")] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TEMPLATE", help="Only mail rendered from this template (name or id)."
+        ),
+    ] = None,
 ) -> None:
     """Write the report GET /reports answers (the same bytes) to a file."""
     from postroom.analytics.reports import Report, parse_group_by
@@ -63,7 +71,9 @@ async def report(
     async with started() as postroom:
         service = AnalyticsService(postroom.engine, postroom.clock)
         frm, to = window(start, end, postroom.clock.now(), "hour" if "hour" in dims else "day")
-        filters = await service.filters(provider=provider, queue=queue, type=type, tag=tag)
+        filters = await service.filters(
+            provider=provider, queue=queue, type=type, tag=tag, template=template
+        )
         rep = Report(service, frm, to, dims, filters)
         tmp = output.with_name(output.name + ".part")
         with typer.progressbar(length=len(rep.chunks()), label="report", file=sys.stderr) as bar:

@@ -173,6 +173,16 @@ async def providers_show(provider: ProviderArg, as_json: JsonOpt = False) -> Non
         ("Type", p.type),
         ("Priority", str(p.priority)),
         ("Enabled", "yes" if p.enabled else "no"),
+        *(
+            [
+                (
+                    "Guardrail",
+                    f"disabled {p.guardrail_trip.get('at')}: {p.guardrail_trip.get('reason')}",
+                )
+            ]
+            if p.guardrail_trip and not p.enabled
+            else []
+        ),
         ("Config", json.dumps(p.config) if p.config else "-"),
         ("Credentials", json.dumps(p.authentication) if p.authentication else "-"),
         ("Limits", json.dumps(p.limits) if p.limits else "-"),

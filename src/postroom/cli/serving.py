@@ -25,6 +25,8 @@ from postroom.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from postroom.analytics.metrics_server import MetricsServer
+    from postroom.app import Postroom
     from postroom.config import Settings
 
 LogFormatOpt = Annotated[
@@ -61,7 +63,13 @@ def safe_url(settings: Settings) -> str:
     return make_url(settings.effective_database_url).render_as_string(hide_password=True)
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(
+    host: str,
+    port: int,
+    *,
+    port_names: str = "--port or POSTROOM_PORT",
+    all_names: str = "--host/--port or POSTROOM_HOST/POSTROOM_PORT",
+) -> socket.socket:
     """A listening socket on ``host:port``, or a one-line error naming the settings."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -69,18 +77,39 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise fail(
-                f"cannot listen on {host}:{port}: the port is in use; "
-                "choose another with --port or POSTROOM_PORT",
+                f"cannot listen on {host}:{port}: the port is in use; choose another with "
+                f"{port_names}",
                 2,
             ) from None
         reason = exc.strerror or str(exc)
-        raise fail(
-            f"cannot listen on {host}:{port}: {reason}; "
-            "check --host/--port or POSTROOM_HOST/POSTROOM_PORT",
-            2,
-        ) from None
+        raise fail(f"cannot listen on {host}:{port}: {reason}; check {all_names}", 2) from None
     sock.set_inheritable(True)
     return sock
+
+
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=65535,
+        metavar="PORT",
+        help="Serve /metrics without an API key on this port (POSTROOM_METRICS__HOST's address).",
+    ),
+]
+
+
+def listen_metrics(settings: Settings, port: int | None) -> socket.socket | None:
+    """The metrics listener's socket (``--metrics-port`` over ``POSTROOM_METRICS__PORT``),
+    or None when neither asks for one."""
+    port = port if port is not None else settings.metrics.port
+    if port is None:
+        return None
+    return listen(
+        settings.metrics.host,
+        port,
+        port_names="--metrics-port or POSTROOM_METRICS__PORT",
+        all_names="POSTROOM_METRICS__HOST and --metrics-port or POSTROOM_METRICS__PORT",
+    )
 
 
 def serve(
@@ -107,6 +136,7 @@ def serve(
             min=0, max=65535, metavar="PORT", help="Also accept SMTP submissions on this port."
         ),
     ] = None,
+    metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run the API (and, by default, a worker) in one process, or in --processes N."""
@@ -115,10 +145,11 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     sock = listen(host, port)
+    metrics_sock = listen_metrics(settings, metrics_port)
     in_process = 0 if no_workers else workers
     try:
         if processes == 1:
-            _serve_one(settings, sock, host, port, in_process, smtp_port, banner=True)
+            _serve_one(settings, sock, host, port, in_process, smtp_port, metrics_sock, banner=True)
             return
         from postroom.cli import multiprocess
 
@@ -133,12 +164,15 @@ def serve(
                 port,
                 in_process,
                 smtp_port if index == 0 else None,  # one relay: its port cannot be shared
+                metrics_sock if index == 0 else None,  # any process reads all the figures
                 banner=index == 0,
             ),
         )
         typer.echo(f"Served by {processes} processes.", err=True)
     finally:
         sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
 
 
 def _prepare(settings: Settings) -> None:
@@ -165,6 +199,7 @@ def _serve_one(
     port: int,
     workers: int,
     smtp_port: int | None,
+    metrics_sock: socket.socket | None,
     *,
     banner: bool,
 ) -> None:
@@ -204,11 +239,14 @@ def _serve_one(
             relay = await Relay(postroom).start(smtp_port)
             listening = ", ".join(f"{h}:{p}" for h, p in relay.addresses)
             typer.echo(f"SMTP relay: {listening}")
+        metrics_server = await _start_metrics(postroom, metrics_sock)
         try:
             await server.serve(sockets=[sock])
         finally:
             if relay is not None:
                 await relay.aclose()
+            if metrics_server is not None:
+                await metrics_server.aclose()
 
     try:
         run_loop(main())
@@ -219,6 +257,17 @@ def _serve_one(
         raise fail(message, exc.exit_code if isinstance(exc, PostroomError) else 1) from None
     if not server.started:
         raise typer.Exit(1)
+
+
+async def _start_metrics(postroom: Postroom, sock: socket.socket | None) -> MetricsServer | None:
+    if sock is None:
+        return None
+    from postroom.analytics.metrics_server import MetricsServer
+
+    server = await MetricsServer(postroom, sock).start()
+    host, port = server.address
+    typer.echo(f"Metrics: http://{host}:{port}/metrics  (no API key)", err=True)
+    return server
 
 
 @run
@@ -233,6 +282,7 @@ async def worker(
     burst: Annotated[
         bool, typer.Option("--burst", help="Exit once no due job is left instead of waiting.")
     ] = False,
+    metrics_port: MetricsPortOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run one worker process: claim jobs and send them until SIGTERM or Ctrl-C."""
@@ -242,9 +292,12 @@ async def worker(
     if concurrency:
         settings.worker.concurrency = concurrency
     configure_logging(settings, _log_format(log_format))
+    metrics_sock = None if burst else listen_metrics(settings, metrics_port)
     postroom = Postroom(settings)
+    metrics_server = None
     try:
         await postroom.start()
+        metrics_server = await _start_metrics(postroom, metrics_sock)
         w = postroom.worker(queue_names=queue)
         if burst:
             processed = await w.drain()
@@ -258,4 +311,8 @@ async def worker(
         typer.echo(f"Worker {w.id} running; stop with Ctrl-C or SIGTERM.", err=True)
         await w.run(stop)
     finally:
+        if metrics_server is not None:
+            await metrics_server.aclose()
+        elif metrics_sock is not None:
+            metrics_sock.close()
         await postroom.aclose()

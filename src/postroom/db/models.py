@@ -204,6 +204,10 @@ class EmailRecord(Base):
     bounced_at: Mapped[datetime | None]
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
+    #: added (0012): the first open / click of any kind, machine-made included
+    #: (``opened_at`` / ``clicked_at`` are people's only)
+    opened_any_at: Mapped[datetime | None]
+    clicked_any_at: Mapped[datetime | None]
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONType, server_default=text("'{}'")
     )
@@ -211,6 +215,10 @@ class EmailRecord(Base):
 
     # added: the bulk send this record belongs to (for its progress)
     bulk_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # added (0012): the analytics dimensions, copied from the request when queued: the
+    # campaign tag (the message's first tag) and the template it is rendered from
+    tag: Mapped[str | None] = mapped_column(String(100))
+    template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         Index("idx_email_records_bulk", "bulk_id", "status"),
@@ -223,6 +231,8 @@ class EmailRecord(Base):
         Index("idx_email_records_bounced_at", "bounced_at", **_present("bounced_at")),
         Index("idx_email_records_opened_at", "opened_at", **_present("opened_at")),
         Index("idx_email_records_clicked_at", "clicked_at", **_present("clicked_at")),
+        Index("idx_email_records_opened_any_at", "opened_any_at"),
+        Index("idx_email_records_clicked_any_at", "clicked_any_at"),
     )
 
 
@@ -373,6 +383,11 @@ class EmailAnalyticsDaily(Base):
     type: Mapped[str | None] = mapped_column(String(50))
     tag: Mapped[str | None] = mapped_column(String(100))
     total_failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # added (0012): opens and clicks people made (the totals include machine-made ones),
+    # and the template dimension (a message's pinned template)
+    total_human_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_human_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     avg_processing_time: Mapped[Decimal | None] = mapped_column(Numeric(8, 3))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -405,6 +420,11 @@ class EmailAnalyticsHourly(Base):
     total_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_unsubscribed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_failed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # added (0012): opens and clicks people made (the totals include machine-made ones),
+    # and the template dimension (a message's pinned template)
+    total_human_opened: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_human_clicked: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime]
 
     __table_args__ = (Index("idx_email_analytics_hourly_hour", "hour"),)

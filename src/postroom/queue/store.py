@@ -108,6 +108,9 @@ class NewRecord:
     #: SUPPRESSED for a recipient on the suppression list: never attempted
     status: str = RecordStatus.QUEUED
     bulk_id: uuid.UUID | None = None
+    #: the analytics dimensions: campaign tag (the first tag) and template rendered from
+    tag: str | None = None
+    template_id: uuid.UUID | None = None
 
 
 #: PostgreSQL channel on which enqueues wake idle workers (delivered at commit)
@@ -170,6 +173,8 @@ async def enqueue_many(
                 "metadata": r.metadata,
                 "created_at": job.created_at,
                 "bulk_id": r.bulk_id,
+                "tag": r.tag,
+                "template_id": r.template_id,
             }
             for job, new_records in items
             for r in new_records
@@ -193,6 +198,9 @@ class BulkRows:
     """
 
     bulk_id: uuid.UUID
+    #: the campaign tag and template every record carries (analytics count by them)
+    tag: str | None
+    template_id: uuid.UUID | None
     queue_id: uuid.UUID
     type: str
     priority: int
@@ -217,6 +225,7 @@ _JOB_COLUMNS = (
 _RECORD_COLUMNS = (
     "id", "job_id", "recipient_email", "recipient_name", "subject", "metadata", "queue_id",
     "recipient_type", "sender_email", "type", "status", "attempts", "created_at", "bulk_id",
+    "tag", "template_id",
 )  # fmt: skip
 #: what COPY's text format would read as something else: backslash, tab, line breaks
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
@@ -278,6 +287,8 @@ async def _copy_bulk(conn: AsyncConnection, rows: BulkRows) -> None:
             "0",
             rows.created_at.isoformat(),
             rows.bulk_id.hex,
+            esc(rows.tag),
+            rows.template_id.hex if rows.template_id else "\\N",
         ]
     )
     record_lines = [
@@ -319,10 +330,11 @@ async def _insert_bulk(conn: AsyncConnection, rows: BulkRows) -> None:
     created_at = bound(jobs.c.created_at, rows.created_at)
     api_key_id = bound(jobs.c.api_key_id, rows.api_key_id)
     bulk_id = bound(records.c.bulk_id, rows.bulk_id)
+    template_id = bound(records.c.template_id, rows.template_id)
     pending = JobStatus.PENDING.value
     job_tail = (scheduled_at, created_at, api_key_id)
     record_tail = (queue_id, "to", rows.sender_email, rows.type, RecordStatus.QUEUED.value, 0,
-                   created_at, bulk_id)  # fmt: skip
+                   created_at, bulk_id, rows.tag, template_id)  # fmt: skip
     job_values = [
         (job_id, data, queue_id, rows.type, rows.priority, pending, 0, rows.max_attempts, *job_tail)
         for job_id, data in zip(rows.job_ids, rows.job_data, strict=True)

@@ -27,7 +27,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom import logs
-from postroom.analytics import guardrails
+from postroom.analytics import guardrails, provider_guardrails
 from postroom.clock import Clock, SystemClock
 from postroom.compose import dkim
 from postroom.compose import raw as raw_mime
@@ -233,8 +233,10 @@ class Worker:
                 fut.cancel()
 
     async def _guardrails(self) -> None:
-        """Pause queues that bounce too much (see ``analytics.guardrails``)."""
+        """Pause queues and disable providers whose mail bounces too much (see
+        ``analytics.guardrails`` and ``analytics.provider_guardrails``)."""
         await guardrails.check(self.engine, self.clock.now())
+        await provider_guardrails.check(self.engine, self.clock.now())
 
     async def _every(self, period_s: float, action: Any) -> None:
         while True:

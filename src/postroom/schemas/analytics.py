@@ -11,7 +11,9 @@ from postroom.schemas.base import PublicModel
 
 
 class FigureSet(PublicModel):
-    """Counts of recipients and the rates derived from them (0 when the denominator is 0)."""
+    """Counts of recipients and the rates derived from them (0 when the denominator is 0).
+    ``opened`` and ``clicked`` include opens and clicks machines made (privacy proxies,
+    link scanners); ``humanOpened`` and ``humanClicked`` count only people's."""
 
     sent: int = 0
     delivered: int = 0
@@ -21,15 +23,22 @@ class FigureSet(PublicModel):
     clicked: int = 0
     unsubscribed: int = 0
     failed: int = 0
+    human_opened: int = 0
+    human_clicked: int = 0
     delivery_rate: float = Field(0.0, description="delivered / sent")
     open_rate: float = Field(0.0, description="opened / delivered")
     click_rate: float = Field(0.0, description="clicked / opened")
     bounce_rate: float = Field(0.0, description="bounced / sent")
     complaint_rate: float = Field(0.0, description="complained / delivered")
     unsubscribe_rate: float = Field(0.0, description="unsubscribed / delivered")
+    human_open_rate: float = Field(0.0, description="humanOpened / delivered")
+    human_click_rate: float = Field(0.0, description="humanClicked / humanOpened")
 
 
 class AnalyticsSummary(PublicModel):
+    """Totals over the window; ``totalOpened`` / ``totalClicked`` and their rates
+    include machine-made opens and clicks, the ``human`` ones do not."""
+
     total_sent: int
     total_delivered: int
     total_bounced: int
@@ -38,12 +47,16 @@ class AnalyticsSummary(PublicModel):
     total_clicked: int
     total_unsubscribed: int
     total_failed: int
+    total_human_opened: int
+    total_human_clicked: int
     delivery_rate: float
     open_rate: float
     click_rate: float
     bounce_rate: float
     complaint_rate: float
     unsubscribe_rate: float
+    human_open_rate: float = Field(description="totalHumanOpened / totalDelivered")
+    human_click_rate: float = Field(description="totalHumanClicked / totalHumanOpened")
 
 
 class ProviderFigures(FigureSet):
@@ -62,13 +75,16 @@ class TrendPoint(FigureSet):
 
 
 class Performer(FigureSet):
-    key: str
+    key: str = Field(description="The tag, type or template id")
+    name: str | None = Field(default=None, description="The template's name (templates only)")
 
 
 class TopPerformers(PublicModel):
     tags: list[Performer] = Field(description="By campaign tag (a message's first tag)")
-    types: list[Performer]
-    templates: list[Performer] = Field(description="Empty until templates are supported")
+    types: list[Performer] = Field(description="By message type")
+    templates: list[Performer] = Field(
+        description="By the template a message was rendered from (``key``: its id)"
+    )
 
 
 class AnalyticsWindow(PublicModel):

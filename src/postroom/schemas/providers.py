@@ -137,6 +137,13 @@ class ProviderPublic(PublicModel):
     created_at: datetime
     updated_at: datetime
     health: ProviderHealth
+    guardrail_trip: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Why and when the provider guardrail last disabled it (`at`, `reason`, "
+            "`bounceRate`, `complaintRate`, `sends`); it stays disabled until enabled again."
+        ),
+    )
 
 
 class ProviderList(PublicModel):

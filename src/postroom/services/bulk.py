@@ -89,6 +89,7 @@ class BulkSender:
             mode="json", by_alias=True, exclude_none=True, exclude={"recipients"}
         )
         shared["from"] = from_.model_dump(mode="json", exclude_none=True)
+        template_id: uuid.UUID | None = None
         if request.template_id is not None:
             version, template_type = await s.templates.pin(
                 request.template_id, request.template_version
@@ -97,6 +98,7 @@ class BulkSender:
                 email_type = EmailType(template_type)
             subjects = _template_subjects(version, request)
             shared["templatePin"] = {"id": str(version.template_id), "version": version.version}
+            template_id = version.template_id
         else:
             subjects = [request.subject or ""] * len(recipients)
         shared["type"] = email_type.value
@@ -125,6 +127,8 @@ class BulkSender:
                 conn,
                 store.BulkRows(
                     bulk_id=bulk_id,
+                    tag=request.tags[0] if request.tags else None,
+                    template_id=template_id,
                     queue_id=queue.id,
                     type=email_type.value,
                     priority=request.priority or route.default_priority,

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from postroom.analytics import guardrails
 from postroom.errors import ConfigError, InvalidProvider, PostroomError
 from postroom.providers import credentials, egress, ratelimit, registry
 from postroom.providers.base import ProviderSpec
@@ -67,6 +68,7 @@ async def validate(
         BreakerSettings.from_monitoring(monitoring)
     except ConfigError as exc:
         raise invalid(exc, "monitoring") from None
+    guardrail_problems(monitoring.get("guardrail"))
     spec = ProviderSpec(
         id="new",
         name=name,
@@ -82,6 +84,28 @@ async def validate(
         raise invalid(exc, "config") from None
     await provider.aclose()
     await check_urls(factory.url_fields, config, secrets)
+
+
+def guardrail_problems(value: Any) -> None:
+    """Refuse a ``monitoring.guardrail`` the provider guardrail could not use."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise InvalidProvider(
+            "monitoring.guardrail must be an object", field="monitoring.guardrail"
+        )
+    for key, v in value.items():
+        field = f"monitoring.guardrail.{key}"
+        if key == "enabled":
+            if not isinstance(v, bool):
+                raise InvalidProvider(f"{field} must be true or false", field=field)
+            continue
+        bounds = guardrails.BOUNDS.get(key)
+        if bounds is None:
+            names = ", ".join(["enabled", *guardrails.BOUNDS])
+            raise InvalidProvider(f"{field}: unknown; one of {names}", field=field)
+        if not isinstance(v, int | float) or isinstance(v, bool) or not bounds[0] <= v <= bounds[1]:
+            raise InvalidProvider(f"{field} must be {bounds[0]}..{bounds[1]}", field=field)
 
 
 def user_type(ptype: str) -> None:

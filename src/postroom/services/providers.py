@@ -170,6 +170,7 @@ class ProviderService:
             authentication=shown,
             encryption=row.encryption or {},
             monitoring=row.monitoring or {},
+            guardrail_trip=(row.monitoring or {}).get("guardrailTrip"),
             created_at=row.created_at,
             updated_at=row.updated_at,
             health=schemas.ProviderHealth(

@@ -177,6 +177,8 @@ class Sender:
                 status=RecordStatus.SUPPRESSED
                 if r.email.lower() in blocked
                 else RecordStatus.QUEUED,
+                tag=request.tags[0] if request.tags else None,
+                template_id=uuid.UUID(pin["id"]) if pin is not None else None,
             )
             for r in request.to
         ]

@@ -52,6 +52,11 @@ _TIMESTAMP: dict[str, str] = {
     EventType.OPENED: "opened_at",
     EventType.CLICKED: "clicked_at",
 }
+#: event type -> the column holding its first time, machine-made events included
+_ANY_TIMESTAMP: dict[str, str] = {
+    EventType.OPENED: "opened_any_at",
+    EventType.CLICKED: "clicked_any_at",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +174,14 @@ async def _apply_status(
     events applied at once cannot overwrite a stronger status with a weaker one.
     """
     kind = str(event.type)
+    any_column = _ANY_TIMESTAMP.get(kind)
+    if any_column is not None:  # machine-made too: analytics counts both
+        col = records_t.c[any_column]
+        await conn.execute(
+            update(records_t)
+            .where(records_t.c.id == record_id, or_(col.is_(None), col > event.timestamp))
+            .values({any_column: event.timestamp})
+        )
     if event.machine or not event.moves_status or kind not in PRECEDENCE:
         return
     weaker = PRECEDENCE[PRECEDENCE.index(kind) + 1 :]

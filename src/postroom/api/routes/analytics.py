@@ -47,8 +47,7 @@ async def _filters(
     type: Annotated[str | None, Query(description="Message type, e.g. marketing")] = None,
     tag: Annotated[str | None, Query(description="Campaign tag (a message's first tag)")] = None,
     template: Annotated[
-        str | None,
-        Query(description="Not supported yet (422)", json_schema_extra={"not": {}}),
+        str | None, Query(description="Template name or id (mail rendered from it)")
     ] = None,
 ) -> Filters:
     return await service.filters(
@@ -69,9 +68,10 @@ async def analytics(
         str, Query(description="'hour' or 'day'", json_schema_extra={"enum": ["hour", "day"]})
     ] = "day",
 ) -> EmailAnalytics:
-    """Totals and rates, per provider and queue, a time series and the best campaign
-    tags and types for ``[from, to)``. Each figure counts on the UTC period its event
-    happened in."""
+    """Totals and rates (beside the totals, opens and clicks people made, without those
+    of privacy proxies and link scanners), per provider and queue, a time series and
+    the best campaign tags, types and templates for ``[from, to)``. Each figure counts
+    on the UTC period its event happened in."""
     frm, to = window(start, end, service.clock.now(), granularity)
     return await service.analytics(frm, to, "hour" if granularity == "hour" else "day", filters)
 
@@ -88,7 +88,10 @@ async def report(
     end: Annotated[str | None, _TO] = None,
     group_by: Annotated[
         str | None,
-        Query(alias="groupBy", description="Comma-separated: day|hour, provider, queue, type, tag"),
+        Query(
+            alias="groupBy",
+            description="Comma-separated: day|hour, provider, queue, type, tag, template",
+        ),
     ] = None,
     format: Annotated[Literal["csv", "json"], Query(description="csv or json")] = "csv",
 ) -> StreamingResponse:
