@@ -76,14 +76,27 @@ async def load(
 
 
 async def seed(pr: Postroom, recipients: int) -> list[tuple[str, str, str]]:
-    """One sent job with ``recipients`` records; (job id, address, message id) each."""
+    """``recipients`` sent emails of one recipient each, as tracked mail is (a token
+    names its email and that email's primary recipient); (email id, address, message
+    id) each."""
     now = pr.clock.now()
-    job_id = uuid.uuid4()
     queue_id = (await pr.queues.for_request("marketing", None, scheduled_at=None, now=now)).queue.id
+    jobs = [
+        {
+            "id": uuid.uuid4(),
+            "queue_id": queue_id,
+            "type": "marketing",
+            "status": "completed",
+            "data": {"request": {}},
+            "created_at": now,
+            "scheduled_at": now,
+        }
+        for _ in range(recipients)
+    ]
     rows = [
         {
             "id": uuid.uuid4(),
-            "job_id": job_id,
+            "job_id": job["id"],
             "recipient_email": f"r{i}@example.com",
             "sender_email": "app@example.com",
             "subject": "Bench",
@@ -93,22 +106,12 @@ async def seed(pr: Postroom, recipients: int) -> list[tuple[str, str, str]]:
             "sent_at": now - timedelta(hours=1),
             "created_at": now,
         }
-        for i in range(recipients)
+        for i, job in enumerate(jobs)
     ]
     async with pr.engine.begin() as conn:
-        await conn.execute(
-            insert(jobs_t).values(
-                id=job_id,
-                queue_id=queue_id,
-                type="marketing",
-                status="completed",
-                data={"request": {}},
-                created_at=now,
-                scheduled_at=now,
-            )
-        )
+        await conn.execute(insert(jobs_t), jobs)
         await conn.execute(insert(records_t), rows)
-    return [(str(job_id), r["recipient_email"], r["message_id"]) for r in rows]
+    return [(str(r["job_id"]), r["recipient_email"], r["message_id"]) for r in rows]
 
 
 async def event_count(pr: Postroom, kind: str) -> int:

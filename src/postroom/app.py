@@ -25,6 +25,7 @@ from postroom.config import Settings, load_settings
 from postroom.db import clock as db_clock
 from postroom.db import engine as db_engine
 from postroom.db import migrate
+from postroom.db.groupcommit import GroupCommit
 from postroom.errors import ConfigError, RequestInvalid
 from postroom.providers import credentials, registry
 from postroom.providers.routing import ProviderRouter
@@ -41,6 +42,7 @@ from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
 from postroom.services.users import UserStore
 from postroom.templates.domains import DomainKeys
+from postroom.tracking import hits
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class Postroom:
         self.users = UserStore(self.engine, self.clock)
         self.fernet = credentials.load_fernet(self.settings)
         self.domains = DomainKeys(self.engine, self.fernet, self.clock)
+        #: open-pixel and click events, committed a batch of concurrent ones at a time
+        self.link_events: GroupCommit[hits.Hit, uuid.UUID] = GroupCommit(hits.writer(self.engine))
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded
         self.started = False
@@ -103,6 +107,7 @@ class Postroom:
         return self
 
     async def aclose(self) -> None:
+        await self.link_events.aclose()
         if self._own_engine:
             await self.engine.dispose()
 

@@ -76,6 +76,8 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     docs.install(app)
     app.add_middleware(AccessLog)
 
+    # first: the public pixel and click routes are the busiest, and routes are tried in order
+    app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_key)])
     api.include_router(email.router)
     api.include_router(raw.router)
@@ -90,7 +92,6 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.include_router(api)
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)
-    app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     app.include_router(health.router)
     app.include_router(analytics.metrics_router)
     dashboard.install(app)  # the web dashboard at /, beside the API

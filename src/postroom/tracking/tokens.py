@@ -59,9 +59,15 @@ class Signer:
             raise ValueError("at least one tracking key is needed")
         self.keys = dict(keys)
         self.current = keys[0][0]
+        # the keyed state of each HMAC, made once: a token's check copies it (no key setup)
+        self._hmacs = {
+            kid: hmac.new(secret, f"{kid}.".encode(), hashlib.sha256) for kid, secret in keys
+        }
 
     def _mac(self, kid: str, body: str) -> str:
-        return _b64(hmac.new(self.keys[kid], f"{kid}.{body}".encode(), hashlib.sha256).digest())
+        mac = self._hmacs[kid].copy()
+        mac.update(body.encode())
+        return _b64(mac.digest())
 
     def sign(self, kind: str, payload: dict[str, Any], *, expires: datetime) -> str:
         doc = {"k": kind, **payload, "x": int(expires.timestamp())}

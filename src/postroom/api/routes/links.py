@@ -12,8 +12,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.routing import Route
 
-from postroom.api.deps import PostroomDep
 from postroom.tracking.context import TrackingContext
 from postroom.tracking.links import PIXEL, Links
 
@@ -22,11 +22,18 @@ router = APIRouter(prefix="/t", tags=["tracking links"], include_in_schema=False
 _NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
 
 
-def get_links(request: Request, postroom: PostroomDep) -> Links:
-    ctx = getattr(request.app.state, "tracking_context", None)
+def _links(request: Request) -> Links:
+    state = request.app.state
+    ctx = getattr(state, "tracking_context", None)
+    postroom = state.postroom
     if ctx is None:
-        ctx = request.app.state.tracking_context = TrackingContext.from_settings(postroom.settings)
-    return Links(postroom.engine, ctx, postroom.clock)
+        ctx = state.tracking_context = TrackingContext.from_settings(postroom.settings)
+    return Links(postroom.engine, ctx, postroom.clock, postroom.link_events)
+
+
+async def get_links(request: Request) -> Links:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, on every request
+    return _links(request)
 
 
 LinksDep = Annotated[Links, Depends(get_links)]
@@ -36,10 +43,14 @@ def _ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-@router.get("/o/{token}")
-async def open_pixel(token: str, request: Request, links: LinksDep) -> Response:
-    await links.open(
-        token.removesuffix(".gif"),
+# The pixel and the click are plain Starlette routes: no dependencies or parameters
+# for FastAPI to solve, which is most of the cost of the busiest requests Postroom gets.
+
+
+async def open_pixel(request: Request) -> Response:
+    """``GET /t/o/{token}.gif``: record the open, answer a transparent GIF."""
+    await _links(request).open(
+        request.path_params["token"].removesuffix(".gif"),
         request.headers.get("user-agent", ""),
         _ip(request),
         request.headers,
@@ -47,12 +58,22 @@ async def open_pixel(token: str, request: Request, links: LinksDep) -> Response:
     return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
 
 
-@router.api_route("/c/{token}", methods=["GET", "HEAD"])
-async def click(token: str, request: Request, links: LinksDep) -> Response:
-    url = await links.click(
-        token, request.method, request.headers.get("user-agent", ""), _ip(request), request.headers
+async def click(request: Request) -> Response:
+    """``GET|HEAD /t/c/{token}``: record the click, redirect to the URL it binds."""
+    url = await _links(request).click(
+        request.path_params["token"],
+        request.method,
+        request.headers.get("user-agent", ""),
+        _ip(request),
+        request.headers,
     )
     return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+
+_pixel_route = Route("/t/o/{token}", open_pixel, methods=["GET"], include_in_schema=False)
+_pixel_route.methods = {"GET"}  # Starlette adds HEAD to a GET route; a pixel answers GET only
+router.routes.append(_pixel_route)
+router.add_route("/t/c/{token}", click, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 _PAGE = """<!doctype html>
