@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -284,18 +284,35 @@ async def _apply_status(
         )
 
 
+def _bare_id(message_id: str) -> str:
+    return message_id.strip().strip("<>")
+
+
 async def find_record(
     conn: AsyncConnection, message_id: str, recipient: str | None
 ) -> uuid.UUID | None:
     """The record an ESP event is about: by provider message id (with or without
     angle brackets) and, when one email went to several recipients, the address."""
-    bare = message_id.strip().strip("<>")
-    ids = {bare, f"<{bare}>"}
-    cond: Any = records_t.c.message_id.in_(ids)
-    if recipient:
-        cond = and_(cond, func.lower(records_t.c.recipient_email) == recipient.strip().lower())
-    rows = (await conn.execute(select(records_t.c.id).where(cond).limit(2))).scalars().all()
-    return rows[0] if len(rows) == 1 else None
+    found = await find_records(conn, [(message_id, recipient)])
+    return found[0].id if found[0] is not None else None
+
+
+async def find_records(conn: AsyncConnection, refs: Sequence[tuple[str, str | None]]) -> list[Any]:
+    """:func:`find_record` for many (message id, recipient) pairs in one query: per
+    pair its :func:`record_rows` row, or None (no record, or no single one)."""
+    ids = {v for mid, _ in refs for v in (_bare_id(mid), f"<{_bare_id(mid)}>")}
+    by_id: dict[str, list[Any]] = {}
+    if ids:
+        for row in await conn.execute(record_rows(records_t.c.message_id.in_(ids))):
+            by_id.setdefault(_bare_id(row.message_id), []).append(row)
+    out: list[Any] = []
+    for mid, recipient in refs:
+        rows = by_id.get(_bare_id(mid), [])
+        if recipient:
+            address = recipient.strip().lower()
+            rows = [r for r in rows if r.recipient_email.lower() == address]
+        out.append(rows[0] if len(rows) == 1 else None)
+    return out
 
 
 # -- reading -----------------------------------------------------------------------------

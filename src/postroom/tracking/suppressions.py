@@ -92,6 +92,10 @@ async def suppressed(
     return {r.email: r.reason for r in rows}
 
 
+#: the event types that may add a suppression
+SUPPRESSING = frozenset({EventType.BOUNCED, EventType.COMPLAINED, EventType.UNSUBSCRIBED})
+
+
 async def after_event(
     conn: AsyncConnection,
     *,
