@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.routing import Route
 
-from postroom.tracking.context import TrackingContext
+from postroom.tracking.context import tracking_context
 from postroom.tracking.links import PIXEL, Links
 
 router = APIRouter(prefix="/t", tags=["tracking links"], include_in_schema=False)
@@ -23,11 +23,8 @@ _NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referr
 
 
 def _links(request: Request) -> Links:
-    state = request.app.state
-    ctx = getattr(state, "tracking_context", None)
-    postroom = state.postroom
-    if ctx is None:
-        ctx = state.tracking_context = TrackingContext.from_settings(postroom.settings)
+    postroom = request.app.state.postroom
+    ctx = tracking_context(request.app.state, postroom.settings)
     return Links(postroom.engine, ctx, postroom.clock, postroom.link_events)
 
 

@@ -155,11 +155,12 @@ class WebhookIntake:
                 )
                 if not fresh.rowcount:
                     raise WebhookForbidden("this signed request was already received: a replay")
-            # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
-            keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
-            await conn.execute(
-                delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
-            )
+            if verified.nonces:  # only schemes with nonces add any to purge
+                # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
+                keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
+                await conn.execute(
+                    delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
+                )
             receipt_id = uuid.uuid4()
             stored = await conn.execute(
                 insert_ignore(
@@ -172,15 +173,14 @@ class WebhookIntake:
                         "provider_event_id": "sha256:" + hashlib.sha256(body).hexdigest(),
                         "payload": body.decode("utf-8", "replace"),
                         "received_at": now,
+                        # processed in this same transaction, or not stored at all
+                        "processed_at": now,
                     },
                 )
             )
             if not stored.rowcount:
                 return {"received": len(events), "recorded": 0, "duplicates": len(events)}
             counts = await apply(conn, events, now=now, soft_limit=self.soft_limit)
-            await conn.execute(
-                update(receipts_t).where(receipts_t.c.id == receipt_id).values(processed_at=now)
-            )
         note = {"note": verified.note} if verified.note else {}
         return {"received": len(events), **counts, **note}
 
