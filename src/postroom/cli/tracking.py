@@ -136,8 +136,8 @@ async def inbound(
         str | None,
         typer.Option(
             metavar="ADDRESS",
-            help="The address the MTA delivered the report to (Postfix: ${original_recipient}): "
-            "a VERP bounce address names its email.",
+            help="The address the MTA delivered the report to ($ORIGINAL_RECIPIENT in a "
+            "Postfix pipe): a VERP bounce address names its email.",
         ),
     ] = None,
 ) -> None:

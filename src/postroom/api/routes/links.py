@@ -8,7 +8,7 @@ one-click unsubscribe: no session, no CSRF token; the signed token is the proof)
 from __future__ import annotations
 
 import html
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -23,9 +23,15 @@ _NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referr
 
 
 def _links(request: Request) -> Links:
-    postroom = request.app.state.postroom
-    ctx = tracking_context(request.app.state, postroom.settings)
-    return Links(postroom.engine, ctx, postroom.clock, postroom.link_events)
+    """The app's one :class:`Links` (made on first use: it holds nothing per request)."""
+    state = request.app.state
+    try:
+        return cast(Links, state.links)
+    except AttributeError:
+        postroom = state.postroom
+        ctx = tracking_context(state, postroom.settings)
+        state.links = Links(postroom.engine, ctx, postroom.clock, postroom.link_events)
+        return cast(Links, state.links)
 
 
 async def get_links(request: Request) -> Links:
