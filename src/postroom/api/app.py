@@ -74,7 +74,8 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.state.postroom = pr
     problems.install(app)
     docs.install(app)
-    app.add_middleware(AccessLog)
+    app.add_middleware(links.FastLinks)  # the pixel and click, ahead of the router
+    app.add_middleware(AccessLog)  # added last: outermost, so it sees those too
 
     # first: the public pixel and click routes are the busiest, and routes are tried in order
     app.include_router(links.router)  # open pixel, click redirect, unsubscribe
