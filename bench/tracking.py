@@ -4,7 +4,9 @@ Everything runs in this process over ASGI (httpx's ASGITransport, no sockets), s
 the figures are the application's and the database's cost, not a web server's:
 a bare Starlette handler returning the same GIF is measured the same way as the
 ceiling. Each answered pixel or click request has its event committed before the
-answer; the run checks the event count against the answers.
+answer (concurrent ones share a commit); the run checks the event count against
+the answers. CPU us/op is this process's CPU time (the in-process client's too,
+not a database server's) per request or event.
 
     .venv/bin/python bench/tracking.py --seconds 10 \\
         --database-url postgresql://postgres@127.0.0.1:5432/test
@@ -76,14 +78,27 @@ async def load(
 
 
 async def seed(pr: Postroom, recipients: int) -> list[tuple[str, str, str]]:
-    """One sent job with ``recipients`` records; (job id, address, message id) each."""
+    """``recipients`` sent emails of one recipient each, as tracked mail is (a token
+    names its email and that email's primary recipient); (email id, address, message
+    id) each."""
     now = pr.clock.now()
-    job_id = uuid.uuid4()
     queue_id = (await pr.queues.for_request("marketing", None, scheduled_at=None, now=now)).queue.id
+    jobs = [
+        {
+            "id": uuid.uuid4(),
+            "queue_id": queue_id,
+            "type": "marketing",
+            "status": "completed",
+            "data": {"request": {}},
+            "created_at": now,
+            "scheduled_at": now,
+        }
+        for _ in range(recipients)
+    ]
     rows = [
         {
             "id": uuid.uuid4(),
-            "job_id": job_id,
+            "job_id": job["id"],
             "recipient_email": f"r{i}@example.com",
             "sender_email": "app@example.com",
             "subject": "Bench",
@@ -93,22 +108,12 @@ async def seed(pr: Postroom, recipients: int) -> list[tuple[str, str, str]]:
             "sent_at": now - timedelta(hours=1),
             "created_at": now,
         }
-        for i in range(recipients)
+        for i, job in enumerate(jobs)
     ]
     async with pr.engine.begin() as conn:
-        await conn.execute(
-            insert(jobs_t).values(
-                id=job_id,
-                queue_id=queue_id,
-                type="marketing",
-                status="completed",
-                data={"request": {}},
-                created_at=now,
-                scheduled_at=now,
-            )
-        )
+        await conn.execute(insert(jobs_t), jobs)
         await conn.execute(insert(records_t), rows)
-    return [(str(job_id), r["recipient_email"], r["message_id"]) for r in rows]
+    return [(str(r["job_id"]), r["recipient_email"], r["message_id"]) for r in rows]
 
 
 async def event_count(pr: Postroom, kind: str) -> int:
@@ -206,32 +211,38 @@ async def main(args: argparse.Namespace) -> None:
         ]
         bare = Starlette(routes=[Route("/t/o/{token}", _bare)])
         app = create_app(pr, workers=0)
-        rows: list[tuple[str, int, float, str]] = []
+        rows: list[tuple[str, int, float, float, str]] = []
         for name, target, paths, kind in (
             ("bare Starlette GIF", bare, pixels, None),
             ("open pixel (recorded)", app, pixels, "opened"),
             ("click redirect (recorded)", app, clicks, "clicked"),
         ):
             log(f"{name}: {args.seconds} s at concurrency {args.concurrency}")
+            batches, cpu = pr.link_events.batches, time.process_time()
             answered, elapsed = await load(
                 target, paths, seconds=args.seconds, concurrency=args.concurrency
             )
+            cpu = time.process_time() - cpu
             note = ""
             if kind:
                 stored = await event_count(pr, kind)
                 note = f"{stored} events stored" + ("" if stored == answered else " (MISMATCH)")
-            rows.append((name, answered, elapsed, note))
+                note += f", {pr.link_events.batches - batches} commits"
+            rows.append((name, answered, elapsed, cpu, note))
+        cpu = time.process_time()
         recorded, elapsed = await webhook_rate(pr, app, targets, args.webhook_batches)
-        rows.append(("SendGrid webhook, batches of 100", recorded, elapsed, "events/s"))
+        cpu = time.process_time() - cpu
+        rows.append(("SendGrid webhook, batches of 100", recorded, elapsed, cpu, "events/s"))
     finally:
         await pr.aclose()
         await db.drop()
     ceiling = rows[0][1] / rows[0][2]
     print(f"\n{db.label}, concurrency {args.concurrency}, {args.recipients} recipients")
-    print(f"{'what':36} {'count':>8} {'per s':>10} {'x bare':>7}  note")
-    for name, count, elapsed, note in rows:
+    print(f"{'what':36} {'count':>8} {'per s':>10} {'x bare':>7} {'CPU us/op':>10}  note")
+    for name, count, elapsed, cpu, note in rows:
         rate = count / elapsed
-        print(f"{name:36} {count:8d} {rate:10.0f} {rate / ceiling:7.2f}  {note}")
+        per_op = 1e6 * cpu / max(count, 1)
+        print(f"{name:36} {count:8d} {rate:10.0f} {rate / ceiling:7.2f} {per_op:10.0f}  {note}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from postroom.config import Settings, load_settings
 from postroom.db import clock as db_clock
 from postroom.db import engine as db_engine
 from postroom.db import migrate
+from postroom.db.groupcommit import GroupCommit
 from postroom.errors import ConfigError, RequestInvalid
 from postroom.events.endpoints import Endpoints
 from postroom.gcpause import gc_paused
@@ -43,6 +44,7 @@ from postroom.services.router import QueueDirectory
 from postroom.services.sending import Sender
 from postroom.services.users import UserStore
 from postroom.templates.domains import DomainKeys
+from postroom.tracking import hits
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class Postroom:
         self.domains = DomainKeys(self.engine, self.fernet, self.clock)
         #: outgoing event webhooks: endpoints, delivery log, redelivery
         self.webhooks = Endpoints(self.engine, self.fernet, self.clock)
+        #: open-pixel and click events, committed a batch of concurrent ones at a time
+        self.link_events: GroupCommit[hits.Hit, uuid.UUID] = GroupCommit(hits.writer(self.engine))
         self._workers: list[Worker] = []
         #: set once :meth:`start` has succeeded
         self.started = False
@@ -107,6 +111,7 @@ class Postroom:
         return self
 
     async def aclose(self) -> None:
+        await self.link_events.aclose()
         if self._own_engine:
             await self.engine.dispose()
 

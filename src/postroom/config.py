@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     )
     #: a mailto address added to List-Unsubscribe of marketing mail; empty: https only
     unsubscribe_mailto: str = ""
+    #: VERP: the domain of the envelope sender (Return-Path) of composed mail,
+    #: ``<bounce_local_part>+<signed token>@<bounce_domain>``, so a bounce finds its
+    #: email by the address it was sent to; empty: the From address, no token
+    bounce_domain: str = ""
+    #: the local part before the ``+`` of that envelope sender
+    bounce_local_part: str = Field(default="bounces", pattern=r"^[A-Za-z0-9._-]{1,20}$")
     #: attempts of a queue whose ``retry`` config does not say, and of new default queues
     max_attempts: int = Field(default=5, ge=1, le=100)
     #: base of the exponential retry backoff (``base * 2^attempts``) when the queue's

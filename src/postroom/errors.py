@@ -10,6 +10,7 @@
     ├── UnsupportedMediaType           the body is not JSON (415)
     ├── Conflict                       409
     ├── RateLimited                    a limit is full right now (429)
+    ├── NotRecorded                    an event's batch failed to commit (503)
     ├── InvalidProvider                a provider's settings are invalid (422)
     ├── MessageError                   the message itself is unacceptable (422)
     │   ├── RequestInvalid             .errors: every problem of a request, by field
@@ -99,6 +100,13 @@ class RateLimited(PostroomError):
 
     http_status = 429
     code = "rate-limited"
+
+
+class NotRecorded(PostroomError):
+    """The event could not be recorded; try again."""
+
+    http_status = 503
+    code = "not-recorded"
 
 
 class InvalidProvider(PostroomError):

@@ -75,8 +75,11 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.state.postroom = pr
     problems.install(app)
     docs.install(app)
-    app.add_middleware(AccessLog)
+    app.add_middleware(links.FastLinks)  # the pixel and click, ahead of the router
+    app.add_middleware(AccessLog)  # added last: outermost, so it sees those too
 
+    # first: the public pixel and click routes are the busiest, and routes are tried in order
+    app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_key)])
     api.include_router(email.router)
     api.include_router(raw.router)
@@ -92,7 +95,6 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     app.include_router(api)
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)
-    app.include_router(links.router)  # open pixel, click redirect, unsubscribe
     app.include_router(health.router)
     app.include_router(analytics.metrics_router)
     dashboard.install(app)  # the web dashboard at /, beside the API

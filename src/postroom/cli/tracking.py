@@ -131,8 +131,18 @@ async def webhooks_replay(
 
 
 @run
-async def inbound() -> None:
+async def inbound(
+    recipient: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="The address the MTA delivered the report to ($ORIGINAL_RECIPIENT in a "
+            "Postfix pipe): a VERP bounce address names its email.",
+        ),
+    ] = None,
+) -> None:
     """Read a bounce (DSN) or complaint (ARF) message on stdin and apply it (an MTA pipe)."""
+    from postroom.tracking.context import TrackingContext
     from postroom.tracking.inbound import Inbound
 
     raw = sys.stdin.buffer.read()
@@ -143,7 +153,8 @@ async def inbound() -> None:
             postroom.engine,
             postroom.clock,
             soft_limit=postroom.settings.suppress_after_soft_bounces,
-        ).receive(raw)
+            tracking=TrackingContext.from_settings(postroom.settings),
+        ).receive(raw, envelope_to=recipient)
     typer.echo(
         f"{result['kind']} report: {result['recorded']} recorded, "
         f"{result['duplicates']} already recorded, {result['unmatched']} unmatched"

@@ -132,4 +132,5 @@ def _compose(
         tags=tuple(request.get("tags") or ()),
         metadata=request.get("metadata") or {},
         mime=raw,
+        return_path=tracking.return_path(email_id) if tracking is not None else None,
     )

@@ -226,6 +226,8 @@ class EmailRecord(Base):
         Index("idx_email_records_status", "status"),
         Index("idx_email_records_sent_at", "sent_at", **_present("sent_at")),
         Index("idx_email_records_job", "job_id"),
+        # added (0013): webhooks and bounce reports find records by provider message id
+        Index("idx_email_records_message_id", "message_id"),
         # added: analytics count today's events by these
         Index("idx_email_records_delivered_at", "delivered_at", **_present("delivered_at")),
         Index("idx_email_records_bounced_at", "bounced_at", **_present("bounced_at")),

@@ -84,15 +84,17 @@ async def bulk_queued(conn: AsyncConnection, bulk_id: uuid.UUID, at: datetime) -
 
 async def tracked(
     conn: AsyncConnection,
-    record_id: uuid.UUID,
-    kind: str,
-    at: datetime,
-    data: Mapping[str, Any],
+    events: Callable[[], Iterable[tuple[uuid.UUID, str, datetime, Mapping[str, Any]]]],
 ) -> None:
-    """One tracking event (delivered, bounced, opened …) just stored."""
-    if kind not in await subscriptions.wanted(conn):
+    """Tracking events (delivered, bounced, opened …) just stored, as (record id, type,
+    time, data): one multi-row insert of those some endpoint wants."""
+    wanted = await subscriptions.wanted(conn)
+    if not wanted:
         return
-    await conn.execute(
-        insert(outbox_t),
-        [{"type": kind, "record_id": record_id, "occurred_at": at, "data": dict(data)}],
-    )
+    values = [
+        {"type": kind, "record_id": record_id, "occurred_at": at, "data": dict(data)}
+        for record_id, kind, at, data in events()
+        if kind in wanted
+    ]
+    if values:
+        await conn.execute(insert(outbox_t), values)

@@ -59,10 +59,12 @@ class OutgoingMessage:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     #: the full RFC 5322 message (headers + body), CRLF line endings
     mime: bytes = b""
+    #: the envelope sender (Return-Path) when it is not the From address (VERP)
+    return_path: str | None = None
 
     @property
     def envelope_from(self) -> str:
-        return self.from_.email
+        return self.return_path or self.from_.email
 
     @property
     def envelope_to(self) -> tuple[str, ...]:

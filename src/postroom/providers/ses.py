@@ -171,7 +171,7 @@ class SESProvider(HTTPProvider):
             if addresses
         }
         body: dict[str, Any] = {
-            "FromEmailAddress": message.envelope_from,
+            "FromEmailAddress": message.from_.email,
             "Destination": destination,
             "Content": {"Raw": {"Data": b64(message.mime)}},
         }

@@ -1,17 +1,19 @@
-"""What composing needs to add tracking: the public URL, the signer, the defaults."""
+"""What composing needs to add tracking: the public URL, the signer, the defaults,
+and the VERP envelope sender that bounces come back to."""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from postroom.config import Settings
 from postroom.errors import ConfigError
 from postroom.providers import credentials
-from postroom.tracking.tokens import Signer, parse_keys
+from postroom.tracking.tokens import Signer, address_token, parse_keys, read_address_token
 
 #: the routes under the public URL
 PIXEL_PATH, CLICK_PATH, UNSUBSCRIBE_PATH = "/t/o/", "/t/c/", "/t/u/"
@@ -24,6 +26,9 @@ class TrackingContext:
     link_ttl: timedelta
     defaults: Mapping[str, Mapping[str, bool]]
     unsubscribe_mailto: str = ""
+    #: VERP envelope senders (``bounces+<token>@<domain>``); empty: off
+    bounce_domain: str = ""
+    bounce_local_part: str = "bounces"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackingContext:
@@ -47,6 +52,8 @@ class TrackingContext:
             link_ttl=timedelta(days=settings.tracking_link_days),
             defaults=settings.tracking_defaults,
             unsubscribe_mailto=settings.unsubscribe_mailto,
+            bounce_domain=settings.bounce_domain.strip().lower(),
+            bounce_local_part=settings.bounce_local_part,
         )
 
     def wants(self, request: Mapping[str, Any], what: str) -> bool:
@@ -55,6 +62,24 @@ class TrackingContext:
         if flag is not None:
             return bool(flag)
         return bool(self.defaults.get(str(request.get("type", "transactional")), {}).get(what))
+
+    def return_path(self, email_id: str) -> str | None:
+        """The VERP envelope sender of email ``email_id``; None when no bounce domain
+        is configured."""
+        if not self.bounce_domain:
+            return None
+        token = address_token(self.signer, uuid.UUID(email_id))
+        return f"{self.bounce_local_part}+{token}@{self.bounce_domain}"
+
+    def email_of_return_path(self, address: str) -> uuid.UUID | None:
+        """The email id a VERP address (one of :meth:`return_path`'s) names, else None."""
+        local, _, domain = address.strip().strip("<>").rpartition("@")
+        prefix, plus, token = local.partition("+")
+        if not self.bounce_domain or domain.lower() != self.bounce_domain or not plus:
+            return None
+        if prefix.lower() != self.bounce_local_part.lower():
+            return None
+        return read_address_token(self.signer, token)
 
     def link(self, path: str, kind: str, payload: dict[str, Any], now: datetime) -> str:
         token = self.signer.sign(kind, payload, expires=now + self.link_ttl)
@@ -66,3 +91,11 @@ def primary_recipient(request: Mapping[str, Any]) -> str:
     recipients = list(request.get("to") or [])
     first = next((r for r in recipients if r.get("type", "to") == "to"), recipients[0])
     return str(first["email"])
+
+
+def tracking_context(holder: Any, settings: Settings) -> TrackingContext:
+    """The context kept on ``holder`` (an app's state), made on first use."""
+    ctx = getattr(holder, "tracking_context", None)
+    if ctx is None:
+        ctx = holder.tracking_context = TrackingContext.from_settings(settings)
+    return cast(TrackingContext, ctx)

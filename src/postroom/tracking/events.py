@@ -16,12 +16,12 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -84,74 +84,131 @@ class NewEvent:
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def insert_ignore(conn: AsyncConnection, table: Table, row: Mapping[str, Any]) -> Any:
-    """``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).values(dict(row)).on_conflict_do_nothing()
-    return sqlite.insert(table).values(dict(row)).on_conflict_do_nothing()
+def insert_ignore(conn: AsyncConnection, table: Table, row: Mapping[str, Any] | None = None) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL; without ``row``,
+    for many rows passed to ``execute`` (one batched statement)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    if row is not None:
+        stmt = stmt.values(dict(row))
+    return stmt.on_conflict_do_nothing()
 
 
-async def _tracking_id(conn: AsyncConnection, record: Any, now: datetime) -> uuid.UUID:
-    found = (
-        await conn.execute(select(tracking_t.c.id).where(tracking_t.c.email_id == record.id))
-    ).scalar()
-    if found is not None:
-        return cast(uuid.UUID, found)
-    row = {
-        "id": uuid.uuid4(),
-        "email_id": record.id,
-        "delivery_id": record.delivery_id or record.message_id or str(record.id),
-        "recipient_email": record.recipient_email,
-        "tracking_enabled": {"bounces": True, "complaints": True},
-        "status": EventType.SENT,
-        "events": [],
-        "created_at": now,
-        "updated_at": now,
-    }
-    await conn.execute(insert_ignore(conn, tracking_t, row))
-    return cast(
-        uuid.UUID,
-        (
-            await conn.execute(select(tracking_t.c.id).where(tracking_t.c.email_id == record.id))
-        ).scalar_one(),
+def record_rows(*where: Any) -> Any:
+    """The records (with their tracking row's id and status, if any) that recording
+    events needs: one query, which also tells which status updates would change
+    nothing and so need not be sent."""
+    return (
+        select(
+            records_t.c.id,
+            records_t.c.job_id,
+            records_t.c.recipient_email,
+            records_t.c.delivery_id,
+            records_t.c.message_id,
+            records_t.c.status,
+            *(records_t.c[c] for c in (*_TIMESTAMP.values(), *_ANY_TIMESTAMP.values())),
+            tracking_t.c.id.label("tracking_id"),
+            tracking_t.c.status.label("tracking_status"),
+        )
+        .outerjoin(tracking_t, tracking_t.c.email_id == records_t.c.id)
+        .where(*where)
     )
+
+
+async def _tracking_ids(
+    conn: AsyncConnection, records: Sequence[Any], now: datetime
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Record id -> its ``email_tracking`` row's id; missing rows are made, all at once."""
+    found: dict[uuid.UUID, uuid.UUID] = {r.id: r.tracking_id for r in records if r.tracking_id}
+    missing = [r for r in records if r.id not in found]
+    if missing:
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "email_id": r.id,
+                "delivery_id": r.delivery_id or r.message_id or str(r.id),
+                "recipient_email": r.recipient_email,
+                "tracking_enabled": {"bounces": True, "complaints": True},
+                "status": EventType.SENT,
+                "events": [],
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in missing
+        ]
+        await conn.execute(insert_ignore(conn, tracking_t), rows)
+        stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
+            tracking_t.c.email_id.in_([r.id for r in missing])
+        )
+        found.update({r.email_id: r.id for r in await conn.execute(stmt)})
+    return found
 
 
 async def record_event(conn: AsyncConnection, event: NewEvent) -> uuid.UUID | None:
     """Store ``event`` in the caller's transaction; returns its id, or None if it was
     already stored (a duplicate) or its record does not exist."""
-    record = (
-        await conn.execute(select(records_t).where(records_t.c.id == event.record_id))
-    ).first()
-    if record is None:
-        return None
-    tracking_id = await _tracking_id(conn, record, event.timestamp)
-    event_id = uuid.uuid4()
-    inserted = await conn.execute(
-        insert_ignore(
-            conn,
-            events_t,
+    return (await record_many(conn, [event]))[0]
+
+
+async def record_many(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    records: Mapping[uuid.UUID, Any] | None = None,
+) -> list[uuid.UUID | None]:
+    """Store ``events`` in the caller's transaction with a fixed number of statements
+    whatever their number; per event its new id, or None (a duplicate, in the table or
+    earlier in ``events``, or no such record). ``records``: :func:`record_rows` rows
+    by id, read in this transaction, when the caller has them already."""
+    if not events:
+        return []
+    if records is None:
+        wanted = list({e.record_id for e in events})
+        records = {r.id: r for r in await conn.execute(record_rows(records_t.c.id.in_(wanted)))}
+    present = [records[i] for i in dict.fromkeys(e.record_id for e in events) if i in records]
+    if not present:
+        return [None] * len(events)
+    tracking = await _tracking_ids(conn, present, min(e.timestamp for e in events))
+    rows: list[dict[str, Any]] = []
+    slot: dict[str, int] = {}  # dedupe key -> index of its event
+    for i, ev in enumerate(events):
+        key = ev.dedupe_key()
+        if ev.record_id not in tracking or key in slot:
+            continue
+        slot[key] = i
+        rows.append(
             {
-                "id": event_id,
-                "tracking_id": tracking_id,
-                "type": str(event.type),
-                "timestamp": event.timestamp,
-                "data": dict(event.data),
-                "user_agent": event.user_agent,
-                "ip_address": event.ip_address,
-                "dedupe_key": event.dedupe_key(),
-                "machine": event.machine,
-            },
+                "id": uuid.uuid4(),
+                "tracking_id": tracking[ev.record_id],
+                "type": str(ev.type),
+                "timestamp": ev.timestamp,
+                "data": dict(ev.data),
+                "user_agent": ev.user_agent,
+                "ip_address": ev.ip_address,
+                "dedupe_key": key,
+                "machine": ev.machine,
+            }
         )
+    out: list[uuid.UUID | None] = [None] * len(events)
+    if not rows:
+        return out
+    # ON CONFLICT DO NOTHING … RETURNING: the keys stored before (or by a concurrent
+    # transaction) come back missing, so one statement both deduplicates and inserts
+    stmt = insert_ignore(conn, events_t).returning(events_t.c.dedupe_key)
+    stored = set((await conn.execute(stmt, rows)).scalars())
+    for row in rows:
+        if row["dedupe_key"] in stored:
+            out[slot[row["dedupe_key"]]] = row["id"]
+    new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]
+    await _apply_status(conn, new, records, tracking)
+    await outbox.tracked(
+        conn,
+        lambda: [
+            (ev.record_id, str(ev.type), ev.timestamp, _webhook_data(ev))
+            for ev in new
+            if ev.type != EventType.SENT  # the write-back reports sends itself
+        ],
     )
-    if inserted.rowcount == 0:
-        return None
-    await _apply_status(conn, record.id, tracking_id, event)
-    if event.type != EventType.SENT:  # the write-back reports sends itself
-        await outbox.tracked(
-            conn, record.id, str(event.type), event.timestamp, _webhook_data(event)
-        )
-    return event_id
+    return out
 
 
 def _webhook_data(event: NewEvent) -> dict[str, Any]:
@@ -164,46 +221,100 @@ def _webhook_data(event: NewEvent) -> dict[str, Any]:
     return data
 
 
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """``column IN (…)`` as plain parameters: an expanding IN cannot be executemany'd."""
+    return or_(*(column == v for v in values))
+
+
+def _moves(ev: NewEvent) -> bool:
+    return not ev.machine and ev.moves_status and str(ev.type) in PRECEDENCE
+
+
+def _stronger(kind: str, than: str | None) -> bool:
+    return than not in PRECEDENCE or PRECEDENCE.index(kind) < PRECEDENCE.index(str(than))
+
+
 async def _apply_status(
-    conn: AsyncConnection, record_id: uuid.UUID, tracking_id: uuid.UUID, event: NewEvent
+    conn: AsyncConnection,
+    stored: Sequence[NewEvent],
+    records: Mapping[uuid.UUID, Any],
+    tracking: Mapping[uuid.UUID, uuid.UUID],
 ) -> None:
-    """Move the status up to the event's, if it is stronger, and keep each first time.
+    """Move each record's status up to its strongest new event, and keep first times.
 
     Events are only ever added, so the strongest event and the earliest time of each
     kind do not depend on arrival order. Each update is conditional in SQL, so two
-    events applied at once cannot overwrite a stronger status with a weaker one.
+    batches applied at once cannot overwrite a stronger status with a weaker one; the
+    updates are one batched statement per event type, not one per event, and only
+    for the records whose status or time they change as last read (a status only
+    moves up and a first time only earlier, so a skipped update stays a no-op).
     """
-    kind = str(event.type)
-    any_column = _ANY_TIMESTAMP.get(kind)
-    if any_column is not None:  # machine-made too: analytics counts both
-        col = records_t.c[any_column]
+    strongest: dict[uuid.UUID, NewEvent] = {}
+    first: dict[tuple[str, uuid.UUID], datetime] = {}
+    for ev in stored:
+        kind = str(ev.type)
+        any_column = _ANY_TIMESTAMP.get(kind)
+        if any_column is not None:  # machine-made too: analytics counts both
+            at = first.get((any_column, ev.record_id))
+            if at is None or ev.timestamp < at:
+                first[(any_column, ev.record_id)] = ev.timestamp
+        if not _moves(ev):
+            continue
+        best = strongest.get(ev.record_id)
+        if best is None or _stronger(kind, str(best.type)):
+            strongest[ev.record_id] = ev
+        column = _TIMESTAMP.get(kind)
+        if column is not None:
+            at = first.get((column, ev.record_id))
+            if at is None or ev.timestamp < at:
+                first[(column, ev.record_id)] = ev.timestamp
+    moves_tracking: dict[str, list[dict[str, Any]]] = {}
+    moves_record: dict[str, list[dict[str, Any]]] = {}
+    for record_id, ev in strongest.items():
+        kind, rec = str(ev.type), records[record_id]
+        if rec.tracking_status is None or _stronger(kind, rec.tracking_status):
+            moves_tracking.setdefault(kind, []).append(
+                {"b_tid": tracking[record_id], "b_at": ev.timestamp}
+            )
+        if rec.status in (RecordStatus.QUEUED, RecordStatus.FAILED) or _stronger(kind, rec.status):
+            moves_record.setdefault(kind, []).append({"b_rid": record_id})
+    for kind, params in moves_tracking.items():
+        weaker = PRECEDENCE[PRECEDENCE.index(kind) + 1 :]
+        await conn.execute(
+            update(tracking_t)
+            .where(tracking_t.c.id == bindparam("b_tid"), _one_of(tracking_t.c.status, weaker))
+            .values(status=kind, updated_at=bindparam("b_at")),
+            params,
+        )
+    for kind, params in moves_record.items():
+        weaker = PRECEDENCE[PRECEDENCE.index(kind) + 1 :]
+        replaceable = [*weaker, RecordStatus.QUEUED, RecordStatus.FAILED]
         await conn.execute(
             update(records_t)
-            .where(records_t.c.id == record_id, or_(col.is_(None), col > event.timestamp))
-            .values({any_column: event.timestamp})
+            .where(records_t.c.id == bindparam("b_rid"), _one_of(records_t.c.status, replaceable))
+            .values(status=kind),
+            params,
         )
-    if event.machine or not event.moves_status or kind not in PRECEDENCE:
-        return
-    weaker = PRECEDENCE[PRECEDENCE.index(kind) + 1 :]
-    await conn.execute(
-        update(tracking_t)
-        .where(tracking_t.c.id == tracking_id, tracking_t.c.status.in_(weaker))
-        .values(status=kind, updated_at=event.timestamp)
-    )
-    replaceable = {*weaker, RecordStatus.QUEUED, RecordStatus.FAILED}
-    await conn.execute(
-        update(records_t)
-        .where(records_t.c.id == record_id, records_t.c.status.in_(replaceable))
-        .values(status=kind)
-    )
-    column = _TIMESTAMP.get(kind)
-    if column is not None:
+    by_column: dict[str, list[dict[str, Any]]] = {}
+    for (column, record_id), at in first.items():
+        known = getattr(records[record_id], column)
+        if known is None or known > at:
+            by_column.setdefault(column, []).append({"b_rid": record_id, "b_at": at})
+    for column, params in by_column.items():
         col = records_t.c[column]
         await conn.execute(
             update(records_t)
-            .where(records_t.c.id == record_id, or_(col.is_(None), col > event.timestamp))
-            .values({column: event.timestamp})
+            .where(
+                records_t.c.id == bindparam("b_rid"),
+                or_(col.is_(None), col > bindparam("b_at")),
+            )
+            .values({column: bindparam("b_at")}),
+            params,
         )
+
+
+def _bare_id(message_id: str) -> str:
+    return message_id.strip().strip("<>")
 
 
 async def find_record(
@@ -211,13 +322,26 @@ async def find_record(
 ) -> uuid.UUID | None:
     """The record an ESP event is about: by provider message id (with or without
     angle brackets) and, when one email went to several recipients, the address."""
-    bare = message_id.strip().strip("<>")
-    ids = {bare, f"<{bare}>"}
-    cond: Any = records_t.c.message_id.in_(ids)
-    if recipient:
-        cond = and_(cond, func.lower(records_t.c.recipient_email) == recipient.strip().lower())
-    rows = (await conn.execute(select(records_t.c.id).where(cond).limit(2))).scalars().all()
-    return rows[0] if len(rows) == 1 else None
+    found = await find_records(conn, [(message_id, recipient)])
+    return found[0].id if found[0] is not None else None
+
+
+async def find_records(conn: AsyncConnection, refs: Sequence[tuple[str, str | None]]) -> list[Any]:
+    """:func:`find_record` for many (message id, recipient) pairs in one query: per
+    pair its :func:`record_rows` row, or None (no record, or no single one)."""
+    ids = {v for mid, _ in refs for v in (_bare_id(mid), f"<{_bare_id(mid)}>")}
+    by_id: dict[str, list[Any]] = {}
+    if ids:
+        for row in await conn.execute(record_rows(records_t.c.message_id.in_(ids))):
+            by_id.setdefault(_bare_id(row.message_id), []).append(row)
+    out: list[Any] = []
+    for mid, recipient in refs:
+        rows = by_id.get(_bare_id(mid), [])
+        if recipient:
+            address = recipient.strip().lower()
+            rows = [r for r in rows if r.recipient_email.lower() == address]
+        out.append(rows[0] if len(rows) == 1 else None)
+    return out
 
 
 # -- reading -----------------------------------------------------------------------------

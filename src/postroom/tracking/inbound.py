@@ -1,9 +1,12 @@
 """Bounce and complaint reports that arrive as mail: DSNs (RFC 3464), ARF (RFC 5965)
 and the plain-text bounces some MTAs still send (parsed by flufl.bounce).
 
-A report finds its record through the returned original message: its
-``X-Postroom-Id`` header (every message Postroom sends carries one) together with
-the failed recipient, else its ``Message-ID``. Reports are stored raw in
+A report finds its record through the address it was sent to when that is a
+VERP envelope sender (``bounces+<signed token>@<bounce domain>``, see
+``POSTROOM_BOUNCE_DOMAIN``): the token names the email, the failed recipient the
+record, so no part of the original need come back. Else through the returned
+original message: its ``X-Postroom-Id`` header (every message Postroom sends
+carries one) together with the failed recipient, else its ``Message-ID``. Reports are stored raw in
 ``webhook_receipts`` (type ``inbound``) and applied idempotently.
 """
 
@@ -16,7 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from email.message import Message
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 from typing import Any, cast
 
 from flufl.bounce import all_failures
@@ -28,6 +31,7 @@ from postroom.db.models import EmailRecord, WebhookReceipt
 from postroom.errors import MessageError
 from postroom.tracking import suppressions
 from postroom.tracking.bounces import classify
+from postroom.tracking.context import TrackingContext
 from postroom.tracking.events import NewEvent, find_record, insert_ignore, record_event
 from postroom.types import EventType
 
@@ -57,6 +61,8 @@ class Report:
     postroom_id: str | None
     message_id: str | None
     events: list[ReportEvent]
+    #: the email a VERP address of the report names (set by :class:`Inbound`)
+    verp_email_id: uuid.UUID | None = None
 
 
 def _original_ids(msg: Message) -> tuple[str | None, str | None]:
@@ -199,16 +205,50 @@ def parse_report(raw: bytes) -> Report:
     return Report("plain", postroom_id, message_id, events)
 
 
+#: headers in which the receiving MTA says which address a message was delivered to
+_DELIVERED_TO = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "To")
+
+
+def delivered_to(raw: bytes) -> list[str]:
+    """The addresses a report was sent to, as its own headers tell."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    found: list[str] = []
+    for name in _DELIVERED_TO:
+        for value in msg.get_all(name) or ():
+            found += [addr for _, addr in getaddresses([str(value)]) if addr]
+    return found
+
+
 class Inbound:
     """Applies reports to records: ``POST /inbound/raw`` and ``postroom inbound``."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, *, soft_limit: int) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        soft_limit: int,
+        tracking: TrackingContext | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.soft_limit = soft_limit
+        #: reads VERP addresses; None: they are not looked for
+        self.tracking = tracking
 
-    async def receive(self, raw: bytes) -> dict[str, Any]:
+    def _verp_email(self, raw: bytes, envelope_to: str | None) -> uuid.UUID | None:
+        if self.tracking is None or not self.tracking.bounce_domain:
+            return None
+        for address in ([envelope_to] if envelope_to else []) + delivered_to(raw):
+            if (found := self.tracking.email_of_return_path(address)) is not None:
+                return found
+        return None
+
+    async def receive(self, raw: bytes, *, envelope_to: str | None = None) -> dict[str, Any]:
+        """Apply the report ``raw``; ``envelope_to``: the address the MTA delivered
+        it to, when the message's headers may not say (an MTA pipe)."""
         report = parse_report(raw)
+        report.verp_email_id = self._verp_email(raw, envelope_to)
         now = self.clock.now()
         counts = {"recorded": 0, "duplicates": 0, "unmatched": 0}
         digest = hashlib.sha256(raw).hexdigest()
@@ -264,18 +304,28 @@ class Inbound:
         }
 
     async def _record(self, conn: Any, report: Report, recipient: str | None) -> uuid.UUID | None:
+        if report.verp_email_id is not None:
+            found = await self._of_email(conn, report.verp_email_id, recipient)
+            if found is not None:
+                return found
         if report.postroom_id:
             try:
                 job_id = uuid.UUID(report.postroom_id.strip())
             except ValueError:
                 job_id = None
             if job_id is not None:
-                stmt = select(records_t.c.id).where(records_t.c.job_id == job_id)
-                if recipient:
-                    stmt = stmt.where(func.lower(records_t.c.recipient_email) == recipient.lower())
-                rows = (await conn.execute(stmt.limit(2))).scalars().all()
-                if len(rows) == 1:
-                    return cast(uuid.UUID, rows[0])
+                found = await self._of_email(conn, job_id, recipient)
+                if found is not None:
+                    return found
         if report.message_id:
             return await find_record(conn, report.message_id, recipient)
         return None
+
+    @staticmethod
+    async def _of_email(conn: Any, job_id: uuid.UUID, recipient: str | None) -> uuid.UUID | None:
+        """The one record of email ``job_id`` (for ``recipient``, when given)."""
+        stmt = select(records_t.c.id).where(records_t.c.job_id == job_id)
+        if recipient:
+            stmt = stmt.where(func.lower(records_t.c.recipient_email) == recipient.lower())
+        rows = (await conn.execute(stmt.limit(2))).scalars().all()
+        return cast(uuid.UUID, rows[0]) if len(rows) == 1 else None

@@ -2,24 +2,26 @@
 
 Each request verifies its token first; a bad, tampered or expired token records
 nothing and redirects nowhere. Every open and click is recorded (flagged when
-made by a machine); an unsubscribe is recorded once, however often it is posted.
+made by a machine) and committed before the answer, a batch of concurrent ones
+in one transaction; an unsubscribe is recorded once, however often it is posted.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.clock import Clock
+from postroom.db.groupcommit import GroupCommit
 from postroom.db.models import EmailRecord, EmailTracking, EmailTrackingEvent
 from postroom.tracking import machines, suppressions
 from postroom.tracking.context import TrackingContext
 from postroom.tracking.events import NewEvent, record_event
+from postroom.tracking.hits import Hit
 from postroom.tracking.tokens import BadToken
 from postroom.types import EventType
 
@@ -36,12 +38,17 @@ PIXEL = (
 
 class Links:
     def __init__(
-        self, engine: AsyncEngine, ctx: TrackingContext, clock: Clock, *, soft_limit: int = 0
+        self,
+        engine: AsyncEngine,
+        ctx: TrackingContext,
+        clock: Clock,
+        recorder: GroupCommit[Hit, uuid.UUID],
     ) -> None:
         self.engine = engine
         self.ctx = ctx
         self.clock = clock
-        self.soft_limit = soft_limit
+        #: opens and clicks are committed a batch at a time
+        self.recorder = recorder
 
     def payload(self, token: str, kind: str) -> dict[str, Any]:
         return self.ctx.signer.verify(token, kind, now=self.clock.now())
@@ -63,32 +70,27 @@ class Links:
             raise BadToken("the message of this link no longer exists")
         return rec
 
-    def _since_sent(self, rec: Any) -> float | None:
-        if rec.sent_at is None:
-            return None
-        return float((self.clock.now() - rec.sent_at).total_seconds())
+    def _hit(self, payload: Mapping[str, Any]) -> tuple[uuid.UUID, str]:
+        try:
+            return uuid.UUID(str(payload.get("e"))), str(payload.get("r", "")).lower()
+        except ValueError:
+            raise BadToken() from None
 
     async def open(
         self, token: str, user_agent: str, ip: str | None, headers: Mapping[str, str]
     ) -> None:
-        payload = self.payload(token, "o")
-        now = self.clock.now()
-        async with self.engine.begin() as conn:
-            rec = await self._record(conn, payload)
-            reason = machines.machine_open(user_agent, headers, self._since_sent(rec))
-            await record_event(
-                conn,
-                NewEvent(
-                    record_id=rec.id,
-                    type=EventType.OPENED,
-                    timestamp=now,
-                    data={"machine": reason} if reason else {},
-                    event_id=uuid.uuid4().hex,
-                    user_agent=user_agent or None,
-                    ip_address=ip,
-                    machine=reason is not None,
-                ),
+        """Record the open; returns once its batch is committed."""
+        email_id, recipient = self._hit(self.payload(token, "o"))
+        await self.recorder.submit(
+            Hit(
+                email_id=email_id,
+                recipient=recipient,
+                at=self.clock.now(),
+                user_agent=user_agent,
+                ip=ip,
+                reason=machines.open_by_request(user_agent, headers),
             )
+        )
 
     async def click(
         self, token: str, method: str, user_agent: str, ip: str | None, headers: Mapping[str, str]
@@ -98,44 +100,19 @@ class Links:
         url = payload.get("u")
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise BadToken()
-        now = self.clock.now()
-        async with self.engine.begin() as conn:
-            rec = await self._record(conn, payload)
-            burst = await self._other_links_clicked(conn, rec.id, url, now)
-            reason = machines.scanner_click(
-                user_agent, method, headers, self._since_sent(rec), burst
-            )
-            await record_event(
-                conn,
-                NewEvent(
-                    record_id=rec.id,
-                    type=EventType.CLICKED,
-                    timestamp=now,
-                    data={"url": url, **({"machine": reason} if reason else {})},
-                    event_id=uuid.uuid4().hex,
-                    user_agent=user_agent or None,
-                    ip_address=ip,
-                    machine=reason is not None,
-                ),
-            )
-        return url
-
-    async def _other_links_clicked(
-        self, conn: AsyncConnection, record_id: uuid.UUID, url: str, now: Any
-    ) -> int:
-        since = now - timedelta(seconds=machines.BURST_WINDOW_S)
-        rows = await conn.execute(
-            select(events_t.c.data)
-            .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
-            .where(
-                and_(
-                    tracking_t.c.email_id == record_id,
-                    events_t.c.type == EventType.CLICKED,
-                    events_t.c.timestamp >= since,
-                )
+        email_id, recipient = self._hit(payload)
+        await self.recorder.submit(
+            Hit(
+                email_id=email_id,
+                recipient=recipient,
+                at=self.clock.now(),
+                user_agent=user_agent,
+                ip=ip,
+                url=url,
+                reason=machines.click_by_request(user_agent, method, headers),
             )
         )
-        return len({(r.data or {}).get("url") for r in rows} - {url})
+        return url
 
     async def unsubscribe(self, token: str, *, via: str) -> str:
         """Unsubscribe the address the token names from marketing mail; idempotent."""

@@ -34,16 +34,46 @@ def _prefetch(headers: Mapping[str, str]) -> bool:
     return "prefetch" in purpose.lower()
 
 
-def machine_open(
-    user_agent: str, headers: Mapping[str, str], seconds_since_sent: float | None
-) -> str | None:
-    """Why an open was made by a machine, or None for a person."""
+def open_by_request(user_agent: str, headers: Mapping[str, str]) -> str | None:
+    """Why an open was made by a machine, as far as the request alone tells."""
     if _prefetch(headers):
         return "prefetch"
     if _OPEN_AGENTS.search(user_agent.strip()):
         return "privacy-proxy"
+    return None
+
+
+def open_by_timing(seconds_since_sent: float | None) -> str | None:
+    """The rest of :func:`machine_open`: what the record's sending time tells."""
     if seconds_since_sent is not None and seconds_since_sent < 1.0:
         return "on-delivery"
+    return None
+
+
+def machine_open(
+    user_agent: str, headers: Mapping[str, str], seconds_since_sent: float | None
+) -> str | None:
+    """Why an open was made by a machine, or None for a person."""
+    return open_by_request(user_agent, headers) or open_by_timing(seconds_since_sent)
+
+
+def click_by_request(user_agent: str, method: str, headers: Mapping[str, str]) -> str | None:
+    """Why a click was made by a scanner, as far as the request alone tells."""
+    if method.upper() == "HEAD":
+        return "head-request"
+    if _prefetch(headers):
+        return "prefetch"
+    if not user_agent.strip() or _SCANNER_AGENTS.search(user_agent):
+        return "scanner-agent"
+    return None
+
+
+def click_by_timing(seconds_since_sent: float | None, other_links_just_clicked: int) -> str | None:
+    """The rest of :func:`scanner_click`: what the sending time and other clicks tell."""
+    if seconds_since_sent is not None and seconds_since_sent < SCANNER_WINDOW_S:
+        return "on-delivery"
+    if other_links_just_clicked:
+        return "all-links"
     return None
 
 
@@ -55,14 +85,6 @@ def scanner_click(
     other_links_just_clicked: int,
 ) -> str | None:
     """Why a click was made by a scanner, or None for a person."""
-    if method.upper() == "HEAD":
-        return "head-request"
-    if _prefetch(headers):
-        return "prefetch"
-    if not user_agent.strip() or _SCANNER_AGENTS.search(user_agent):
-        return "scanner-agent"
-    if seconds_since_sent is not None and seconds_since_sent < SCANNER_WINDOW_S:
-        return "on-delivery"
-    if other_links_just_clicked:
-        return "all-links"
-    return None
+    return click_by_request(user_agent, method, headers) or click_by_timing(
+        seconds_since_sent, other_links_just_clicked
+    )

@@ -153,6 +153,10 @@ def _without(job: NewJob, records: Sequence[NewRecord], found: dict[str, dict[st
     return dataclasses.replace(job, data=data, status=status), marked
 
 
+#: the event types that may add a suppression
+SUPPRESSING = frozenset({EventType.BOUNCED, EventType.COMPLAINED, EventType.UNSUBSCRIBED})
+
+
 async def after_event(
     conn: AsyncConnection,
     *,

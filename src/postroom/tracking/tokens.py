@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -59,9 +60,15 @@ class Signer:
             raise ValueError("at least one tracking key is needed")
         self.keys = dict(keys)
         self.current = keys[0][0]
+        # the keyed state of each HMAC, made once: a token's check copies it (no key setup)
+        self._hmacs = {
+            kid: hmac.new(secret, f"{kid}.".encode(), hashlib.sha256) for kid, secret in keys
+        }
 
     def _mac(self, kid: str, body: str) -> str:
-        return _b64(hmac.new(self.keys[kid], f"{kid}.{body}".encode(), hashlib.sha256).digest())
+        mac = self._hmacs[kid].copy()
+        mac.update(body.encode())
+        return _b64(mac.digest())
 
     def sign(self, kind: str, payload: dict[str, Any], *, expires: datetime) -> str:
         doc = {"k": kind, **payload, "x": int(expires.timestamp())}
@@ -85,3 +92,34 @@ class Signer:
         if not isinstance(doc.get("x"), int) or doc["x"] < now.timestamp():
             raise BadToken("the tracking link has expired")
         return doc
+
+
+#: bytes of the truncated HMAC in an address token (80 bits)
+ADDRESS_MAC_BYTES = 10
+
+
+def address_token(signer: Signer, email_id: uuid.UUID) -> str:
+    """A token for an email address's local part (VERP): the email id and a truncated
+    HMAC, lower-case base32 (42 characters), as MTAs may change the case of a local
+    part and RFC 5321 allows 64 characters in all."""
+    mac = signer._hmacs[signer.current].copy()
+    mac.update(b"verp:" + email_id.bytes)
+    raw = email_id.bytes + mac.digest()[:ADDRESS_MAC_BYTES]
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def read_address_token(signer: Signer, token: str) -> uuid.UUID | None:
+    """The email id of a valid :func:`address_token` (signed by any listed key)."""
+    text = token.strip().upper()
+    try:
+        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 16 + ADDRESS_MAC_BYTES:
+        return None
+    for state in signer._hmacs.values():
+        mac = state.copy()
+        mac.update(b"verp:" + raw[:16])
+        if hmac.compare_digest(mac.digest()[:ADDRESS_MAC_BYTES], raw[16:]):
+            return uuid.UUID(bytes=raw[:16])
+    return None

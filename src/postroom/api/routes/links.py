@@ -8,13 +8,16 @@ one-click unsubscribe: no session, no CSRF token; the signed token is the proof)
 from __future__ import annotations
 
 import html
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from postroom.api.deps import PostroomDep
-from postroom.tracking.context import TrackingContext
+from postroom.errors import PostroomError
+from postroom.tracking.context import tracking_context
 from postroom.tracking.links import PIXEL, Links
 
 router = APIRouter(prefix="/t", tags=["tracking links"], include_in_schema=False)
@@ -22,11 +25,21 @@ router = APIRouter(prefix="/t", tags=["tracking links"], include_in_schema=False
 _NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
 
 
-def get_links(request: Request, postroom: PostroomDep) -> Links:
-    ctx = getattr(request.app.state, "tracking_context", None)
-    if ctx is None:
-        ctx = request.app.state.tracking_context = TrackingContext.from_settings(postroom.settings)
-    return Links(postroom.engine, ctx, postroom.clock)
+def _links(request: Request) -> Links:
+    """The app's one :class:`Links` (made on first use: it holds nothing per request)."""
+    state = request.app.state
+    try:
+        return cast(Links, state.links)
+    except AttributeError:
+        postroom = state.postroom
+        ctx = tracking_context(state, postroom.settings)
+        state.links = Links(postroom.engine, ctx, postroom.clock, postroom.link_events)
+        return cast(Links, state.links)
+
+
+async def get_links(request: Request) -> Links:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, on every request
+    return _links(request)
 
 
 LinksDep = Annotated[Links, Depends(get_links)]
@@ -36,9 +49,13 @@ def _ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-@router.get("/o/{token}")
-async def open_pixel(token: str, request: Request, links: LinksDep) -> Response:
-    await links.open(
+# The pixel and the click are the busiest requests Postroom gets: plain Starlette
+# routes (no dependencies or parameters for FastAPI to solve) and, in front of the
+# router, :class:`FastLinks`.
+
+
+async def _open(request: Request, token: str) -> Response:
+    await _links(request).open(
         token.removesuffix(".gif"),
         request.headers.get("user-agent", ""),
         _ip(request),
@@ -47,12 +64,74 @@ async def open_pixel(token: str, request: Request, links: LinksDep) -> Response:
     return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
 
 
-@router.api_route("/c/{token}", methods=["GET", "HEAD"])
-async def click(token: str, request: Request, links: LinksDep) -> Response:
-    url = await links.click(
-        token, request.method, request.headers.get("user-agent", ""), _ip(request), request.headers
+async def _click(request: Request, token: str) -> Response:
+    url = await _links(request).click(
+        token,
+        request.method,
+        request.headers.get("user-agent", ""),
+        _ip(request),
+        request.headers,
     )
     return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+
+async def open_pixel(request: Request) -> Response:
+    """``GET /t/o/{token}.gif``: record the open, answer a transparent GIF."""
+    return await _open(request, request.path_params["token"])
+
+
+async def click(request: Request) -> Response:
+    """``GET|HEAD /t/c/{token}``: record the click, redirect to the URL it binds."""
+    return await _click(request, request.path_params["token"])
+
+
+_pixel_route = Route("/t/o/{token}", open_pixel, methods=["GET"], include_in_schema=False)
+_pixel_route.methods = {"GET"}  # Starlette adds HEAD to a GET route; a pixel answers GET only
+router.routes.append(_pixel_route)
+router.add_route("/t/c/{token}", click, methods=["GET", "HEAD"], include_in_schema=False)
+
+_FAST: dict[tuple[str, str], Callable[[Request, str], Awaitable[Response]]] = {
+    ("/t/o/", "GET"): _open,
+    ("/t/c/", "GET"): _click,
+    ("/t/c/", "HEAD"): _click,
+}
+
+
+class FastLinks:
+    """Answers the pixel and click routes before the router and the per-request
+    exception and dependency scopes, which cost more than the rest of such a
+    request. The same handlers as the routes above; a :class:`PostroomError` is
+    rendered by the app's own handler, anything else goes on to the app's
+    server-error handler, as from a route. Install it inside the access log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            root: str = scope.get("root_path") or ""
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            handler = _FAST.get((path[:5], scope["method"]))
+            token = path[5:]
+            if handler is not None and token and "/" not in token:
+                request = Request(scope, receive)
+                try:
+                    response = await handler(request, token)
+                except PostroomError as exc:
+                    response = await _rendered(scope, request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _rendered(scope: Scope, request: Request, exc: PostroomError) -> Response:
+    handlers = scope["app"].exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return cast(Response, await handlers[cls](request, exc))
+    raise exc
 
 
 _PAGE = """<!doctype html>

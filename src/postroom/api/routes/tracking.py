@@ -13,6 +13,7 @@ from postroom.api.deps import PostroomDep, require
 from postroom.errors import RequestInvalid
 from postroom.schemas.email import valid_address
 from postroom.tracking import events
+from postroom.tracking.context import tracking_context
 from postroom.tracking.inbound import Inbound
 from postroom.tracking.suppressions import PAGE_SIZE, Suppressions
 from postroom.types import ApiScope
@@ -40,7 +41,10 @@ async def inbound_raw(request: Request, postroom: PostroomDep) -> dict[str, Any]
     if not body.strip():
         raise RequestInvalid([{"field": "body", "message": "send the report as raw MIME"}])
     inbound = Inbound(
-        postroom.engine, postroom.clock, soft_limit=postroom.settings.suppress_after_soft_bounces
+        postroom.engine,
+        postroom.clock,
+        soft_limit=postroom.settings.suppress_after_soft_bounces,
+        tracking=tracking_context(request.app.state, postroom.settings),
     )
     return await inbound.receive(body)
 

@@ -26,7 +26,7 @@ from postroom.db.models import EmailProvider, WebhookNonce, WebhookReceipt
 from postroom.errors import NotFound
 from postroom.providers import credentials
 from postroom.tracking import suppressions
-from postroom.tracking.events import NewEvent, find_record, insert_ignore, record_event
+from postroom.tracking.events import NewEvent, find_records, insert_ignore, record_many
 from postroom.tracking.webhooks import mailgun, postmark, sendgrid, ses
 from postroom.tracking.webhooks.base import ParsedEvent, Verified, WebhookForbidden
 
@@ -67,17 +67,23 @@ SCHEMES: dict[str, Scheme] = {
 async def apply(
     conn: AsyncConnection, events: Sequence[ParsedEvent], *, now: datetime, soft_limit: int
 ) -> dict[str, int]:
-    """Record ``events`` on their records; counts of what happened to them."""
+    """Record ``events`` on their records; counts of what happened to them.
+
+    Set-based whatever the batch size: one query matches every message id to its
+    record, one insert stores the events (the duplicates, by ESP event id or hash,
+    fall out of it), one update per event type moves the statuses.
+    """
     counts = {"recorded": 0, "duplicates": 0, "unmatched": 0}
-    for ev in events:
-        record_id = await find_record(conn, ev.message_id, ev.recipient) if ev.message_id else None
-        if record_id is None:
-            counts["unmatched"] += 1
-            continue
-        event_id = await record_event(
-            conn,
+    with_id = [ev for ev in events if ev.message_id]
+    counts["unmatched"] += len(events) - len(with_id)
+    found = await find_records(conn, [(str(ev.message_id), ev.recipient) for ev in with_id])
+    matched = [(ev, rec) for ev, rec in zip(with_id, found, strict=True) if rec is not None]
+    counts["unmatched"] += len(with_id) - len(matched)
+    stored = await record_many(
+        conn,
+        [
             NewEvent(
-                record_id=record_id,
+                record_id=rec.id,
                 type=ev.type,
                 timestamp=ev.timestamp,
                 data=ev.data,
@@ -85,13 +91,17 @@ async def apply(
                 user_agent=ev.user_agent,
                 ip_address=ev.ip_address,
                 machine=ev.machine,
-            ),
-        )
+            )
+            for ev, rec in matched
+        ],
+        {rec.id: rec for _, rec in matched},
+    )
+    for (ev, _), event_id in zip(matched, stored, strict=True):
         if event_id is None:
             counts["duplicates"] += 1
             continue
         counts["recorded"] += 1
-        if ev.recipient:
+        if ev.recipient and ev.type in suppressions.SUPPRESSING:
             await suppressions.after_event(
                 conn,
                 recipient=ev.recipient,
@@ -145,11 +155,12 @@ class WebhookIntake:
                 )
                 if not fresh.rowcount:
                     raise WebhookForbidden("this signed request was already received: a replay")
-            # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
-            keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
-            await conn.execute(
-                delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
-            )
+            if verified.nonces:  # only schemes with nonces add any to purge
+                # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
+                keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
+                await conn.execute(
+                    delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
+                )
             receipt_id = uuid.uuid4()
             stored = await conn.execute(
                 insert_ignore(
@@ -162,15 +173,14 @@ class WebhookIntake:
                         "provider_event_id": "sha256:" + hashlib.sha256(body).hexdigest(),
                         "payload": body.decode("utf-8", "replace"),
                         "received_at": now,
+                        # processed in this same transaction, or not stored at all
+                        "processed_at": now,
                     },
                 )
             )
             if not stored.rowcount:
                 return {"received": len(events), "recorded": 0, "duplicates": len(events)}
             counts = await apply(conn, events, now=now, soft_limit=self.soft_limit)
-            await conn.execute(
-                update(receipts_t).where(receipts_t.c.id == receipt_id).values(processed_at=now)
-            )
         note = {"note": verified.note} if verified.note else {}
         return {"received": len(events), **counts, **note}
 

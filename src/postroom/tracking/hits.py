@@ -1,0 +1,144 @@
+"""Opens and clicks, written a batch at a time (see :mod:`postroom.db.groupcommit`).
+
+A request brings what it alone can tell: the token's email and recipient, the
+time, the user agent and a machine reason read from the request (a proxy's agent,
+a prefetch, a HEAD). A batch then needs three reads whatever its size (the
+records, recent clicks on them, their tracking rows) to settle the rest of the
+machine test (clicked on delivery, every link at once) and to store the events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from postroom.db.models import EmailTracking, EmailTrackingEvent
+from postroom.tracking import machines
+from postroom.tracking.events import NewEvent, record_many, record_rows, records_t
+from postroom.tracking.tokens import BadToken
+from postroom.types import EventType
+
+tracking_t = cast(Table, EmailTracking.__table__)
+events_t = cast(Table, EmailTrackingEvent.__table__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit:
+    """One open (``url`` None) or click of a verified tracking link."""
+
+    email_id: uuid.UUID
+    #: lower-case
+    recipient: str
+    at: datetime
+    user_agent: str
+    ip: str | None
+    url: str | None = None
+    #: why a machine made it, as the request alone tells; None: the batch decides
+    reason: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return EventType.OPENED if self.url is None else EventType.CLICKED
+
+
+async def _records(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[tuple[Any, str], Any]:
+    """The records the hits are about, by (email id, lower-case recipient)."""
+    keys = list({_key(h) for h in hits})
+    rows = await conn.execute(
+        record_rows(
+            records_t.c.job_id.in_({k[0] for k in keys}),  # narrowed by its index first
+            tuple_(records_t.c.job_id, func.lower(records_t.c.recipient_email)).in_(keys),
+        )
+    )
+    return {(r.job_id, r.recipient_email.lower()): r for r in rows}
+
+
+async def _recent_clicks(
+    conn: AsyncConnection, record_ids: list[uuid.UUID], since: datetime
+) -> dict[uuid.UUID, list[tuple[datetime, str | None]]]:
+    """Clicks on these records since ``since``: (time, URL) per record id."""
+    out: dict[uuid.UUID, list[tuple[datetime, str | None]]] = {r: [] for r in record_ids}
+    if not record_ids:
+        return out
+    rows = await conn.execute(
+        select(tracking_t.c.email_id, events_t.c.timestamp, events_t.c.data)
+        .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
+        .where(
+            tracking_t.c.email_id.in_(record_ids),
+            events_t.c.type == EventType.CLICKED,
+            events_t.c.timestamp >= since,
+        )
+    )
+    for row in rows:
+        out[row.email_id].append((row.timestamp, (row.data or {}).get("url")))
+    return out
+
+
+async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | Exception]:
+    """Store ``hits`` in the caller's transaction: per hit its event id, or
+    :class:`BadToken` when its message no longer exists."""
+    records = await _records(conn, hits)
+    window = timedelta(seconds=machines.BURST_WINDOW_S)
+    clicked = list({r.id for h in hits if h.url is not None and (r := records.get(_key(h)))})
+    recent = await _recent_clicks(conn, clicked, min(h.at for h in hits) - window)
+    events: list[NewEvent] = []
+    slots: list[int] = []
+    out: list[uuid.UUID | Exception] = []
+    for hit in hits:
+        rec = records.get(_key(hit))
+        if rec is None:
+            out.append(BadToken("the message of this link no longer exists"))
+            continue
+        since = None if rec.sent_at is None else (hit.at - rec.sent_at).total_seconds()
+        if hit.url is None:
+            reason = hit.reason or machines.open_by_timing(since)
+            data: dict[str, Any] = {}
+        else:
+            mine = recent[rec.id]
+            others = {u for at, u in mine if at >= hit.at - window} - {hit.url}
+            reason = hit.reason or machines.click_by_timing(since, len(others))
+            mine.append((hit.at, hit.url))
+            data = {"url": hit.url}
+        if reason:
+            data["machine"] = reason
+        slots.append(len(out))
+        out.append(BadToken())  # replaced by the event id below
+        events.append(
+            NewEvent(
+                record_id=rec.id,
+                type=hit.kind,
+                timestamp=hit.at,
+                data=data,
+                event_id=uuid.uuid4().hex,
+                user_agent=hit.user_agent or None,
+                ip_address=hit.ip,
+                machine=reason is not None,
+            )
+        )
+    ids = await record_many(conn, events, {r.id: r for r in records.values()})
+    for slot, event_id in zip(slots, ids, strict=True):
+        # a random event id cannot be a duplicate: None here is a lost write
+        out[slot] = event_id if event_id is not None else RuntimeError("event not stored")
+    return out
+
+
+def _key(hit: Hit) -> tuple[uuid.UUID, str]:
+    return (hit.email_id, hit.recipient)
+
+
+def writer(
+    engine: AsyncEngine,
+) -> Callable[[Sequence[Hit]], Awaitable[list[uuid.UUID | Exception]]]:
+    """The :class:`GroupCommit` writer: one transaction per batch."""
+
+    async def write_batch(hits: Sequence[Hit]) -> list[uuid.UUID | Exception]:
+        async with engine.begin() as conn:
+            return await write(conn, hits)
+
+    return write_batch

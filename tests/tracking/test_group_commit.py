@@ -1,0 +1,115 @@
+"""Opens and clicks are committed a batch at a time, and only then answered."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from postroom.app import Postroom
+from postroom.clock import ManualClock
+from postroom.tracking import events
+from postroom.tracking.context import TrackingContext
+from tests.tracking.conftest import record, send_and_drain
+
+BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Thunderbird/133.0"
+
+
+def _path(postroom: Postroom, clock: ManualClock, kind: str, payload: dict[str, Any]) -> str:
+    signer = TrackingContext.from_settings(postroom.settings).signer
+    token = signer.sign(kind, payload, expires=clock.now() + timedelta(days=1))
+    return f"/t/o/{token}.gif" if kind == "o" else f"/t/c/{token}"
+
+
+async def _count(postroom: Postroom, kind: str) -> int:
+    async with postroom.engine.connect() as conn:
+        stmt = (
+            select(func.count()).select_from(events.events_t).where(events.events_t.c.type == kind)
+        )
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def _get_all(client: httpx.AsyncClient, paths: list[str]) -> list[httpx.Response]:
+    return await asyncio.gather(*(client.get(p, headers={"user-agent": BROWSER}) for p in paths))
+
+
+async def test_many_concurrent_pixels_store_exactly_as_many_events_in_few_commits(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    sent = await send_and_drain(
+        client, postroom, to=[{"email": f"r{i}@example.com"} for i in range(5)]
+    )
+    clock.advance(60)  # long after delivery: people, not proxies on delivery
+    paths = [_path(postroom, clock, "o", {"e": s.email_id, "r": s.recipient}) for s in sent] * 40
+    before = postroom.link_events.batches
+
+    responses = await _get_all(client, paths)
+
+    assert [r.status_code for r in responses] == [200] * 200
+    assert all(r.content.startswith(b"GIF89a") for r in responses)
+    assert await _count(postroom, "opened") == 200
+    assert postroom.link_events.batches - before < 50  # many events per transaction
+    for s in sent:
+        rec = await record(postroom, s.record_id)
+        assert rec.status == "opened" and rec.opened_at is not None
+
+
+async def test_a_failed_batch_answers_an_error_and_stores_nothing(
+    client: httpx.AsyncClient,
+    postroom: Postroom,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    clock.advance(60)
+
+    async def broken(*args: Any) -> None:  # fails after the events were inserted
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(events, "_apply_status", broken)
+    pixel = _path(postroom, clock, "o", {"e": sent.email_id, "r": sent.recipient})
+    click = _path(
+        postroom, clock, "c", {"e": sent.email_id, "r": sent.recipient, "u": "https://a.example"}
+    )
+
+    responses = await _get_all(client, [pixel] * 10 + [click] * 10)
+
+    assert {r.status_code for r in responses} == {503}
+    assert all(r.headers["content-type"] == "application/problem+json" for r in responses)
+    assert all("location" not in r.headers for r in responses)
+    assert await _count(postroom, "opened") == await _count(postroom, "clicked") == 0
+    assert (await record(postroom, sent.record_id)).status == "sent"
+
+    monkeypatch.undo()  # the database is back: the same requests are recorded
+    assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
+    assert await _count(postroom, "opened") == 1
+
+
+async def test_opens_and_clicks_in_one_batch_leave_the_strongest_status(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    clock.advance(60)
+    payload = {"e": sent.email_id, "r": sent.recipient}
+    pixel = _path(postroom, clock, "o", payload)
+    click = _path(postroom, clock, "c", {**payload, "u": "https://a.example/p"})
+    stranger = _path(postroom, clock, "o", {"e": str(uuid.uuid4()), "r": sent.recipient})
+
+    responses = await _get_all(client, [pixel, click, pixel, stranger, click, pixel])
+
+    assert [r.status_code for r in responses] == [200, 302, 200, 404, 302, 200]
+    rec = await record(postroom, sent.record_id)
+    assert rec.status == "clicked"
+    assert rec.opened_at is not None and rec.clicked_at is not None
+    tracking = (await client.get(f"/api/system/email/tracking/{sent.record_id}")).json()
+    assert tracking["summary"]["openedHuman"] == 3
+    assert tracking["summary"]["clickedHuman"] == 2
+
+    # a later open never moves the status back down
+    assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
+    assert (await record(postroom, sent.record_id)).status == "clicked"
