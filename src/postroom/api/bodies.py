@@ -109,13 +109,19 @@ class JSONRoute(APIRoute):
         async def parse_then_handle(request: Request) -> Response:
             if optional and not await request.body():
                 return await handler(request)  # an optional body left out
-            if not is_json_media_type(request.headers.get("content-type", "")):
-                raise UnsupportedMediaType()
-            # Starlette caches the parsed body here; FastAPI's request.json() reuses it
-            request._json = parse_json(await request.body())
+            await read_json(request)
             return await handler(request)
 
         return parse_then_handle
+
+
+async def read_json(request: Request) -> Any:
+    """The body as checked JSON: UnsupportedMediaType (415) or RequestInvalid (422)."""
+    if not is_json_media_type(request.headers.get("content-type", "")):
+        raise UnsupportedMediaType()
+    # Starlette caches the parsed body here; FastAPI's request.json() reuses it
+    request._json = parse_json(await request.body())
+    return request._json
 
 
 async def json_object(request: Request) -> dict[str, Any]:
