@@ -618,7 +618,13 @@ _SENT = (
 )
 _SENT_RECORDS = (
     update(records)
-    .where(records.c.job_id == _SENT.c.job_id, records.c.status != RecordStatus.SUPPRESSED)
+    .where(
+        # the same ids again as an indexable condition: the planner then reads the
+        # batch's records through idx_email_records_job, never the whole table
+        records.c.job_id == func.any(bindparam("b_job_ids", type_=ARRAY(Uuid()))),
+        records.c.job_id == _SENT.c.job_id,
+        records.c.status != RecordStatus.SUPPRESSED,
+    )
     .values(
         status=RecordStatus.SENT,
         provider_id=_SENT.c.provider_id,
