@@ -86,6 +86,11 @@ class Row:
     #: CPU milliseconds per delivered message: the sending processes, and PostgreSQL
     cpu_ms: float | None = None
     db_cpu_ms: float | None = None
+    #: the same for only this database's PostgreSQL backends (see ``backend_pids``)
+    backends_cpu_ms: float | None = None
+    #: CPU milliseconds per HTTP request: the API processes, this database's backends
+    api_cpu_ms: float | None = None
+    api_backends_cpu_ms: float | None = None
     note: str = ""
 
 
@@ -165,9 +170,9 @@ async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes])
 
 async def enqueue_http(
     db: FreshDatabase, indexes: range, concurrency: int, processes: int = 1
-) -> tuple[float, Counter[str]]:
+) -> tuple[float, Counter[str], tuple[float, float]]:
     """POST every request to a ``postroom serve --no-workers --processes N``; returns
-    (seconds, failures).
+    (seconds, failures, CPU ms per request of the API processes and of the backends).
 
     A failed request is counted, not retried: without an Idempotency-Key a retry
     could enqueue the message twice.
@@ -228,22 +233,32 @@ async def enqueue_http(
                     await conn.aclose()
 
             serving = [proc.pid, *children_of(proc.pid)]
-            cpu_before = cpu_seconds(serving), cpu_seconds(pids_named("postgres"))
+            engine = db.poll_engine()
+            backends = await backend_pids(engine) or []
+            cpu_before = (
+                cpu_seconds(serving),
+                cpu_seconds(pids_named("postgres")),
+                cpu_seconds(backends),
+            )
             start = time.perf_counter()
             await asyncio.gather(*(lane() for _ in range(concurrency)))
             seconds = time.perf_counter() - start
             api_cpu = cpu_seconds(serving) - cpu_before[0]
             pg_cpu = cpu_seconds(pids_named("postgres")) - cpu_before[1]
+            backends = sorted({*backends, *(await backend_pids(engine) or [])})
+            own_cpu = cpu_seconds(backends) - cpu_before[2]
+            await engine.dispose()
             n = max(len(indexes), 1)
             log(
                 f"  HTTP CPU: API processes {1000 * api_cpu / n:.2f} ms/request, "
-                f"postgres {1000 * pg_cpu / n:.2f} ms/request ({processes} API processes)"
+                f"postgres {1000 * pg_cpu / n:.2f} ms/request (its backends "
+                f"{1000 * own_cpu / n:.2f}; {processes} API processes)"
             )
     finally:
         status = stop_process(proc)
         if failures:
             log(f"  serve exited {status}; its log ends with:\n{log_path.read_text()[-3000:]}")
-    return seconds, failures
+    return seconds, failures, (1000 * api_cpu / n, 1000 * own_cpu / n)
 
 
 def children_of(pid: int) -> list[int]:
@@ -275,16 +290,20 @@ async def deliver(
     try:
         pool.wait_ready()
         log(f"  {workers} worker(s) ready after {time.time() - spawned:.1f}s")
-        cpu = CpuMeter(pool, sink)
+        cpu = CpuMeter(pool, sink, await backend_pids(engine))
         pg_before = await pg_activity(engine)
         ticker = Ticker()
         deadline = time.monotonic() + args.timeout
         counts: Counter[str] = Counter()
+        polled = 0.0
         while time.monotonic() < deadline:
-            counts = await job_counts(engine)
-            final = sum(counts[s] for s in FINAL_STATES)
-            if final >= total:
-                break
+            # counting the jobs by status scans the table: it would add PostgreSQL CPU
+            # to every message, so the database is asked every 2 s, or once the sink
+            # has every message and only the write-backs are left
+            if sink.received() - received_before >= total or time.monotonic() - polled >= 2:
+                counts, polled = await job_counts(engine), time.monotonic()
+                if sum(counts[s] for s in FINAL_STATES) >= total:
+                    break
             if dead := pool.dead():
                 raise RuntimeError(f"worker {dead[0]} exited: {pool.tail(dead[0])}")
             if ticker.due():
@@ -292,7 +311,7 @@ async def deliver(
             await asyncio.sleep(0.25)
         else:
             note = f"timeout after {args.timeout:g}s"
-        cpu.stop()
+        cpu.stop(await backend_pids(engine))
         await asyncio.sleep(1.0)  # PostgreSQL publishes its statistics within a second
         pg_after = await pg_activity(engine)
         first_claim, last_done = await delivery_window(engine)
@@ -325,7 +344,22 @@ async def deliver(
     row.cpu_ms = cpu.ms_per_message("workers", completed)
     if db.kind == "postgresql":
         row.db_cpu_ms = cpu.ms_per_message("postgres", completed)
+        row.backends_cpu_ms = cpu.ms_per_message("its backends", completed)
     return note
+
+
+async def backend_pids(engine: AsyncEngine) -> list[int] | None:
+    """PostgreSQL's server processes for this database (but the asking one), whose CPU is
+    this run's alone: ``postgres`` CPU also counts other databases' work on a shared
+    server (though not the shared WAL writer and checkpointer, which this does not)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as conn:
+        query = text(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [int(pid) for pid in (await conn.execute(query)).scalars()]
 
 
 async def pg_activity(engine: AsyncEngine) -> dict[str, int] | None:
@@ -348,22 +382,29 @@ async def pg_activity(engine: AsyncEngine) -> dict[str, int] | None:
 class CpuMeter:
     """CPU seconds used by the workers, PostgreSQL and smtp-sink between start and stop."""
 
-    def __init__(self, pool: WorkerPool, sink: Sink) -> None:
+    def __init__(self, pool: WorkerPool, sink: Sink, backends: list[int] | None) -> None:
         self.pool = pool
         self.sink_pids = [sink.pid] if sink.pid else []
+        self.backends = backends
         self.started = time.monotonic()
         self.before = self._sample()
         self.after = self.before
         self.wall = 0.0
 
     def _sample(self) -> dict[str, float]:
-        return {
+        sample = {
             "workers": cpu_seconds(p.pid for p in self.pool.procs),
             "postgres": cpu_seconds(pids_named("postgres")),
             "smtp-sink": cpu_seconds(self.sink_pids),
         }
+        if self.backends is not None:  # PostgreSQL
+            sample["its backends"] = cpu_seconds(self.backends)
+        return sample
 
-    def stop(self) -> None:
+    def stop(self, backends: list[int] | None) -> None:
+        """``backends``: this database's backends now (ones opened meanwhile count too)."""
+        if self.backends is not None and backends is not None:
+            self.backends = sorted({*self.backends, *backends})
         self.after = self._sample()
         self.wall = time.monotonic() - self.started
 
@@ -499,7 +540,7 @@ async def run_row(
         log(f"  facade: {n} enqueued in {seconds:.1f}s ({row.enqueue_facade:.0f}/s)")
         notes = []
         if not args.no_http:
-            seconds, failures = await enqueue_http(
+            seconds, failures, (row.api_cpu_ms, row.api_backends_cpu_ms) = await enqueue_http(
                 db, range(n, 2 * n), args.http_concurrency, args.api_processes
             )
             accepted = n - sum(failures.values())
@@ -658,10 +699,13 @@ def table(rows: list[Row], baseline_rate: float, api_processes: int) -> str:
             "workers",
             "enqueue/s (facade)",
             f"enqueue/s (HTTP, {api_processes} API)",
+            "API CPU ms/req",
+            "its backends ms/req",
             "delivered/s",
             "vs baseline",
             "CPU ms/msg",
             "PG CPU ms/msg",
+            "its backends ms/msg",
             "note",
         ),
     ]
@@ -673,10 +717,13 @@ def table(rows: list[Row], baseline_rate: float, api_processes: int) -> str:
                 r.workers,
                 fmt(r.enqueue_facade),
                 fmt(r.enqueue_http),
+                fmt(r.api_cpu_ms, 2),
+                fmt(r.api_backends_cpu_ms, 2),
                 fmt(r.delivered),
                 ratio,
                 fmt(r.cpu_ms, 2),
                 fmt(r.db_cpu_ms, 2),
+                fmt(r.backends_cpu_ms, 2),
                 r.note,
             )
         )
@@ -727,7 +774,8 @@ async def run(args: argparse.Namespace) -> int:
     )
     print(
         "CPU ms/msg: CPU time of the sending processes (Postroom: the workers, with SQLite "
-        "inside them) per delivered message; PG CPU ms/msg: the PostgreSQL server's"
+        "inside them) per delivered message; PG CPU ms/msg: the PostgreSQL server's; its "
+        "backends: only the server processes of the run's database"
     )
     print(table(rows, baseline_rate, args.api_processes))
     return 0

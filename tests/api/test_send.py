@@ -268,3 +268,25 @@ async def test_database_outage_is_503_problem_and_says_retry(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert response.json()["type"] == "urn:postroom:problem:unavailable"
+
+
+async def test_send_answers_other_methods_with_405_and_its_allow(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/system/email/send")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_send_checks_body_then_key_then_shape(client: httpx.AsyncClient) -> None:
+    # the order FastAPI's route would take: content type and JSON, key, scope, shape
+    send = "/api/system/email/send"
+    bad_key = {"Authorization": "Bearer pr_00000000_nope"}
+    response = await client.post(send, content=b"[]", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    response = await client.post(send, content=b"{", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    response = await client.post(send, json=[], headers=bad_key)
+    assert response.status_code == 401
+    response = await client.post(send, json=[])
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "body", "message": "must be a JSON object"}]

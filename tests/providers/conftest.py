@@ -148,13 +148,16 @@ def tls_ca_file(tls_ca: trustme.CA, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def start_smtpd() -> AsyncIterator[Callable[..., Awaitable[smtpd_helper.SMTPServer]]]:
-    """``await start_smtpd(**options)``: a running server, stopped after the test."""
+@pytest.fixture(params=[False, True], ids=["lockstep", "pipelining"])
+async def start_smtpd(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[smtpd_helper.SMTPServer]]]:
+    """``await start_smtpd(**options)``: a running server, stopped after the test. Every
+    test runs against a server without and one with PIPELINING: the outcomes must match."""
     servers: list[smtpd_helper.SMTPServer] = []
 
     async def start(**options: Any) -> smtpd_helper.SMTPServer:
-        server = smtpd_helper.SMTPServer(**options)
+        server = smtpd_helper.SMTPServer(**{"pipelining": request.param, **options})
         servers.append(server)
         return await server.start()
 

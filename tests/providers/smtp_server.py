@@ -9,6 +9,8 @@ script faults without threads or sleeps:
   make timeouts and drops; ``"GREETING"`` scripts the banner.
 - ``tls=`` serves implicit TLS, ``starttls=`` offers STARTTLS (trustme contexts).
 - ``users=`` enables AUTH PLAIN/LOGIN, ``oauth_tokens=`` AUTH XOAUTH2.
+- ``pipelining=True`` advertises PIPELINING; ``written_with_mail`` shows what a
+  client wrote together with each MAIL.
 - ``received``, ``connections``, ``peak_connections``, ``commands``, ``auth_log`` and
   ``tls_connections`` record what clients did.
 
@@ -119,7 +121,10 @@ class _Handler:
         reply = self.owner.take("EHLO", None)
         if reply is not None and await self.owner.act(server, reply):
             return [reply]
-        return [r for r in responses if r.strip() != "250-AUTH"]
+        responses = [r for r in responses if r.strip() != "250-AUTH"]
+        if self.owner.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self,
@@ -130,6 +135,8 @@ class _Handler:
         options: list[str],
     ) -> Any:
         self.owner.record(server, "MAIL")
+        # what the client wrote after MAIL and before this reply: pipelined commands
+        self.owner.written_with_mail.append(bytes(server._reader._buffer))
         return await self._scripted(server, "MAIL", address)
 
     async def handle_RCPT(
@@ -221,8 +228,13 @@ class SMTPServer:
         auth_required: bool = False,
         auth_require_tls: bool = False,
         enable_smtputf8: bool = False,
+        pipelining: bool = False,
     ) -> None:
         self.handler = _Handler(self)
+        #: advertise PIPELINING (RFC 2920); aiosmtpd reads pipelined commands in order
+        self.pipelining = pipelining
+        #: for each MAIL, the bytes that had arrived behind it (RCPT, DATA when pipelined)
+        self.written_with_mail: list[bytes] = []
         self.users = users or {}
         self.oauth_tokens = oauth_tokens or {}
         self.port = 0

@@ -823,3 +823,67 @@ async def test_no_common_auth_mechanism(
     server = await start_smtpd(oauth_tokens={"ann": {"tok"}})  # offers XOAUTH2 only
     with pytest.raises(ProviderAuthError, match="XOAUTH2"):
         await make_provider(server, auth=ANN).send(outgoing())
+
+
+# -- pipelining (RFC 2920) ---------------------------------------------------------
+
+
+def raw_message(*to: str, mime: bytes) -> OutgoingMessage:
+    return OutgoingMessage(
+        email_id="em-1",
+        message_id="<m1@postroom.test>",
+        from_=Address(email="ann@example.com"),
+        to=tuple(Address(email=a) for a in to),
+        subject="Hello",
+        mime=mime,
+    )
+
+
+MIME = b"From: ann@example.com\nSubject: Hello\n\n.hidden line\nend"
+
+
+async def test_mail_rcpt_and_data_go_out_in_one_write(
+    start_smtpd: StartServer, make_provider: MakeProvider
+) -> None:
+    server = await start_smtpd(pipelining=True)
+    provider = make_provider(server)
+    await provider.send(raw_message("bob@example.com", "cy@example.com", mime=MIME))
+    assert server.written_with_mail == [
+        b"RCPT TO:<bob@example.com>\r\nRCPT TO:<cy@example.com>\r\nDATA\r\n"
+    ]
+    (received,) = server.received
+    assert received.rcpt_tos == ["bob@example.com", "cy@example.com"]
+    # line ends made CRLF and the leading dot stuffed on the wire (the server unstuffs it)
+    assert (
+        received.data == b"From: ann@example.com\r\nSubject: Hello\r\n\r\n.hidden line\r\nend\r\n"
+    )
+
+
+async def test_without_pipelining_each_command_waits_for_its_reply(
+    start_smtpd: StartServer, make_provider: MakeProvider
+) -> None:
+    server = await start_smtpd(pipelining=False)
+    await make_provider(server).send(raw_message("bob@example.com", mime=MIME))
+    assert server.written_with_mail == [b""]
+    assert server.received[0].data.endswith(b".hidden line\r\nend\r\n")
+
+
+async def test_refusals_read_in_step_leave_the_connection_usable(
+    start_smtpd: StartServer, make_provider: MakeProvider
+) -> None:
+    server = await start_smtpd(pipelining=True)
+    provider = make_provider(server)
+    server.script("RCPT", "550 5.1.1 no such user", address="gone@example.com")
+    result = await provider.send(raw_message("gone@example.com", "bob@example.com", mime=MIME))
+    assert result.rejected == {"gone@example.com": "550 5.1.1 no such user"}
+    server.script("RCPT", "550 5.1.1 no such user", address="gone@example.com")
+    with pytest.raises(ProviderRejected) as refused:
+        await provider.send(raw_message("gone@example.com", mime=MIME))
+    assert refused.value.context["rejected"] == {"gone@example.com": "550 5.1.1 no such user"}
+    server.script("MAIL", "553 5.7.1 sender refused")
+    with pytest.raises(ProviderRejected, match="553"):
+        await provider.send(raw_message("bob@example.com", mime=MIME))
+    await provider.send(raw_message("bob@example.com", mime=MIME))
+    # one connection throughout: every reply was read, so it stayed in step
+    assert server.connections == 1
+    assert [r.rcpt_tos for r in server.received] == [["bob@example.com"], ["bob@example.com"]]

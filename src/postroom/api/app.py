@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.routing import Route
 
 from postroom import __version__, dashboard
 from postroom.api import docs, openapi, problems
@@ -93,6 +94,16 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(config.router)
     api.include_router(webhook_endpoints.router)
     app.include_router(api)
+    # ahead of everything: the same POST /send without FastAPI's per-request machinery
+    app.router.routes.insert(
+        0,
+        Route(
+            f"{API_PREFIX}/send",
+            email.send_email_direct,
+            methods=["POST"],
+            include_in_schema=False,
+        ),
+    )
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -31,11 +31,8 @@ from aiosmtplib import (
     SMTPConnectResponseError,
     SMTPException,
     SMTPHeloError,
-    SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseException,
-    SMTPSenderRefused,
-    SMTPServerDisconnected,
 )
 
 from postroom.errors import (
@@ -51,6 +48,7 @@ from postroom.providers.classify import classify_exception, classify_smtp
 from postroom.providers.oauth2 import OAuth2Tokens
 from postroom.providers.registry import ProviderContext
 from postroom.providers.smtp_config import AUTHENTICATION_KEYS, CONFIG_KEYS, SMTPAuth, SMTPSettings
+from postroom.providers.smtp_wire import Stale, Wire, data_payload
 
 if TYPE_CHECKING:
     pass
@@ -137,15 +135,15 @@ class _Translate:
 _UNSENDABLE = re.compile(r"[\s<>\x00-\x1f\x7f]")
 
 
-class _Stale(Exception):
-    """A reused connection had been dropped by the server before MAIL."""
-
-
 class _Connection:
-    __slots__ = ("messages", "smtp")
+    """A handshaken connection: ``smtp`` knows the server's extensions, ``wire`` speaks."""
+
+    __slots__ = ("messages", "smtp", "wire")
 
     def __init__(self, smtp: aiosmtplib.SMTP) -> None:
         self.smtp = smtp
+        assert smtp.transport is not None  # connected by the handshake
+        self.wire = Wire(smtp.transport)
         self.messages = 0
 
 
@@ -247,7 +245,7 @@ class SMTPProvider:
             conn = await self._checkout()
             try:
                 return await self._send_on(conn, message, recipients)
-            except _Stale:
+            except Stale:
                 return await self._send_on(await self._open(), message, recipients)
 
     async def check(self) -> HealthResult:
@@ -280,7 +278,7 @@ class SMTPProvider:
     async def _checkout(self) -> _Connection:
         while self._idle:
             conn = self._idle.pop()  # most recently used: least likely timed out
-            if conn.smtp.is_connected:
+            if conn.wire.is_connected:
                 return conn
             self._drop(conn)
         return await self._open()
@@ -297,7 +295,7 @@ class SMTPProvider:
         try:
             with _Translate(self.name, connecting=False):
                 result = await self._transact(conn, message, recipients)
-        except _Stale:
+        except Stale:
             self._drop(conn)
             raise
         except Exception:
@@ -317,30 +315,36 @@ class SMTPProvider:
 
     async def _recover(self, conn: _Connection) -> None:
         """After a refusal, RSET and keep the connection; after a drop, discard it."""
-        if not self._closed and conn.smtp.is_connected:
+        if not self._closed and conn.wire.is_connected:
             try:
-                await conn.smtp.rset(
-                    timeout=min(self.settings.socket_timeout_s, _COURTESY_TIMEOUT_S)
-                )
+                reply = await conn.wire.command(b"RSET", self._courtesy_timeout_s)
             except (SMTPException, OSError):
                 pass
             except BaseException:
                 self._drop(conn)
                 raise
             else:
-                await self._release(conn)
-                return
+                if reply.code == 250:
+                    await self._release(conn)
+                    return
         self._drop(conn)
 
     async def _retire(self, conn: _Connection) -> None:
         try:
-            await self._quit(conn.smtp)
+            if conn.wire.is_connected:
+                await conn.wire.command(b"QUIT", self._courtesy_timeout_s)
+        except (SMTPException, OSError):
+            pass
         finally:
             self._drop(conn)
 
+    @property
+    def _courtesy_timeout_s(self) -> float:
+        return min(self.settings.socket_timeout_s, _COURTESY_TIMEOUT_S)
+
     async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
         try:
-            await smtp.quit(timeout=min(self.settings.socket_timeout_s, _COURTESY_TIMEOUT_S))
+            await smtp.quit(timeout=self._courtesy_timeout_s)
         except (SMTPException, OSError):
             pass
         finally:
@@ -441,8 +445,9 @@ class SMTPProvider:
     ) -> SendResult:
         """MAIL, RCPT for each recipient, DATA: one message on one connection.
 
-        Driven step by step rather than through ``sendmail`` so that a drop before
-        MAIL on a reused connection is known to be harmless and can be retried.
+        Driven by ``Wire`` rather than ``sendmail`` so that a drop before MAIL on a
+        reused connection is known to be harmless and can be retried, and so that the
+        commands go out in one write when the server offers PIPELINING.
         """
         smtp = conn.smtp
         reused = conn.messages > 0
@@ -467,25 +472,20 @@ class SMTPProvider:
         for address in (message.envelope_from, *recipients):
             if _UNSENDABLE.search(address):
                 raise ValueError(f"{address!r} cannot be written as an SMTP envelope address")
-        option_bytes = [o.encode("ascii") for o in options]
-        try:
-            reply = await smtp.execute_command(
-                b"MAIL", b"FROM:<" + message.envelope_from.encode(encoding) + b">", *option_bytes
-            )
-            if reply.code != 250:
-                raise SMTPSenderRefused(reply.code, reply.message, message.envelope_from)
-        except (SMTPServerDisconnected, SMTPResponseException) as exc:
-            if reused and (isinstance(exc, SMTPServerDisconnected) or exc.code == 421):
-                raise _Stale from exc
-            raise
-        refused: list[SMTPRecipientRefused] = []
-        for recipient in recipients:
-            reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">")
-            if reply.code not in (250, 251):
-                refused.append(SMTPRecipientRefused(reply.code, reply.message, recipient))
+        mail = b" ".join(
+            [b"MAIL FROM:<" + message.envelope_from.encode(encoding) + b">"]
+            + [o.encode("ascii") for o in options]
+        )
+        reply, refused = await conn.wire.transaction(
+            mail,
+            [(r, r.encode(encoding)) for r in recipients],
+            data_payload(message.mime),
+            pipelining=smtp.supports_extension("pipelining"),
+            reused=reused,
+            timeout=self.settings.socket_timeout_s,
+        )
         if len(refused) == len(recipients):
             raise SMTPRecipientsRefused(refused)
-        reply = await smtp.data(message.mime)
         return SendResult(
             provider=self.name,
             provider_message_id=message.message_id,

@@ -359,7 +359,7 @@ class Worker:
                     message_id_domain=self.settings.message_id_domain,
                     tracking=self.tracking,
                 )
-            message = await self._signed(message)
+            message = await self._signed(message, composed="raw" not in job.data)
             # a provider that could not be reached got nothing: not an attempt, so
             # the next one is tried at once; the attempt log keeps why it was skipped
             unreached: dict[uuid.UUID, str] = {}
@@ -413,9 +413,17 @@ class Worker:
             result = self._failure(job, exc, started, candidate)
         self._record(result)
 
-    async def _signed(self, message: OutgoingMessage) -> OutgoingMessage:
-        """DKIM-signed when the From domain has an active key: the last step of composing."""
-        domain = dkim.header_from_domain(message.mime)
+    async def _signed(self, message: OutgoingMessage, *, composed: bool) -> OutgoingMessage:
+        """DKIM-signed when the From domain has an active key: the last step of composing.
+
+        ``composed``: Postroom wrote the From header from ``message.from_``, so an ASCII
+        address gives the domain without parsing the header back out of the MIME.
+        """
+        address = message.from_.email
+        if composed and address.isascii():
+            domain: str | None = address.rpartition("@")[2].lower() or None
+        else:
+            domain = dkim.header_from_domain(message.mime)
         key = await self.dkim_keys.signer(domain) if domain else None
         if key is None:
             return message

@@ -9,30 +9,50 @@ fast as before. Batches that follow each other without a pause run on one
 connection: checking a connection out of the pool costs a ping (three round
 trips with asyncpg), which would otherwise be paid per batch.
 
-Raw MIME jobs ask to be screened against the suppression list; that is one
-query per batch too, in the transaction that stores them.
+The suppression list is read in the same transaction, with one query for the
+whole batch (per request it would cost a pooled connection, a transaction and a
+round trip before the insert): API mail comes as a ``Screening`` that builds its
+job once the suppressed addresses are known; raw MIME jobs ask to be screened
+(``screen=True``, see ``suppressions.screen``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.queue import store
 from postroom.tracking import suppressions
+from postroom.types import EmailType
+
+Item = tuple[store.NewJob, Sequence[store.NewRecord]]
+#: given the suppressed recipients (lower-case address -> reason), the job and records
+#: to insert
+Screen = Callable[[dict[str, str]], Item]
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """What to look up on the suppression list for one submitted job."""
+
+    email_type: str
+    recipients: Sequence[str]
+    #: when the request was accepted: suppressions that expired before it do not count
+    now: datetime
+    apply: Screen
 
 
 @dataclass(slots=True)
 class _Pending:
-    job: store.NewJob
-    records: Sequence[store.NewRecord]
-    #: the job as committed (screening may have changed it)
+    #: a built job, or how to build it once the suppression list is read
+    work: Item | Screening
     future: asyncio.Future[store.NewJob]
-    #: still to be checked against the suppression list
+    #: a built job still to be checked against the suppression list
     screen: bool
 
 
@@ -49,19 +69,18 @@ class EnqueueBatcher:
         self._pending: list[_Pending] = []
         self._runner: asyncio.Task[None] | None = None
 
-    async def submit(
-        self, job: store.NewJob, new_records: Sequence[store.NewRecord], *, screen: bool = False
-    ) -> store.NewJob:
-        """Commit ``job`` and its records (with whatever else is waiting); returns the
-        job as stored. ``screen``: suppressed recipients are marked first (see
-        ``suppressions.screen``), and the job is ``cancelled`` if nobody is left.
+    async def submit(self, work: Item | Screening, *, screen: bool = False) -> store.NewJob:
+        """Commit a job and its records (with whatever else is waiting): given, or built
+        by a ``Screening`` in the transaction; returns the job as stored. ``screen``
+        (a given job): suppressed recipients are marked first, and the job is
+        ``cancelled`` if nobody is left.
 
         Raises what the insert raised, e.g. IntegrityError for a repeated
         idempotency key: a batch that fails is retried item by item, so one
         bad item never fails the others.
         """
         future: asyncio.Future[store.NewJob] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(job, new_records, future, screen))
+        self._pending.append(_Pending(work, future, screen))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
         # a caller that goes away cancels only its own future, never the commit
@@ -94,36 +113,59 @@ class EnqueueBatcher:
         error other than an item's own (IntegrityError) is raised."""
         try:
             async with conn.begin():
-                await _screen(conn, batch)
-                await store.enqueue_many(conn, [(p.job, p.records) for p in batch])
+                jobs = await _write(conn, batch)
         except IntegrityError as exc:
             if len(batch) == 1:
                 return [(batch[0], exc)]
             return await self._one_by_one(conn, batch)
-        return [(p, p.job) for p in batch]
+        return list(zip(batch, jobs, strict=True))
 
     async def _one_by_one(self, conn: AsyncConnection, batch: list[_Pending]) -> list[_Outcome]:
         done: list[_Outcome] = []
         for p in batch:
             try:
                 async with conn.begin():
-                    await _screen(conn, [p])
-                    await store.enqueue_many(conn, [(p.job, p.records)])
+                    (job,) = await _write(conn, [p])
             except Exception as exc:
                 done.append((p, exc))
             else:
-                done.append((p, p.job))
+                done.append((p, job))
         return done
 
 
-async def _screen(conn: AsyncConnection, batch: list[_Pending]) -> None:
-    """Mark the suppressed recipients of the jobs that asked for it (once per job)."""
-    wanted = [p for p in batch if p.screen]
-    if not wanted:
-        return
-    screened = await suppressions.screen(conn, [(p.job, p.records) for p in wanted])
-    for p, (job, records) in zip(wanted, screened, strict=True):
-        p.job, p.records, p.screen = job, records, False
+async def _write(conn: AsyncConnection, batch: Sequence[_Pending]) -> list[store.NewJob]:
+    """Screen the batch's recipients, then insert it; the jobs as inserted."""
+    screenings = [p.work for p in batch if isinstance(p.work, Screening)]
+    blocked = await _suppressed(conn, screenings) if screenings else ({}, {})
+    raw = [p.work for p in batch if p.screen and not isinstance(p.work, Screening)]
+    screened = iter(await suppressions.screen(conn, raw) if raw else [])
+    items: list[Item] = []
+    for p in batch:
+        work = p.work
+        if isinstance(work, Screening):
+            found = blocked[work.email_type == EmailType.MARKETING]
+            addresses = (r.strip().lower() for r in work.recipients)
+            items.append(work.apply({a: found[a] for a in addresses if a in found}))
+        else:
+            items.append(next(screened) if p.screen else work)
+    await store.enqueue_many(conn, items)
+    return [job for job, _ in items]
+
+
+async def _suppressed(
+    conn: AsyncConnection, screenings: Sequence[Screening]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Suppressed addresses among the recipients: (for other mail, for marketing mail);
+    at most one query for each."""
+    found: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    for marketing in (False, True):
+        group = [s for s in screenings if (s.email_type == EmailType.MARKETING) is marketing]
+        wanted = {address for s in group for address in s.recipients}
+        if wanted:
+            now = max(s.now for s in group)
+            email_type = EmailType.MARKETING if marketing else EmailType.TRANSACTIONAL
+            found[marketing].update(await suppressions.suppressed(conn, wanted, email_type, now))
+    return found
 
 
 def _answer(done: list[_Outcome]) -> None:
