@@ -207,7 +207,7 @@ async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
         POSTROOM_SMTP__MAX_RECIPIENTS=str(max(args.recipients, 1)),
     )
     proc = subprocess.Popen(
-        [*postroom_command(), "smtpd", "--port", str(port)],
+        [*postroom_command(), "smtpd", "--port", str(port), "--processes", str(args.processes)],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -225,12 +225,14 @@ async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
         pids = await backend_pids(db) if pg else []
         commits_before = await commits(db) if pg else 0
         db_before = cpu_seconds(pids)
-        cpu_before = cpu_seconds([proc.pid])
+        # with --processes the parent only supervises; its children relay
+        relay = [proc.pid, *children(proc.pid)]
+        cpu_before = cpu_seconds(relay)
         if profile is not None:
-            spy = attach_profiler(proc.pid, profile)
+            spy = attach_profiler(relay[-1], profile)
             time.sleep(1.0)
         elapsed = smtp_source(port, **source_options(args))
-        cpu = cpu_seconds([proc.pid]) - cpu_before
+        cpu = cpu_seconds(relay) - cpu_before
         db_cpu = transactions = None
         if pg:
             # a backend started during the run counts from zero
@@ -252,6 +254,12 @@ async def run_relay(args: argparse.Namespace, profile: Path | None) -> Result:
     )
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux)."""
+    listing = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in listing.read_text().split()] if listing.exists() else []
+
+
 def run_sink(args: argparse.Namespace) -> float:
     with Sink() as sink:
         return smtp_source(sink.port, **source_options(args))
@@ -268,6 +276,9 @@ def main() -> int:
         "--reconnect", action="store_true", help="one connection per message (default: reuse)"
     )
     parser.add_argument("--runs", type=int, default=1, help="relay + sink pairs to measure")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="relay processes (smtpd --processes)"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the relay (last run) into this file")
     args = parser.parse_args()
 
@@ -282,7 +293,7 @@ def main() -> int:
         ceiling = run_sink(args)
         db_ms = "-" if result.db_cpu is None else f"{result.db_cpu * 1000 / n:.3f}"
         rows.append(
-            (str(run), f"postroom smtpd ({kind})", f"{result.seconds:.2f}",
+            (str(run), f"postroom smtpd ({kind}, {args.processes} proc.)", f"{result.seconds:.2f}",
              f"{n / result.seconds:.0f}", str(result.stored),
              f"{result.relay_cpu * 1000 / n:.3f}", db_ms,
              f"{n / result.transactions:.1f}" if result.transactions else "-")

@@ -64,9 +64,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
 
 
 @contextmanager
-def smtpd(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[str]]:
+def smtpd(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [*POSTROOM, "smtpd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*POSTROOM, "smtpd", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for_port(port, proc)
@@ -110,6 +114,39 @@ async def test_kill_9_right_after_250_still_delivered(
         assert sorted(r.data for r in upstream.received) == sorted(message(n) for n in range(5))
     for email_id in ids:
         assert (await postroom.status(email_id)).status == "sent"
+
+
+async def test_smtpd_processes_share_the_port(
+    postroom: Postroom, settings: Settings, certs: Certs
+) -> None:
+    key, _ = await postroom.keys.create("smtp", ["send"])
+    port = free_port()
+    ids = []
+    with smtpd(relay_env(settings, certs, port), port, "--processes", "2") as proc:
+        listing = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 30
+        while len(listing.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the parent binds the port, migrates, then forks
+        assert len(listing.read_text().split()) == 2
+        for n in range(8):  # a connection each: the kernel hands them to either process
+            _, reply = await aiosmtplib.send(
+                message(n),
+                sender="app@example.com",
+                recipients=["ann@example.com"],
+                hostname="127.0.0.1",
+                port=port,
+                start_tls=True,
+                tls_context=certs.client,
+                username="api",
+                password=key,
+            )
+            match = QUEUED.search(reply)
+            assert match, reply
+            ids.append(match.group(1))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    for email_id in ids:
+        assert (await postroom.status(email_id)).status == "queued"
 
 
 async def test_serve_with_smtp_port_queues_delivers_and_reports_status(

@@ -154,7 +154,7 @@ def serve(
         from postroom.cli import multiprocess
 
         # migrations and default rows are created once here: N processes must not race them
-        _prepare(settings)
+        prepare(settings)
         multiprocess.supervise(
             processes,
             lambda index: _serve_one(
@@ -175,7 +175,8 @@ def serve(
             metrics_sock.close()
 
 
-def _prepare(settings: Settings) -> None:
+def prepare(settings: Settings) -> None:
+    """Migrate and create the default rows once, before N processes start."""
     from postroom.app import Postroom
     from postroom.errors import PostroomError
 

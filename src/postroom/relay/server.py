@@ -19,7 +19,9 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import socket
 import ssl
+from collections.abc import Sequence
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
@@ -210,8 +212,18 @@ class Relay:
             timeout=self.settings.timeout_s,
         )
 
-    async def start(self, port: int | None = None) -> Relay:
-        """Listen on the submission port (``port`` overrides the setting; 0: any free port)."""
+    async def start(
+        self, port: int | None = None, *, sockets: Sequence[socket.socket] | None = None
+    ) -> Relay:
+        """Listen on the submission port (``port`` overrides the setting; 0: any free port).
+
+        ``sockets``: listening sockets bound already (see :func:`bind`), shared by
+        several relay processes: the submission port's, then the implicit-TLS one's.
+        """
+        if sockets is not None:
+            for sock, implicit_tls in zip(sockets, (False, True), strict=False):
+                await self._listen(None, None, implicit_tls=implicit_tls, sock=sock)
+            return self
         host = self.settings.host
         port = self.settings.port if port is None else port
         if port is None:
@@ -221,15 +233,25 @@ class Relay:
             await self._listen(host, self.settings.tls_port, implicit_tls=True)
         return self
 
-    async def _listen(self, host: str, port: int, *, implicit_tls: bool) -> None:
+    async def _listen(
+        self,
+        host: str | None,
+        port: int | None,
+        *,
+        implicit_tls: bool,
+        sock: socket.socket | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
+        tls = self.tls_context if implicit_tls else None
+
+        def protocol() -> _Session:
+            return self._protocol(implicit_tls=implicit_tls)
+
         try:
-            server = await loop.create_server(
-                lambda: self._protocol(implicit_tls=implicit_tls),
-                host,
-                port,
-                ssl=self.tls_context if implicit_tls else None,
-            )
+            if sock is not None:
+                server = await loop.create_server(protocol, sock=sock, ssl=tls)
+            else:
+                server = await loop.create_server(protocol, host, port or 0, ssl=tls)
         except OSError as exc:
             await self.aclose()
             raise ConfigError(
