@@ -17,6 +17,7 @@ from postroom.db.models import EmailProvider, EmailRecord
 from postroom.providers import credentials
 from tests.providers.smtp_server import SMTPServer
 from tests.support.payloads import email
+from tests.support.processes import free_port
 from tests.support.providers import add_provider, disable_all
 
 PROVIDERS = "/api/system/email/providers"
@@ -396,6 +397,34 @@ async def test_test_email_is_sent_at_once_through_the_chosen_provider(
     assert result["ok"] is False
     assert result["error"]["code"] == "provider-rejected"
     assert "550 5.7.1 sender rejected" in result["error"]["message"]
+
+
+async def test_test_email_goes_down_the_routing_order_and_reports_each_provider(
+    client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer
+) -> None:
+    await disable_all(postroom)
+    await client.post(PROVIDERS, json=relay_body(smtp, priority=10))
+    closed = {"host": "127.0.0.1", "port": free_port(), "socketTimeout": 2000}
+    await add_provider(postroom, name="down", type="smtp", priority=50, config=closed)
+    await add_provider(postroom, name="full", type="fake", priority=90, limits={"hourly": 1})
+    body = {"to": [{"email": "ops@example.com"}], "from": {"email": "app@example.com"}}
+    assert (await client.post(TEST, json={**body, "providerId": "full"})).json()["ok"]
+
+    response = await client.post(TEST, json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["ok"] is True and result["provider"] == "relay"
+    tried = [(a["provider"], a["ok"], (a["error"] or {}).get("code")) for a in result["attempts"]]
+    assert [t[:2] for t in tried] == [("full", False), ("down", False), ("relay", True)]
+    assert tried[0][2] == "rate-limited" and tried[1][2] is not None
+    [received] = smtp.received
+    assert received.message()["Subject"] == "Postroom test email (relay)"
+
+    # a refusal of the message itself is an answer: no failover past it
+    smtp.script("MAIL", "550 5.7.1 sender rejected")
+    await client.put(f"{PROVIDERS}/relay", json={"priority": 95})
+    result = (await client.post(TEST, json=body)).json()
+    assert result["ok"] is False and [a["provider"] for a in result["attempts"]] == ["relay"]
 
 
 async def test_test_email_needs_a_sender_and_respects_limits(

@@ -179,8 +179,22 @@ class TestEmailError(PublicModel):
     message: str
 
 
+class TestEmailAttempt(PublicModel):
+    """One provider's answer to the test message."""
+
+    provider_id: str
+    provider: str
+    ok: bool
+    message_id: str
+    provider_message_id: str | None = None
+    response: str | None = None
+    latency_ms: float | None = None
+    error: TestEmailError | None = None
+
+
 class TestEmailResult(PublicModel):
-    """The provider's answer to one message sent at once (not queued, not tracked)."""
+    """The answer to a test message sent at once (not queued, not tracked): the last
+    provider tried, and in ``attempts`` every provider tried, in order."""
 
     ok: bool
     provider_id: str
@@ -188,5 +202,6 @@ class TestEmailResult(PublicModel):
     message_id: str
     provider_message_id: str | None = None
     response: str | None = None
-    latency_ms: float
+    latency_ms: float | None = None
     error: TestEmailError | None = None
+    attempts: list[TestEmailAttempt] = Field(default_factory=list)

@@ -72,9 +72,36 @@ class ProviderTester:
         )
 
     async def send(self, request: schemas.TestEmailRequest) -> schemas.TestEmailResult:
-        """Send one test message through the chosen (or the default) provider."""
-        row = await self._target(request.provider_id)
+        """Send one test message through the named provider; without one, down the
+        routing order as mail goes: the next provider is tried when one cannot take
+        it (unreachable, credentials, throttled, at its limit), not when it refuses
+        the message itself. Every provider tried is in ``attempts``."""
+        if request.provider_id is not None:
+            rows = [await self.service.row(request.provider_id)]
+        else:
+            rows = await self._in_order()
         sender = request.from_ or self._default_sender()
+        attempts: list[schemas.TestEmailAttempt] = []
+        full: list[RateLimited] = []
+        for row in rows:
+            try:
+                attempt, outcome = await self._send_one(row, request, sender)
+            except RateLimited as exc:
+                full.append(exc)
+                attempt, outcome = self._skipped(row, exc), "throttled"
+            attempts.append(attempt)
+            if outcome in ("sent", "rejected"):  # accepted, or the message itself refused
+                break
+        if len(full) == len(attempts):
+            raise full[-1]  # nobody could take it: 429
+        last = attempts[-1]
+        return schemas.TestEmailResult(
+            **last.model_dump(by_alias=False, exclude={"attempts"}), attempts=attempts
+        )
+
+    async def _send_one(
+        self, row: Any, request: schemas.TestEmailRequest, sender: EmailSender
+    ) -> tuple[schemas.TestEmailAttempt, str]:
         now = self.service.clock.now()
         message = compose(
             str(uuid.uuid4()),
@@ -100,10 +127,11 @@ class ProviderTester:
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         outcomes = health.OutcomeBuffer()
         detail = health.describe(error) if error else None
-        outcomes.record(row.id, now, health.outcome_of(error), latency_ms=latency_ms, error=detail)
+        outcome = health.outcome_of(error)
+        outcomes.record(row.id, now, outcome, latency_ms=latency_ms, error=detail)
         await outcomes.flush(self.service.engine)
         secrets = self.service.secrets(row)
-        return schemas.TestEmailResult(
+        attempt = schemas.TestEmailAttempt(
             ok=error is None,
             provider_id=str(row.id),
             provider=row.name,
@@ -117,17 +145,26 @@ class ProviderTester:
                 else None
             ),
         )
+        return attempt, outcome
 
-    async def _target(self, ident: str | None) -> Any:
-        """The named provider, or the one mail goes to first (the outbox only alone)."""
-        if ident is not None:
-            return await self.service.row(ident)
+    def _skipped(self, row: Any, exc: RateLimited) -> schemas.TestEmailAttempt:
+        """A provider at its limit: not tried, and said so."""
+        return schemas.TestEmailAttempt(
+            ok=False,
+            provider_id=str(row.id),
+            provider=row.name,
+            message_id="",
+            error=schemas.TestEmailError(code=exc.code, message=exc.message),
+        )
+
+    async def _in_order(self) -> list[Any]:
+        """The enabled providers in the order mail goes to them (the outbox only alone)."""
         async with reader(self.service.engine).connect() as conn:
             rows = (await conn.execute(routing.ENABLED_IN_ORDER)).all()
         pool = routing.routable(rows, lambda r: str(r.type))
         if not pool:
             raise NotFound("no provider is enabled")
-        return pool[0]
+        return list(pool)
 
     def _default_sender(self) -> EmailSender:
         if not self.settings.default_from:
