@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import cast
 
 import httpx
@@ -11,6 +14,7 @@ from sqlalchemy import Table, func, select
 
 from postroom.app import Postroom
 from postroom.db.models import EmailJob, EmailRecord
+from postroom.tracking.context import CLICK_PATH, PIXEL_PATH
 
 RAW = "/api/system/email/send/raw"
 jobs_t = cast(Table, EmailJob.__table__)
@@ -190,3 +194,48 @@ async def test_openapi_documents_both_bodies(client: httpx.AsyncClient) -> None:
     assert set(body) == {"message/rfc822", "application/json"}
     assert "$ref" not in str(body) and "$defs" not in str(body)
     assert "transactional" in body["application/json"]["schema"]["properties"]["type"]["enum"]
+
+
+HTML_MESSAGE = (
+    b"From: News <news@example.com>\r\n"
+    b"To: ann@example.com\r\n"
+    b"Subject: Our news\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"\r\n"
+    b"Read it at https://example.com/news\r\n"
+    b"--b1\r\n"
+    b'Content-Type: text/html; charset="utf-8"\r\n'
+    b"\r\n"
+    b'<html><body><p><a href="https://example.com/news">Read</a>'
+    b' <a href="mailto:ann@example.com">mail</a></p></body></html>\r\n'
+    b"--b1--\r\n"
+)
+
+
+async def test_marketing_raw_mail_is_tracked_as_composed_mail_is(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    body = {"raw": base64.b64encode(HTML_MESSAGE).decode(), "type": "marketing"}
+    email_id = (await client.post(RAW, json=body)).json()["id"]
+    signed = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s1; b=abc\r\n" + HTML_MESSAGE
+    body = {"raw": base64.b64encode(signed).decode(), "type": "marketing"}
+    signed_id = (await client.post(RAW, json=body)).json()["id"]
+    assert await drain(postroom) == 2
+
+    sent = (postroom.settings.outbox_dir / f"{email_id}.eml").read_bytes()
+    msg = BytesParser(policy=policy.default).parsebytes(sent)
+    html = cast(EmailMessage, msg.get_body(preferencelist=("html",))).get_content()
+    assert 'href="https://example.com/news"' not in html  # the link now goes through /t/c
+    assert CLICK_PATH in html and PIXEL_PATH in html
+    assert 'href="mailto:ann@example.com"' in html  # mailto links are left alone
+    text = cast(EmailMessage, msg.get_body(preferencelist=("plain",))).get_content()
+    assert text == "Read it at https://example.com/news"  # the text part as it was
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Subject"] == "Our news"
+    # signed by the client: changing a byte would break the signature (Message-ID and
+    # Date, added on acceptance, go above it)
+    assert (postroom.settings.outbox_dir / f"{signed_id}.eml").read_bytes().endswith(signed)

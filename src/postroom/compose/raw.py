@@ -19,24 +19,30 @@ exist, hook in there, on the same ``OutgoingMessage`` as composed API mail.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.header import decode_header, make_header
+from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses
 from typing import Any, cast
 
+from postroom.compose import tracking_rewrite, unsubscribe
 from postroom.errors import MessageError
 from postroom.providers.base import Address, Attachment, OutgoingMessage
+from postroom.tracking.context import TrackingContext
 
 CRLF = b"\r\n"
 #: RFC 5322 field name: printable ASCII except colon
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")
 #: NUL and bare CR have no place in a header block
 _BAD_HEADER_BYTES = re.compile(rb"[\x00\r]")
+#: the field names of a header block
+_FIELD_NAMES = re.compile(rb"(?m)^([!-9;-~]+):")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -213,3 +219,49 @@ def _content(mime: bytes) -> tuple[str | None, str | None, tuple[Attachment, ...
         # an odd structure still goes out as MIME; only JSON ESPs lose the body
         return None, None, ()
     return text, html, attachments
+
+
+def tracked(
+    message: OutgoingMessage,
+    request: Mapping[str, Any],
+    ctx: TrackingContext,
+    now: datetime,
+) -> OutgoingMessage:
+    """``message`` with tracking as composed mail gets it, when its type or flags ask:
+    links in its HTML parts rewritten, the open pixel added, and for marketing mail
+    the one-click ``List-Unsubscribe`` headers unless it has its own.
+
+    Left as received when nothing applies, and when the client signed the message
+    itself (a ``DKIM-Signature`` present): changing it would break that signature.
+    """
+    if message.mime is None:
+        return message
+    head_end = message.mime.find(b"\r\n\r\n")
+    head = message.mime[: head_end if head_end >= 0 else len(message.mime)]
+    if re.search(rb"(?im)^dkim-signature:", head):
+        return message
+    email_id = message.email_id
+    rewrite_html = ctx.wants(request, "opens") or ctx.wants(request, "clicks")
+    existing = {m.decode("ascii", "replace"): "" for m in _FIELD_NAMES.findall(head)}
+    added = unsubscribe.headers(email_id, request, existing, ctx, now)
+    if not rewrite_html and not added:
+        return message
+    msg: EmailMessage = BytesParser(policy=policy.SMTP).parsebytes(message.mime)
+    html: str | None = message.html
+    changed = False
+    if rewrite_html:
+        for part in msg.walk():
+            if part.get_content_type() != "text/html" or part.is_attachment():
+                continue
+            before = cast(str, part.get_content())
+            after = tracking_rewrite.rewrite(before, email_id, request, ctx, now)
+            if after != before:
+                charset = part.get_content_charset() or "utf-8"
+                part.set_content(after, subtype="html", charset=charset, cte="quoted-printable")
+                html, changed = after, True
+    for name, value in added.items():
+        msg[name] = value
+        changed = True
+    if not changed:
+        return message
+    return dataclasses.replace(message, mime=msg.as_bytes(policy=policy.SMTP), html=html)

@@ -347,6 +347,8 @@ class Worker:
             request = job.request
             if "raw" in job.data:  # SMTP or /send/raw: the stored bytes go out as they are
                 message = raw_mime.outgoing(str(job.id), job.data)
+                if self.tracking is not None:  # unless its type or flags ask for tracking
+                    message = raw_mime.tracked(message, request, self.tracking, started)
             else:
                 if "bulk" in job.data:  # its recipient joined to the bulk's shared message
                     request = await self.bulks.request(job.data)
