@@ -19,6 +19,7 @@ for the mail that caused the first trip.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -168,6 +169,28 @@ def trip_record(
     }
 
 
+async def tripped(
+    rows: Sequence[Any],
+    now: datetime,
+    count: Callable[[Any, int, datetime | None], Awaitable[tuple[int, int, int]]],
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The ``rows`` (queues or providers, with their ``monitoring``) whose guardrail
+    trips now, each with its trip record. ``count(row, window, since)`` gives
+    (sends, bounces, complaints) over the last ``window`` sends after ``since`` (the
+    last trip: what came before it was judged already)."""
+    found = []
+    for row in rows:
+        cfg = settings_of(row.monitoring)
+        if not cfg["enabled"]:
+            continue
+        trip = (row.monitoring or {}).get("guardrailTrip") or {}
+        sends, bounces, complaints = await count(row, int(cfg["window"]), _parse(trip.get("at")))
+        reasons = verdict(cfg, sends, bounces, complaints)
+        if reasons:
+            found.append((row, trip_record(now, reasons, sends, bounces, complaints)))
+    return found
+
+
 async def check(engine: AsyncEngine, now: datetime) -> list[str]:
     """Pause every unpaused queue over its thresholds; returns the names paused."""
     async with reader(engine).connect() as conn:
@@ -178,18 +201,9 @@ async def check(engine: AsyncEngine, now: datetime) -> list[str]:
                 )
             )
         ).all()
-        verdicts = []
-        for row in rows:
-            cfg = settings_of(row.monitoring)
-            if not cfg["enabled"]:
-                continue
-            trip = (row.monitoring or {}).get("guardrailTrip") or {}
-            sends, bounces, complaints = await rates(
-                conn, row.id, int(cfg["window"]), _parse(trip.get("at"))
-            )
-            reasons = verdict(cfg, sends, bounces, complaints)
-            if reasons:
-                verdicts.append((row, trip_record(now, reasons, sends, bounces, complaints)))
+        verdicts = await tripped(
+            rows, now, lambda row, window, since: rates(conn, row.id, window, since)
+        )
     paused = []
     for row, record in verdicts:
         monitoring = {**(row.monitoring or {}), "guardrailTrip": record}

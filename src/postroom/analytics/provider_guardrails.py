@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroom.analytics.guardrails import rates, settings_of, trip_record, verdict
+from postroom.analytics.guardrails import rates, tripped
 from postroom.db.engine import reader
 from postroom.db.models import EmailProvider
 
 log = logging.getLogger(__name__)
 providers = cast(Table, EmailProvider.__table__)
-
-
-def _parse(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 async def check(engine: AsyncEngine, now: datetime) -> list[str]:
@@ -49,18 +45,11 @@ async def check(engine: AsyncEngine, now: datetime) -> list[str]:
                 ).where(providers.c.enabled.is_(True))
             )
         ).all()
-        verdicts = []
-        for row in rows:
-            cfg = settings_of(row.monitoring)
-            if not cfg["enabled"]:
-                continue
-            trip = (row.monitoring or {}).get("guardrailTrip") or {}
-            sends, bounces, complaints = await rates(
-                conn, None, int(cfg["window"]), _parse(trip.get("at")), provider_id=row.id
-            )
-            reasons = verdict(cfg, sends, bounces, complaints)
-            if reasons:
-                verdicts.append((row, trip_record(now, reasons, sends, bounces, complaints)))
+        verdicts = await tripped(
+            rows,
+            now,
+            lambda row, window, since: rates(conn, None, window, since, provider_id=row.id),
+        )
     disabled = []
     for row, record in verdicts:
         monitoring = {**(row.monitoring or {}), "guardrailTrip": record}
