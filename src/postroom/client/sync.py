@@ -48,12 +48,7 @@ class PostroomClient:
         self, request: Mapping[str, Any] | Any, *, idempotency_key: str | None = None
     ) -> EmailSendResult:
         """Queue an email (an ``EmailRequest`` or its JSON as a dict)."""
-        response = self._call(
-            "POST",
-            "/send",
-            json=common.request_body(request),
-            headers=common.idempotency(idempotency_key),
-        )
+        response = self._post_request("/send", request, idempotency_key)
         return EmailSendResult.model_validate(common.checked(response))
 
     def send_raw(
@@ -85,12 +80,7 @@ class PostroomClient:
     ) -> BulkAccepted:
         """Queue one message (or template) for many recipients (a ``BulkRequest`` or
         its JSON as a dict); each recipient gets their own email."""
-        response = self._call(
-            "POST",
-            "/bulk",
-            json=common.request_body(request),
-            headers=common.idempotency(idempotency_key),
-        )
+        response = self._post_request("/bulk", request, idempotency_key)
         return BulkAccepted.model_validate(common.checked(response))
 
     def bulk_status(self, bulk_id: str) -> BulkProgress:
@@ -144,13 +134,19 @@ class PostroomClient:
         self, request: Mapping[str, Any] | Any, *, idempotency_key: str | None = None
     ) -> EmailSendResult:
         """Queue one email rendered from a template (``POST /template``)."""
-        response = self._call(
+        response = self._post_request("/template", request, idempotency_key)
+        return EmailSendResult.model_validate(common.checked(response))
+
+    def _post_request(
+        self, path: str, request: Mapping[str, Any] | Any, idempotency_key: str | None
+    ) -> httpx.Response:
+        """POST a request body (a model or its JSON) under an Idempotency-Key."""
+        return self._call(
             "POST",
-            "/template",
+            path,
             json=common.request_body(request),
             headers=common.idempotency(idempotency_key),
         )
-        return EmailSendResult.model_validate(common.checked(response))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call, retried as ``self.retry`` says with the same headers and body."""
