@@ -12,21 +12,14 @@ from postroom.app import Postroom
 from postroom.clock import ManualClock
 from tests.providers.smtp_server import HANG, SMTPServer
 from tests.support.payloads import email
-from tests.support.providers import add_provider, disable_all
+from tests.support.providers import only_smtp_provider
 
 SEND = "/api/system/email/send"
 
 
 @pytest.fixture
 async def smtp(postroom: Postroom) -> AsyncIterator[SMTPServer]:
-    async with SMTPServer() as server:
-        await disable_all(postroom)
-        await add_provider(
-            postroom,
-            name="relay",
-            type="smtp",
-            config={"host": server.host, "port": server.port, "socketTimeout": 2000},
-        )
+    async with only_smtp_provider(postroom, "relay") as server:
         yield server
 
 

@@ -15,7 +15,7 @@ import pytest
 from postroom.app import Postroom
 from tests.providers.fake_esp import FakeESP, Recorded, Reply
 from tests.providers.smtp_server import SMTPServer
-from tests.support.providers import add_provider, disable_all
+from tests.support.providers import only_smtp_provider
 
 ENDPOINTS = "/api/system/email/webhooks/endpoints"
 
@@ -44,14 +44,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 async def smtp(postroom: Postroom) -> AsyncIterator[SMTPServer]:
-    async with SMTPServer() as server:
-        await disable_all(postroom)
-        await add_provider(
-            postroom,
-            name="relay",
-            type="smtp",
-            config={"host": server.host, "port": server.port, "socketTimeout": 2000},
-        )
+    async with only_smtp_provider(postroom, "relay") as server:
         yield server
 
 

@@ -10,7 +10,7 @@ from postroom.app import Postroom
 from postroom.config import SmtpSettings
 from postroom.relay.server import Relay
 from tests.providers.smtp_server import SMTPServer
-from tests.support.providers import add_provider, disable_all
+from tests.support.providers import only_smtp_provider
 from tests.support.tls import Certs, make_certs
 
 
@@ -42,14 +42,7 @@ async def send_key(postroom: Postroom) -> str:
 @pytest.fixture
 async def provider(postroom: Postroom) -> AsyncIterator[SMTPServer]:
     """The "provider": an aiosmtpd server the worker delivers to."""
-    async with SMTPServer() as server:
-        await disable_all(postroom)
-        await add_provider(
-            postroom,
-            name="upstream",
-            type="smtp",
-            config={"host": server.host, "port": server.port, "socketTimeout": 2000},
-        )
+    async with only_smtp_provider(postroom, "upstream") as server:
         yield server
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, update
@@ -10,6 +12,7 @@ from sqlalchemy import Table, insert, update
 from postroom.app import Postroom
 from postroom.db.models import EmailProvider
 from postroom.providers import credentials
+from tests.providers.smtp_server import SMTPServer
 
 providers_t = cast(Table, EmailProvider.__table__)
 
@@ -50,3 +53,17 @@ async def add_provider(
 async def disable_all(postroom: Postroom) -> None:
     async with postroom.engine.begin() as conn:
         await conn.execute(update(providers_t).values(enabled=False))
+
+
+@asynccontextmanager
+async def only_smtp_provider(postroom: Postroom, name: str) -> AsyncIterator[SMTPServer]:
+    """An in-process SMTP server as the one enabled provider, ``name``."""
+    async with SMTPServer() as server:
+        await disable_all(postroom)
+        await add_provider(
+            postroom,
+            name=name,
+            type="smtp",
+            config={"host": server.host, "port": server.port, "socketTimeout": 2000},
+        )
+        yield server

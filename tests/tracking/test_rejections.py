@@ -9,20 +9,13 @@ import pytest
 
 from postroom.app import Postroom
 from tests.providers.smtp_server import SMTPServer
-from tests.support.providers import add_provider, disable_all
+from tests.support.providers import only_smtp_provider
 from tests.tracking.conftest import API, send_and_drain
 
 
 @pytest.fixture
 async def smtp(postroom: Postroom) -> AsyncIterator[SMTPServer]:
-    async with SMTPServer() as server:
-        await disable_all(postroom)
-        await add_provider(
-            postroom,
-            name="relay",
-            type="smtp",
-            config={"host": server.host, "port": server.port, "socketTimeout": 2000},
-        )
+    async with only_smtp_provider(postroom, "relay") as server:
         yield server
 
 
