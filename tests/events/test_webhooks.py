@@ -286,6 +286,11 @@ async def test_endpoint_crud_rotation_and_scopes(
     assert [e["id"] for e in page["endpoints"]] == [first["id"]]
     rest = (await client.get(ENDPOINTS, params={"cursor": page["nextCursor"]})).json()
     assert [e["id"] for e in rest["endpoints"]] == [second["id"]] and rest["nextCursor"] is None
+    naive = base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{first['id']}".encode()).decode()
+    for forged in ("not-a-cursor", naive):
+        refused = await client.get(ENDPOINTS, params={"cursor": forged})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "cursor"
 
     changed = await client.put(
         f"{ENDPOINTS}/{first['id']}",

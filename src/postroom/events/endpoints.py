@@ -84,7 +84,10 @@ def _cursor(when: datetime, ident: uuid.UUID) -> str:
 def _uncursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         when, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(when), uuid.UUID(ident)
+        at = datetime.fromisoformat(when)
+        if at.tzinfo is None:  # never one of ours; a UTC column refuses it
+            raise ValueError(when)
+        return at, uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise RequestInvalid(
             [{"field": "cursor", "message": "not a cursor this API returned"}]
