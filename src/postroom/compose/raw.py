@@ -35,6 +35,7 @@ from postroom.compose import tracking_rewrite, unsubscribe
 from postroom.errors import MessageError
 from postroom.providers.base import Address, Attachment, OutgoingMessage
 from postroom.tracking.context import TrackingContext
+from postroom.types import EmailType
 
 CRLF = b"\r\n"
 #: RFC 5322 field name: printable ASCII except colon
@@ -234,14 +235,14 @@ def tracked(
     Left as received when nothing applies, and when the client signed the message
     itself (a ``DKIM-Signature`` present): changing it would break that signature.
     """
-    if message.mime is None:
-        return message
+    rewrite_html = ctx.wants(request, "opens") or ctx.wants(request, "clicks")
+    if message.mime is None or not (rewrite_html or request.get("type") == EmailType.MARKETING):
+        return message  # the usual case (relay mail is transactional): nothing to scan
     head_end = message.mime.find(b"\r\n\r\n")
     head = message.mime[: head_end if head_end >= 0 else len(message.mime)]
     if re.search(rb"(?im)^dkim-signature:", head):
         return message
     email_id = message.email_id
-    rewrite_html = ctx.wants(request, "opens") or ctx.wants(request, "clicks")
     existing = {m.decode("ascii", "replace"): "" for m in _FIELD_NAMES.findall(head)}
     added = unsubscribe.headers(email_id, request, existing, ctx, now)
     if not rewrite_html and not added:
