@@ -9,6 +9,7 @@ import pytest
 
 from postroom.app import Postroom
 from tests.providers.smtp_server import SMTPServer
+from tests.support.databases import production_backend
 from tests.support.providers import add_provider, disable_all
 
 API = "/api/system/email"
@@ -28,6 +29,8 @@ async def smtp(postroom: Postroom) -> AsyncIterator[SMTPServer]:
         yield server
 
 
+# one database: the bulk path is tested on both elsewhere; this run takes a minute or more
+@pytest.mark.parametrize("backend", production_backend())
 async def test_ten_thousand_recipients_each_get_their_own_message(
     client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer
 ) -> None:

@@ -30,6 +30,16 @@ def backends() -> list[str]:
     return ["sqlite", "postgres"] if os.environ.get(PG_ENV) else ["sqlite"]
 
 
+def production_backend() -> list[str]:
+    """The one backend for the slowest end-to-end runs: PostgreSQL when set, else SQLite.
+
+    Use as ``@pytest.mark.parametrize("backend", production_backend())``; it keeps a
+    minute-long run from being repeated on both databases when the faster tests
+    already cover each of them.
+    """
+    return backends()[-1:]
+
+
 def _async_pg_url(url: str) -> str:
     return Settings(database_url=url).effective_database_url
 
