@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Uuid,
     and_,
+    any_,
     bindparam,
     case,
     delete,
@@ -41,8 +42,12 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     tuple_,
     update,
+)
+from sqlalchemy import (
+    cast as cast_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -54,6 +59,12 @@ from postroom.events import outbox
 from postroom.queue.jobs import Job, Result
 from postroom.tracking import rejections
 from postroom.types import JobStatus, RecordStatus
+
+#: leaves the claim's index walk and primary-key lookups as the only plans PostgreSQL
+#: may pick, for one transaction (``claim_statement``): one round trip for both settings
+CLAIM_PLAN = text(
+    "SELECT set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true)"
+)
 
 jobs = cast(Table, EmailJob.__table__)
 records = cast(Table, EmailRecord.__table__)
@@ -396,6 +407,72 @@ async def release_idempotency_key(engine: AsyncEngine, job_id: uuid.UUID, key: s
         )
 
 
+def _uuid_array(aggregate: Any) -> Any:
+    """``(SELECT array_agg(…))`` as one array value, so ``= ANY`` is a one-time array
+    test rather than a per-row ``ANY (subquery)``."""
+    return cast_(aggregate.scalar_subquery(), ARRAY(Uuid))
+
+
+def claim_statement(
+    dialect: str,
+    *,
+    token: str,
+    limit: int,
+    now: datetime,
+    lease_s: float,
+    queue_ids: Sequence[uuid.UUID] | None = None,
+) -> Any:
+    """The claim's ``UPDATE … RETURNING``; on PostgreSQL run it after ``CLAIM_PLAN``.
+
+    On PostgreSQL the plan must not depend on table statistics: a queue filled in
+    a burst is claimed before autovacuum analyses it, and stale statistics (taken
+    when the queue was empty) make the planner bitmap-scan every pending row and
+    sort them, once per claim, so a claim of 100 read the whole backlog. So the
+    claim walks ``idx_email_jobs_claim`` in order (sorts and sequential scans are
+    disabled for its transaction, which leaves the index as the only way to the
+    order), the queue filter and the claimed ids are one-time arrays (``= ANY``)
+    rather than semi-joins, and the outer ``UPDATE`` finds its rows by primary key.
+    """
+    pg = dialect == "postgresql"
+    open_queues = [queues.c.paused.is_(False)]
+    if queue_ids is not None:
+        open_queues.append(queues.c.id.in_(queue_ids))
+    in_runnable = (
+        jobs.c.queue_id
+        == any_(_uuid_array(select(func.array_agg(queues.c.id)).where(*open_queues)))
+        if pg
+        else jobs.c.queue_id.in_(select(queues.c.id).where(*open_queues).scalar_subquery())
+    )
+    due = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.status == JobStatus.PENDING,
+            jobs.c.scheduled_at <= now,
+            in_runnable,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    chosen = (
+        jobs.c.id == any_(_uuid_array(select(func.array_agg(due.subquery().c.id))))
+        if pg
+        else jobs.c.id.in_(due.scalar_subquery())
+    )
+    return (
+        update(jobs)
+        .where(chosen)
+        .values(
+            status=JobStatus.PROCESSING,
+            locked_by=token,
+            locked_until=now + timedelta(seconds=lease_s),
+            attempts=jobs.c.attempts + 1,
+            processed_at=now,
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+
+
 async def claim(
     engine: AsyncEngine,
     *,
@@ -406,33 +483,17 @@ async def claim(
     queue_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[Job]:
     """Lease up to ``limit`` due jobs from unpaused queues; each gets ``locked_by=token``."""
-    runnable = select(queues.c.id).where(queues.c.paused.is_(False))
-    if queue_ids is not None:
-        runnable = runnable.where(queues.c.id.in_(queue_ids))
-    due = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.status == JobStatus.PENDING,
-            jobs.c.scheduled_at <= now,
-            jobs.c.queue_id.in_(runnable.scalar_subquery()),
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()))
-        .values(
-            status=JobStatus.PROCESSING,
-            locked_by=token,
-            locked_until=now + timedelta(seconds=lease_s),
-            attempts=jobs.c.attempts + 1,
-            processed_at=now,
-        )
-        .returning(*_CLAIM_COLUMNS)
+    stmt = claim_statement(
+        engine.dialect.name,
+        token=token,
+        limit=limit,
+        now=now,
+        lease_s=lease_s,
+        queue_ids=queue_ids,
     )
     async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(CLAIM_PLAN)
         rows = (await conn.execute(stmt)).all()
     claimed = [Job.from_row(row) for row in rows]
     claimed.sort(key=lambda j: (-j.priority, j.scheduled_at, j.id))
