@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, text
 
 from postroom.app import Postroom
 from postroom.config import Settings
 from postroom.db import migrate
 from postroom.db.engine import create_engine, reader
+from tests.support import databases
 from tests.support.payloads import email
 
 
@@ -71,3 +73,10 @@ async def test_existing_queues_get_the_retry_defaults(postroom: Postroom) -> Non
         rows = dict((await conn.execute(select(queues_t.c.name, queues_t.c.retry))).all())
     assert rows["transactional"] == {"maxAttempts": 3} and rows["bulk"] == {"maxAttempts": 8}
     await migrate.upgrade(postroom.engine)
+
+
+@pytest.mark.parametrize("backend", [b for b in databases.backends() if b == "postgres"])
+async def test_postgres_sessions_never_jit_compile(postroom: Postroom) -> None:
+    # a JIT compile costs 100 ms or more per statement: ten times a claim's work
+    async with postroom.engine.connect() as conn:
+        assert (await conn.execute(text("SHOW jit"))).scalar() == "off"

@@ -29,7 +29,13 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", settings.database_pool_size)
     kwargs.setdefault("max_overflow", settings.database_max_overflow)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    # JIT compiles a query whose estimated cost passes jit_above_cost, which costs
+    # 100 ms or more each time: ruinous for short OLTP statements (a claim planned
+    # with disabled paths carries a huge nominal cost) and more than the analytics
+    # queries gain. Off for Postroom's own sessions only.
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args["server_settings"] = {"jit": "off", **connect_args.get("server_settings", {})}
+    return create_async_engine(url, connect_args=connect_args, **kwargs)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
