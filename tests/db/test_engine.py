@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import literal, select, text
 
 from postroom.app import Postroom
 from postroom.config import Settings
 from postroom.db import migrate
 from postroom.db.engine import create_engine, reader
+from postroom.db.types import JSONType
 from tests.support import databases
 from tests.support.payloads import email
 
@@ -80,3 +81,11 @@ async def test_postgres_sessions_never_jit_compile(postroom: Postroom) -> None:
     # a JIT compile costs 100 ms or more per statement: ten times a claim's work
     async with postroom.engine.connect() as conn:
         assert (await conn.execute(text("SHOW jit"))).scalar() == "off"
+
+
+async def test_json_columns_keep_every_value_exactly(postroom: Postroom) -> None:
+    value = {"big": 2**70, "small": -(2**63), "text": "Grüße ✉", "nested": [1.5, None, True]}
+    async with postroom.engine.connect() as conn:
+        stored = (await conn.execute(select(literal(value, type_=JSONType)))).scalar()
+    assert stored == value
+    assert isinstance(stored["big"], int)

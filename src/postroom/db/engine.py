@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -16,8 +18,19 @@ from postroom.config import Settings
 READ_ONLY_OPTION = "postroom_read_only"
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' serializer: orjson (several times faster than ``json`` on job
+    payloads), with ``json`` for what orjson refuses, such as integers past 64 bits."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """The async engine for ``settings``; SQLite gets its pragmas and data directory."""
+    kwargs.setdefault("json_serializer", json_dumps)
+    # (reading stays with ``json``: orjson turns integers past 64 bits into floats)
     url = settings.effective_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -404,7 +404,10 @@ class EmailRequest(ApiModel):
         size = len((self.subject or "").encode())
         if (content := self.content) is not None:
             size += len((content.text or "").encode()) + len((content.html or "").encode())
-        size += len(json.dumps(self.template_data or {}, ensure_ascii=False).encode())
+        if self.template_data:
+            size += len(json.dumps(self.template_data, ensure_ascii=False).encode())
+        else:
+            size += 2  # "{}", as before
         return size + sum(a.decoded_size for a in self.attachments)
 
     def recipients(self, kind: RecipientType) -> list[EmailRecipient]:
