@@ -13,11 +13,9 @@ validation, so every error reads exactly as it always does.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import email_validator
 import orjson
 from pydantic import (
     AfterValidator,
@@ -38,39 +36,15 @@ from postroom.schemas.email import (
     JsonObject,
     Text,
     _address_key,
+    plain_address,
     valid_address,
 )
 from postroom.types import EmailType
 
 MAX_RECIPIENTS = 100_000
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_PLAIN = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
-#: all single labels, and a plain address has a dot in its domain: a special-use
-#: domain (or a subdomain of one) is one whose last label is in this set
-_SPECIAL = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
-assert all("." not in name for name in _SPECIAL)
-
-
-def plain_address(value: str) -> str | None:
-    """The normalized form of a plain ``local@domain.tld`` address, exactly as
-    ``valid_address`` gives it; None for anything else (which it must decide)."""
-    m = _PLAIN.fullmatch(value)
-    if m is not None and len(value) <= 254 and len(m[1]) <= 64:
-        domain = m[2].lower()
-        if domain.rpartition(".")[2] not in _SPECIAL:
-            return f"{m[1]}@{domain}"
-    return None
-
-
-def fast_address(value: str) -> str:
-    """``valid_address`` with a fast path for plain ``local@domain.tld`` addresses."""
-    return plain_address(value) or valid_address(value)
-
-
 BulkAddress = Annotated[
-    str, Field(max_length=254, json_schema_extra=ADDRESS_SCHEMA), AfterValidator(fast_address)
+    str, Field(max_length=254, json_schema_extra=ADDRESS_SCHEMA), AfterValidator(valid_address)
 ]
 
 

@@ -140,8 +140,36 @@ def json_text(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+#: all single labels, and a plain address has a dot in its domain: a special-use
+#: domain (or a subdomain of one) is one whose last label is in this set
+_SPECIAL = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+assert all("." not in name for name in _SPECIAL)
+
+
+def plain_address(value: str) -> str | None:
+    """The normalized form of a plain ``local@domain.tld`` address, exactly as
+    ``email-validator`` normalizes it; None for anything else (which it must decide)."""
+    m = _PLAIN.fullmatch(value)
+    if m is not None and len(value) <= 254 and len(m[1]) <= 64:
+        domain = m[2].lower()
+        if domain.rpartition(".")[2] not in _SPECIAL:
+            return f"{m[1]}@{domain}"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)  # senders and frequent recipients repeat; it is pure
 def valid_address(value: str) -> str:
+    """The normalized address, or ValueError saying why it is not one.
+
+    Plain ``local@domain.tld`` ASCII addresses (nearly all of them) are decided by
+    ``plain_address``, which agrees with ``email-validator`` on them at a tenth of
+    the cost; ``email-validator`` decides everything else.
+    """
+    if (plain := plain_address(value)) is not None:
+        return plain
     no_control_chars(value)
     try:
         result = validate_email(value, check_deliverability=False)
