@@ -35,6 +35,19 @@ def _postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
         db.drop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.postgres`` tests run only on PostgreSQL: their SQLite cases are
+    deselected (and with no PostgreSQL configured, the tests are)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_sqlite = params is not None and params.params.get("backend") == "sqlite"
+        (drop if on_sqlite and item.get_closest_marker("postgres") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(params=databases.backends())
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

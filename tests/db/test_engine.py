@@ -12,7 +12,6 @@ from postroom.config import Settings
 from postroom.db import migrate
 from postroom.db.engine import create_engine, reader
 from postroom.db.types import JSONType
-from tests.support import databases
 from tests.support.payloads import email
 
 
@@ -76,7 +75,7 @@ async def test_existing_queues_get_the_retry_defaults(postroom: Postroom) -> Non
     await migrate.upgrade(postroom.engine)
 
 
-@pytest.mark.parametrize("backend", [b for b in databases.backends() if b == "postgres"])
+@pytest.mark.postgres
 async def test_postgres_sessions_never_jit_compile(postroom: Postroom) -> None:
     # a JIT compile costs 100 ms or more per statement: ten times a claim's work
     async with postroom.engine.connect() as conn:

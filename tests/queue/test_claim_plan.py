@@ -7,7 +7,6 @@ from sqlalchemy import text
 
 from postroom.app import Postroom
 from postroom.queue import store
-from tests.support import databases
 
 BACKLOG = 20_000
 
@@ -45,7 +44,7 @@ async def tuples_read_by_claim(postroom: Postroom, limit: int) -> tuple[int, int
     return claimed, read
 
 
-@pytest.mark.parametrize("backend", [b for b in databases.backends() if b == "postgres"])
+@pytest.mark.postgres
 @pytest.mark.parametrize("analysed", ["while empty", "when full"])
 async def test_a_claim_reads_about_what_it_claims(postroom: Postroom, analysed: str) -> None:
     async with postroom.engine.connect() as conn:
