@@ -59,8 +59,9 @@ events = cast(Table, EmailTrackingEvent.__table__)
 daily = cast(Table, EmailAnalyticsDaily.__table__)
 hourly = cast(Table, EmailAnalyticsHourly.__table__)
 
-#: spans counted live without parallel workers (the current hour, partial hours)
-SMALL_SPAN = timedelta(hours=2)
+#: spans counted live without parallel workers (the open hours: the 2 hours of
+#: ``rollups.GRACE`` and the current one; partial hours)
+SMALL_SPAN = timedelta(hours=4)
 #: tracking event types counted as complaints and unsubscribes
 COMPLAINT_EVENTS = ("complained", "complaint")
 UNSUBSCRIBE_EVENTS = ("unsubscribed", "unsubscribe")
@@ -144,12 +145,14 @@ def live_statement(
     filters: Filters,
 ) -> Select[Any]:
     """One statement counting every figure in ``[start, end)``: a branch per figure
-    (each driven by its timestamp's index) under UNION ALL, grouped once."""
+    (each driven by its timestamp's index) under UNION ALL, grouped once by period
+    and dimensions with a column per figure (``FIGURES`` order), so a group is one
+    row, not one per figure."""
     branches = []
     for figure, ts, source, extra in _sources():
         stmt = (
             select(
-                literal(figure).label("figure"),
+                literal(FIGURES.index(figure)).label("figure"),
                 bucket_expr(dialect, ts, granularity).label("bucket"),
                 records.c.provider_id,
                 records.c.queue_id,
@@ -164,9 +167,9 @@ def live_statement(
             stmt = stmt.where(extra)
         branches.append(filtered(stmt, filters, records))
     u = union_all(*branches).subquery()
-    cols = [u.c.figure, u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag]
-    cols.append(u.c.template_id)
-    return select(*cols, func.count().label("n")).group_by(*cols)
+    cols = [u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag, u.c.template_id]
+    counts = [func.count().filter(u.c.figure == i).label(f) for i, f in enumerate(FIGURES)]
+    return select(*cols, *counts).group_by(*cols)
 
 
 async def count_live(
@@ -183,11 +186,10 @@ async def count_live(
         # a few thousand rows: starting parallel workers costs more than it saves
         await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
     stmt = live_statement(conn.dialect.name, start, end, granularity, filters)
+    groups = out.groups
     for row in await conn.execute(stmt):
-        key = Key(
-            as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag, row.template_id
-        )
-        out.bump(key, row.figure, int(row.n))
+        key = Key(as_bucket(row[0]), *row[1:6])
+        groups[key] = Counts(*row[6:])  # one row per group: grouped by the whole key
     return out
 
 
