@@ -45,6 +45,8 @@ ROLL_PERIOD_S = 60.0
 #: how far back ``roll_closed`` looks for closed days and hours not rolled yet
 ROLL_AHEAD_DAYS = 7
 ROLL_AHEAD_HOURS = 48
+#: rollup rows written by one roll after which PostgreSQL's statistics are refreshed
+ANALYZE_AFTER = 10_000
 #: arbitrary constant: the advisory lock key of rollup writers
 _LOCK_KEY = 7_210_101
 
@@ -151,6 +153,11 @@ async def _roll(conn: AsyncConnection, grain: Grain, todo: list[Any], now: datet
     if rows:
         await conn.execute(insert(grain.table), rows)
     await conn.execute(insert(grain.marker), [{col: p, "rolled_at": now} for p in todo])
+    if len(rows) >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+        # a large roll (a month's hours on first use) is read at once: plan those
+        # reads with its rows counted, not after autovacuum gets round to it
+        await conn.execute(text(f"ANALYZE {grain.table.name}"))
+        await conn.execute(text(f"ANALYZE {grain.marker.name}"))
 
 
 async def _ensure(engine: AsyncEngine, grain: Grain, wanted: list[Any], now: datetime) -> None:
