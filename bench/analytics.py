@@ -12,8 +12,13 @@ recipient one tracking row and 5 events (delivered, 2 opens, a click, and a
 complaint, unsubscribe or third open), with the record's timestamps set to match.
 
 The first analytics call rolls the 29 closed days up (reported as "cold"); the
-timed calls then read the rollups plus today's live rows, in-process through the
-ASGI app (no network). The report is ``groupBy=day,provider,queue,type,tag``.
+timed calls then read the rollups plus the open hours' live rows, in-process
+through the ASGI app (no network). Two CSV reports of the 30 days are timed
+(``--report-runs`` times each, after one untimed call that rolls what it needs):
+``groupBy=day,provider,queue,type,tag``, the daily breakdown (one row per day and
+combination that sent: 180 a day here, 5,400 rows), and
+``groupBy=hour,provider,queue,type,tag,template``, the full hourly export a data
+warehouse loads (one row per hour and combination: about 127,000 rows).
 """
 
 from __future__ import annotations

@@ -183,3 +183,22 @@ async def test_an_hour_rolled_before_it_closed_is_rolled_again_once_closed(
     clock.set(hour + timedelta(hours=1) + GRACE)
     assert await sent_at_11() == 3
     assert (await _markers(postroom))[hour] == clock.now()
+
+
+async def test_the_workers_periodic_step_rolls_what_closed(
+    postroom: Postroom, clock: ManualClock, seeded: dict[str, Any]
+) -> None:
+    """The step the worker runs every ``ROLL_PERIOD_S`` rolls the closed days and
+    hours, so the next read finds them rolled."""
+    worker = postroom.worker()
+    try:
+        await worker._roll_closed()
+    finally:
+        await worker.aclose()
+    async with postroom.engine.connect() as conn:
+        days = set((await conn.execute(select(rolled_days.c.date))).scalars())
+    hours = await _markers(postroom)
+    # now is the 10th, 12:00: the 8th and 9th are closed, today's hours up to 10:00
+    assert {DAY_A.date(), DAY_A.date() + timedelta(days=1)} <= days
+    assert TODAY.date() not in days
+    assert {h for h in hours if h >= TODAY} == {at(TODAY, h) for h in range(10)}
