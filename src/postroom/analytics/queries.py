@@ -18,6 +18,7 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, cast
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     func,
     literal,
     literal_column,
@@ -175,12 +177,16 @@ def live_statement(
     return select(*cols, *counts).group_by(*cols)
 
 
-def one_bucket_statement(start: datetime, end: datetime, filters: Filters) -> Select[Any]:
+@functools.lru_cache(maxsize=64)
+def one_bucket_statement(filters: Filters) -> Select[Any]:
     """Every figure in ``[start, end)``, for a span inside one period (or not split by
     time), grouped by the dimensions with a column per figure (``FIGURES`` order):
     the recipient records with a timestamp in the span are read once (the timestamp
     indexes ORed) and each of their figures counted with a filter; the figures of
-    jobs and tracking events are a branch each."""
+    jobs and tracking events are a branch each. The span is bound at execution
+    (``span_start``, ``span_end``), so the statement is built once per ``filters``."""
+    start = bindparam("span_start", type_=records.c.sent_at.type)
+    end = bindparam("span_end", type_=records.c.sent_at.type)
     dims = [
         records.c.provider_id,
         records.c.queue_id,
@@ -268,7 +274,8 @@ async def count_live(
             at += step
     if len(pieces) <= SPLIT_PERIODS:
         for a, b, bucket in pieces:
-            for row in await conn.execute(one_bucket_statement(a, b, filters)):
+            stmt = one_bucket_statement(filters)
+            for row in await conn.execute(stmt, {"span_start": a, "span_end": b}):
                 groups[Key(bucket, *row[:5])] = Counts(*map(int, row[5:]))
         return out
     stmt = live_statement(conn.dialect.name, start, end, granularity, filters)
