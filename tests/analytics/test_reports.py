@@ -8,9 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from postroom.analytics.figures import FIGURE_NAMES as FIGURES
 from postroom.analytics.figures import RATES
+from postroom.analytics.service import providers_t
+from postroom.app import Postroom
+from tests.analytics.conftest import DAY_A, at
+from tests.analytics.seed import Seeder
 
 REPORTS = "/api/system/email/reports"
 ANALYTICS = "/api/system/email/analytics"
@@ -95,3 +100,37 @@ async def test_bad_report_requests_are_422(
     response = await client.get(REPORTS, params=params)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_csv_is_what_a_csv_writer_makes_of_the_json_rows(
+    client: httpx.AsyncClient, postroom: Postroom, seeded: dict[str, Any]
+) -> None:
+    """The CSV's lines are built straight from the database's rows: with names that
+    need quoting, over closed days (rolled up) and today (counted), every line is
+    what ``csv.writer`` writes for the same report's JSON rows."""
+    async with postroom.engine.begin() as conn:
+        await conn.execute(
+            update(providers_t)
+            .where(providers_t.c.id == seeded["relay"])
+            .values(name='relay, "main"')
+        )
+    await Seeder(postroom).message(
+        queue_id=seeded["queues"]["bulk"],
+        provider_id=seeded["esp"],
+        created=at(DAY_A, 15),
+        tags=["spring\nsale, 50%"],
+        recipients=[{"status": "sent", "sent_at": at(DAY_A, 15)}],
+    )
+    params = {"from": "2026-01-08", "to": "2026-01-10", "groupBy": "day,provider,tag,type"}
+    text = (await client.get(REPORTS, params=params)).text
+    body = (await client.get(REPORTS, params={**params, "format": "json"})).json()
+
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(body["columns"])
+    writer.writerows([row[c] for c in body["columns"]] for row in body["rows"])
+    assert text == expected.getvalue()
+    labels = {(r["day"], r["provider"], r["tag"]) for r in parse_csv(text)}
+    assert ("2026-01-08", 'relay, "main"', "welcome") in labels
+    assert ("2026-01-08", "esp", "spring\nsale, 50%") in labels
+    assert any(r["day"] == "2026-01-10" for r in body["rows"])  # today's counted rows too

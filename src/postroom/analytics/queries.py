@@ -18,6 +18,7 @@ attribution): a message sent on Monday and opened on Tuesday adds to Monday's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, cast
@@ -28,9 +29,11 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
     tuple_,
@@ -59,8 +62,11 @@ events = cast(Table, EmailTrackingEvent.__table__)
 daily = cast(Table, EmailAnalyticsDaily.__table__)
 hourly = cast(Table, EmailAnalyticsHourly.__table__)
 
-#: spans counted live without parallel workers (the current hour, partial hours)
-SMALL_SPAN = timedelta(hours=2)
+#: spans counted live without parallel workers (the open hours: the 2 hours of
+#: ``rollups.GRACE`` and the current one; partial hours)
+SMALL_SPAN = timedelta(hours=4)
+#: spans across at most this many periods are counted a period at a time
+SPLIT_PERIODS = 4
 #: tracking event types counted as complaints and unsubscribes
 COMPLAINT_EVENTS = ("complained", "complaint")
 UNSUBSCRIBE_EVENTS = ("unsubscribed", "unsubscribe")
@@ -144,12 +150,14 @@ def live_statement(
     filters: Filters,
 ) -> Select[Any]:
     """One statement counting every figure in ``[start, end)``: a branch per figure
-    (each driven by its timestamp's index) under UNION ALL, grouped once."""
+    (each driven by its timestamp's index) under UNION ALL, grouped once by period
+    and dimensions with a column per figure (``FIGURES`` order), so a group is one
+    row, not one per figure."""
     branches = []
     for figure, ts, source, extra in _sources():
         stmt = (
             select(
-                literal(figure).label("figure"),
+                literal(FIGURES.index(figure)).label("figure"),
                 bucket_expr(dialect, ts, granularity).label("bucket"),
                 records.c.provider_id,
                 records.c.queue_id,
@@ -164,9 +172,77 @@ def live_statement(
             stmt = stmt.where(extra)
         branches.append(filtered(stmt, filters, records))
     u = union_all(*branches).subquery()
-    cols = [u.c.figure, u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag]
-    cols.append(u.c.template_id)
-    return select(*cols, func.count().label("n")).group_by(*cols)
+    cols = [u.c.bucket, u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag, u.c.template_id]
+    counts = [func.count().filter(u.c.figure == i).label(f) for i, f in enumerate(FIGURES)]
+    return select(*cols, *counts).group_by(*cols)
+
+
+@functools.lru_cache(maxsize=64)
+def one_bucket_statement(filters: Filters) -> Select[Any]:
+    """Every figure in ``[start, end)``, for a span inside one period (or not split by
+    time), grouped by the dimensions with a column per figure (``FIGURES`` order):
+    the recipient records with a timestamp in the span are read once (the timestamp
+    indexes ORed) and each of their figures counted with a filter; the figures of
+    jobs and tracking events are a branch each. The span is bound at execution
+    (``span_start``, ``span_end``), so the statement is built once per ``filters``."""
+    start = bindparam("span_start", type_=records.c.sent_at.type)
+    end = bindparam("span_end", type_=records.c.sent_at.type)
+    dims = [
+        records.c.provider_id,
+        records.c.queue_id,
+        records.c.type,
+        TAG.label("tag"),
+        TEMPLATE.label("template_id"),
+    ]
+    on_records: dict[str, list[Any]] = {}
+    ranges: list[Any] = []
+    others: list[tuple[str, Any, FromClause, ColumnElement[bool] | None]] = []
+    for figure, ts, source, extra in _sources():
+        in_span = and_(ts >= start, ts < end)
+        if source is records:
+            cond = in_span if extra is None else and_(in_span, extra)
+            on_records.setdefault(figure, []).append(func.count().filter(cond))
+            ranges.append(in_span)
+        else:
+            others.append((figure, ts, source, extra))
+
+    def column(figure: str, counts: list[Any]) -> Any:
+        total = counts[0]
+        for more in counts[1:]:
+            total = total + more
+        return total.label(figure)
+
+    zero = literal(0)
+    branches = [
+        filtered(
+            select(
+                *dims,
+                *(column(f, on_records[f]) if f in on_records else zero.label(f) for f in FIGURES),
+            )
+            .where(or_(*ranges))
+            .group_by(*dims),
+            filters,
+            records,
+        )
+    ]
+    for figure, ts, source, extra in others:
+        stmt = (
+            select(*dims, *((func.count() if f == figure else zero).label(f) for f in FIGURES))
+            .select_from(source)
+            .where(ts >= start, ts < end)
+            .group_by(*dims)
+        )
+        if extra is not None:
+            stmt = stmt.where(extra)
+        branches.append(filtered(stmt, filters, records))
+    u = union_all(*branches).subquery()
+    cols = [u.c.provider_id, u.c.queue_id, u.c.type, u.c.tag, u.c.template_id]
+    return select(*cols, *(func.sum(u.c[f]).label(f) for f in FIGURES)).group_by(*cols)
+
+
+def _floor(at: datetime, granularity: Granularity) -> datetime:
+    at = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return at.replace(hour=0) if granularity == "day" else at
 
 
 async def count_live(
@@ -177,17 +253,35 @@ async def count_live(
     filters: Filters,
 ) -> Groups:
     """Every figure in ``[start, end)`` from the live tables, grouped by period and
-    dimensions."""
+    dimensions. A span inside one period (the open hours of today, by day; any span
+    not split by time) or across at most ``SPLIT_PERIODS`` is counted period by
+    period with ``one_bucket_statement``; longer ones (rolling many periods at once)
+    with ``live_statement``."""
     out = Groups()
     if conn.dialect.name == "postgresql" and end - start <= SMALL_SPAN:
         # a few thousand rows: starting parallel workers costs more than it saves
         await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    groups = out.groups
+    if granularity is None:
+        pieces: list[tuple[datetime, datetime, datetime | None]] = [(start, end, None)]
+    else:
+        step = timedelta(days=1) if granularity == "day" else timedelta(hours=1)
+        first = _floor(start, granularity)
+        pieces = []
+        at = first
+        while at < end and len(pieces) <= SPLIT_PERIODS:
+            pieces.append((max(at, start), min(at + step, end), at))
+            at += step
+    if len(pieces) <= SPLIT_PERIODS:
+        for a, b, bucket in pieces:
+            stmt = one_bucket_statement(filters)
+            for row in await conn.execute(stmt, {"span_start": a, "span_end": b}):
+                groups[Key(bucket, *row[:5])] = Counts(*map(int, row[5:]))
+        return out
     stmt = live_statement(conn.dialect.name, start, end, granularity, filters)
     for row in await conn.execute(stmt):
-        key = Key(
-            as_bucket(row.bucket), row.provider_id, row.queue_id, row.type, row.tag, row.template_id
-        )
-        out.bump(key, row.figure, int(row.n))
+        key = Key(as_bucket(row[0]), *row[1:6])
+        groups[key] = Counts(*row[6:])  # one row per group: grouped by the whole key
     return out
 
 

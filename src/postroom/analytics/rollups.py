@@ -2,7 +2,9 @@
 (``email_analytics_hourly``) summed once from the live tables.
 
 A period is *closed* once ``GRACE`` has passed after its end (late provider events
-dated in it have arrived by then). Rolling periods replaces their rows in one
+dated in it have arrived by then). Only closed periods are rolled: the hours still
+within ``GRACE`` are counted from the live tables on every read, so a figure is
+right the moment its row is written. Rolling periods replaces their rows in one
 transaction and records them (``email_analytics_days`` / ``_hours``); rolling is a
 pure function of the raw rows, so it is idempotent and cannot drift the way
 counters bumped by each worker can (a lost or doubled increment stays wrong
@@ -10,10 +12,11 @@ forever). Concurrent rollers are serialised: a transaction-level advisory lock o
 PostgreSQL, the single writer on SQLite; each re-checks inside the lock which
 periods are missing.
 
-Periods are rolled on demand: an analytics query or report rolls the closed periods
-it needs that are not rolled yet before reading them, so only the last hours
-(within ``GRACE``) are counted from the live tables. ``rebuild`` re-rolls a range
-(after a restore, late events, or data corrected by hand).
+The worker rolls the periods that closed recently ahead of any read
+(``roll_closed``, every ``ROLL_PERIOD_S``), so a request normally only reads
+rollups; a query or report still rolls the closed periods it needs that are not
+rolled yet (no worker running, an old window) before reading them. ``rebuild``
+re-rolls a range (after a restore, late events, or data corrected by hand).
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ rolled_hours = cast(Table, EmailAnalyticsHour.__table__)
 
 #: how long after a period's end its figures may still change
 GRACE = timedelta(hours=2)
-#: an hour still within ``GRACE`` (or a day's last hours) is rolled provisionally and
-#: summed again when its roll is older than this, so reads count only the current
-#: hour live; its figures lag late events by at most this much
-PROVISIONAL_TTL = timedelta(seconds=60)
+#: how often the worker rolls the periods that closed since (``roll_closed``)
+ROLL_PERIOD_S = 60.0
+#: how far back ``roll_closed`` looks for closed days and hours not rolled yet
+ROLL_AHEAD_DAYS = 7
+ROLL_AHEAD_HOURS = 48
+#: rollup rows written by one roll after which PostgreSQL's statistics are refreshed
+ANALYZE_AFTER = 10_000
 #: arbitrary constant: the advisory lock key of rollup writers
 _LOCK_KEY = 7_210_101
 
@@ -100,7 +106,7 @@ async def _missing(
     conn: AsyncConnection, grain: Grain, wanted: Sequence[Any], now: datetime
 ) -> list[Any]:
     """The periods of ``wanted`` to roll: never rolled, or rolled before they closed
-    and since closed or rolled longer than ``PROVISIONAL_TTL`` ago."""
+    (by an older version that rolled open hours provisionally) and closed since."""
     col = grain.marker.c[grain.column]
     stmt = select(col, grain.marker.c.rolled_at).where(
         col >= wanted[0], col < wanted[-1] + grain.step
@@ -110,7 +116,7 @@ async def _missing(
     for p in wanted:
         at = rolled.get(p)
         closes = grain.start_of(p) + grain.step + GRACE
-        if at is None or (at < closes and (now >= closes or at < now - PROVISIONAL_TTL)):
+        if at is None or at < closes <= now:
             out.append(p)
     return out
 
@@ -147,6 +153,11 @@ async def _roll(conn: AsyncConnection, grain: Grain, todo: list[Any], now: datet
     if rows:
         await conn.execute(insert(grain.table), rows)
     await conn.execute(insert(grain.marker), [{col: p, "rolled_at": now} for p in todo])
+    if len(rows) >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+        # a large roll (a month's hours on first use) is read at once: plan those
+        # reads with its rows counted, not after autovacuum gets round to it
+        await conn.execute(text(f"ANALYZE {grain.table.name}"))
+        await conn.execute(text(f"ANALYZE {grain.marker.name}"))
 
 
 async def _ensure(engine: AsyncEngine, grain: Grain, wanted: list[Any], now: datetime) -> None:
@@ -168,9 +179,18 @@ async def ensure_rolled(engine: AsyncEngine, first: date, last: date, now: datet
 async def ensure_hours_rolled(
     engine: AsyncEngine, first: datetime, last: datetime, now: datetime
 ) -> None:
-    """Roll the hours in ``[first, last)`` that are not rolled up yet, up to the current
-    one: closed hours for good, the last ones provisionally (see ``PROVISIONAL_TTL``)."""
-    await _ensure(engine, HOUR, periods(HOUR, first, min(last, floor_hour(now))), now)
+    """Roll the closed hours in ``[first, last)`` that are not rolled up yet."""
+    await _ensure(engine, HOUR, periods(HOUR, first, min(last, closed_hours_until(now))), now)
+
+
+async def roll_closed(engine: AsyncEngine, now: datetime) -> None:
+    """Roll the days and hours that closed in the last ``ROLL_AHEAD_DAYS`` /
+    ``ROLL_AHEAD_HOURS`` and are not rolled yet (the worker's periodic step): the
+    reads that follow find them rolled. One cheap look-up each when nothing is due."""
+    last_day = closed_until(now)
+    await ensure_rolled(engine, last_day - timedelta(days=ROLL_AHEAD_DAYS), last_day, now)
+    last_hour = closed_hours_until(now)
+    await ensure_hours_rolled(engine, last_hour - timedelta(hours=ROLL_AHEAD_HOURS), last_hour, now)
 
 
 async def rebuild(engine: AsyncEngine, first: date, last: date, now: datetime) -> int:

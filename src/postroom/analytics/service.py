@@ -15,6 +15,7 @@ from postroom.analytics.figures import DIMS, Counts, Filters, Key
 from postroom.analytics.figures import Table as Groups
 from postroom.analytics.queries import Granularity, count_live, hourly, read_rollup_sets
 from postroom.analytics.rollups import (
+    closed_hours_until,
     closed_until,
     ensure_hours_rolled,
     ensure_rolled,
@@ -151,11 +152,11 @@ class AnalyticsService:
     ) -> list[Groups]:
         """Figures in ``[start, end)``, once per set of dimensions (``DIMS``; "bucket"
         only counts with a granularity). Whole closed days come from the daily
-        rollups (not for hourly figures), the whole hours of the rest before the
-        current one from the hourly rollups (closed hours for good, the last ones
-        provisionally: ``rollups.PROVISIONAL_TTL``; both rolled on first use and summed
-        in SQL per set), and what is left (the current hour, partial hours) from the
-        live tables, counted once and projected per set."""
+        rollups (not for hourly figures), the whole closed hours of the rest from the
+        hourly rollups (both rolled ahead by the worker, or here on first use, and
+        summed in SQL per set), and what is left (the hours within ``GRACE``, partial
+        hours) from the live tables, counted once and projected per set: every
+        figure is as written, none lags a roll."""
         now = self.clock.now()
         if granularity is None:
             dimsets = [d - {"bucket"} for d in dimsets]
@@ -174,8 +175,8 @@ class AnalyticsService:
             if a >= b:
                 continue
             first_h = floor_hour(a + timedelta(hours=1) - timedelta(microseconds=1))
-            # whole hours before the current one: closed or provisional rollups
-            last_h = min(floor_hour(b), floor_hour(now))
+            # whole closed hours from the rollups, the open ones live
+            last_h = min(floor_hour(b), closed_hours_until(now))
             if first_h < last_h:
                 hour_spans.append((first_h, last_h))
                 live_spans += [(a, first_h), (last_h, b)]

@@ -27,7 +27,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroom import logs
-from postroom.analytics import guardrails, provider_guardrails
+from postroom.analytics import guardrails, provider_guardrails, rollups
 from postroom.clock import Clock, SystemClock
 from postroom.compose import dkim
 from postroom.compose import raw as raw_mime
@@ -164,6 +164,7 @@ class Worker:
             asyncio.create_task(self._every(max(1.0, self.lease_s / 4), self._reap)),
             asyncio.create_task(self._every(FLUSH_INTERVAL_S, self.flush)),
             asyncio.create_task(self._every(guardrails.PERIOD_S, self._guardrails)),
+            asyncio.create_task(self._every(rollups.ROLL_PERIOD_S, self._roll_closed)),
             asyncio.create_task(self.webhooks.run()),
         ]
         if self.engine.dialect.name == "postgresql":
@@ -237,6 +238,10 @@ class Worker:
         ``analytics.guardrails`` and ``analytics.provider_guardrails``)."""
         await guardrails.check(self.engine, self.clock.now())
         await provider_guardrails.check(self.engine, self.clock.now())
+
+    async def _roll_closed(self) -> None:
+        """Roll the analytics periods that closed since, ahead of the reads."""
+        await rollups.roll_closed(self.engine, self.clock.now())
 
     async def _every(self, period_s: float, action: Any) -> None:
         while True:
