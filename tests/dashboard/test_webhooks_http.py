@@ -37,7 +37,7 @@ async def web(postroom: Postroom) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _form(token: str, url: str = PUBLIC, **fields: str) -> dict[str, str]:
-    return {"csrf_token": token, "url": url, "events": "chosen", "enabled": "on", **fields}
+    return {"csrf_token": token, "url": url, "enabled": "on", **fields}
 
 
 async def _stored_secret(postroom: Postroom, endpoint_id: str) -> str:
@@ -114,6 +114,7 @@ async def test_a_refused_endpoint_says_why_beside_the_field(
     assert "tick at least one" in await refused(_form(token), "eventTypes")
     both = await refused({**_form(token, **sent), "events": "all"}, "eventTypes")
     assert "not both" in both
+    assert "'some' is not 'all'" in await refused({**_form(token), "events": "some"}, "eventTypes")
     unknown = await refused(_form(token, **{"type_email.teleported": "on"}), "eventTypes")
     assert "'email.teleported'" in unknown
     networks = await refused(_form(token, allowNetworks="10.0.0.0/33", **sent), "allowNetworks")

@@ -114,7 +114,7 @@ async def _render_list(
 
 
 def _blank_form() -> dict[str, Any]:
-    return {"url": "", "description": "", "allowNetworks": "", "events": "chosen", "types": []}
+    return {"url": "", "description": "", "allowNetworks": "", "events": "", "types": []}
 
 
 @router.get("/webhooks")
@@ -129,13 +129,13 @@ def _body_of(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The API body the form stands for, and the form's own problems."""
     types = [k.removeprefix(TYPE_FIELD) for k in form if k.startswith(TYPE_FIELD)]
     errors: dict[str, str] = {}
-    events = form.get("events", "")
-    if events == "all" and types:
+    every = form.get("events") == "all"
+    if "events" in form and not every:
+        errors["eventTypes"] = f"events: {form['events']!r} is not 'all'"
+    elif every and types:
         errors["eventTypes"] = "choose either every event or the types ticked, not both"
-    elif events == "chosen" and not types:
-        errors["eventTypes"] = "tick at least one event type, or choose every event"
-    elif events not in ("all", "chosen"):
-        errors["eventTypes"] = "choose every event or the types ticked"
+    elif not every and not types:
+        errors["eventTypes"] = "tick at least one event type, or every event"
     description = form.get("description", "").strip()
     body = {
         "url": form.get("url", "").strip(),
