@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from postroom.api.app import create_app
 from postroom.app import Postroom
 from postroom.clock import ManualClock
 from postroom.dashboard import webhooks
 from postroom.errors import NotFound
-from postroom.events.endpoints import endpoints_t
+from postroom.events.endpoints import deliveries_t, endpoints_t
 from tests.dashboard.test_http import PASSWORD, csrf_of, sign_in
 from tests.events.conftest import Receiver, dispatch, receiver
 from tests.support.payloads import email
@@ -231,6 +232,7 @@ async def test_the_delivery_log_shows_each_attempt_and_redelivers(
     next_link = html.unescape(first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0])
     second = (await web.get(f"/webhooks/{ident}{next_link}")).text
     assert second.count("data-delivery=") == 1 and 'rel="next"' not in second
+    monkeypatch.undo()
 
     [delivered] = [d for d in log if d["status"] == "delivered"]
     token = await csrf_of(web, f"/webhooks/{ident}")
@@ -248,6 +250,20 @@ async def test_the_delivery_log_shows_each_attempt_and_redelivers(
     redelivered = await postroom.webhooks.delivery(uuid.UUID(ident), uuid.UUID(delivered["id"]))
     assert redelivered["status"] == "delivered" and redelivered["attempts"] == 2
     assert len(receiver.requests) > sent_before
+    async with postroom.engine.begin() as conn:  # a dispatcher is sending it right now
+        await conn.execute(
+            update(deliveries_t)
+            .where(deliveries_t.c.id == uuid.UUID(delivered["id"]))
+            .values(status="delivering")
+        )
+    busy = await web.post(
+        f"/webhooks/{ident}/deliveries/{delivered['id']}/redeliver",
+        data={"csrf_token": token},
+        headers=ORIGIN,
+    )
+    assert busy.status_code == 409 and "being sent now" in busy.text
+    block = busy.text.split(f'data-delivery="{delivered["id"]}"')[1].split("</tbody>")[0]
+    assert "Redeliver" not in block  # no button while it is being sent
     stranger = await web.post(
         f"/webhooks/{ident}/deliveries/{uuid.uuid4()}/redeliver",
         data={"csrf_token": token},

@@ -177,7 +177,7 @@ async def create(request: Request, posted: AdminAction) -> Response:
     try:
         checked = EndpointCreate.model_validate(body)
     except ValidationError as exc:
-        errors = {**_problems(exc), **errors}
+        return await _refused(request, posted.session, shown, {**_problems(exc), **errors})
     if errors:
         return await _refused(request, posted.session, shown, errors)
     try:
