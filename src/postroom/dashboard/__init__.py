@@ -25,6 +25,7 @@ from postroom.dashboard import (
     settings,
     suppressions,
     template_pages,
+    webhooks,
 )
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -42,4 +43,5 @@ def install(app: FastAPI) -> None:
     app.include_router(template_pages.router)
     app.include_router(suppressions.router)
     app.include_router(settings.router)
+    app.include_router(webhooks.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
