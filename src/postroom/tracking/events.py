@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -193,8 +193,11 @@ async def record_many(
         return out
     # ON CONFLICT DO NOTHING … RETURNING: the keys stored before (or by a concurrent
     # transaction) come back missing, so one statement both deduplicates and inserts
-    stmt = insert_ignore(conn, events_t).returning(events_t.c.dedupe_key)
-    stored = set((await conn.execute(stmt, rows)).scalars())
+    if conn.dialect.name == "postgresql":
+        stored = await _insert_events_pg(conn, rows)
+    else:
+        stmt = insert_ignore(conn, events_t).returning(events_t.c.dedupe_key)
+        stored = set((await conn.execute(stmt, rows)).scalars())
     for row in rows:
         if row["dedupe_key"] in stored:
             out[slot[row["dedupe_key"]]] = row["id"]
@@ -209,6 +212,43 @@ async def record_many(
         ],
     )
     return out
+
+
+#: the events of a batch as one array per column: a single statement of fixed text,
+#: prepared once per connection, however many rows (a multi-row VALUES list is a
+#: new statement for every batch size, its parameters converted one by one)
+_INSERT_EVENTS_PG = text(
+    """
+    INSERT INTO email_tracking_events
+        (id, tracking_id, type, timestamp, data, user_agent, ip_address, dedupe_key, machine)
+    SELECT u.id, u.tracking_id, u.type, u.at, u.data::jsonb, u.user_agent, u.ip::inet,
+           u.dedupe_key, u.machine
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:tracking_id AS uuid[]), CAST(:type AS text[]),
+        CAST(:at AS timestamptz[]), CAST(:data AS text[]), CAST(:user_agent AS text[]),
+        CAST(:ip AS text[]), CAST(:dedupe_key AS text[]), CAST(:machine AS boolean[])
+    ) AS u(id, tracking_id, type, at, data, user_agent, ip, dedupe_key, machine)
+    ON CONFLICT DO NOTHING
+    RETURNING dedupe_key
+    """
+)
+
+
+async def _insert_events_pg(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The dedupe keys of ``rows`` stored now (PostgreSQL: one array-bound statement)."""
+    dumps = conn.dialect._json_serializer or json.dumps  # type: ignore[attr-defined]
+    params = {
+        "id": [r["id"] for r in rows],
+        "tracking_id": [r["tracking_id"] for r in rows],
+        "type": [r["type"] for r in rows],
+        "at": [r["timestamp"] for r in rows],
+        "data": [dumps(r["data"]) for r in rows],
+        "user_agent": [r["user_agent"] for r in rows],
+        "ip": [r["ip_address"] for r in rows],
+        "dedupe_key": [r["dedupe_key"] for r in rows],
+        "machine": [r["machine"] for r in rows],
+    }
+    return set((await conn.execute(_INSERT_EVENTS_PG, params)).scalars())
 
 
 def _webhook_data(event: NewEvent) -> dict[str, Any]:
@@ -268,6 +308,9 @@ async def _apply_status(
             at = first.get((column, ev.record_id))
             if at is None or ev.timestamp < at:
                 first[(column, ev.record_id)] = ev.timestamp
+    if conn.dialect.name == "postgresql":
+        await _apply_status_pg(conn, strongest, first, records, tracking)
+        return
     moves_tracking: dict[str, list[dict[str, Any]]] = {}
     moves_record: dict[str, list[dict[str, Any]]] = {}
     for record_id, ev in strongest.items():
@@ -311,6 +354,86 @@ async def _apply_status(
             .values({column: bindparam("b_at")}),
             params,
         )
+
+
+#: every record time column an event may set, in the order of the arrays below
+_TIME_COLUMNS: tuple[str, ...] = (*_TIMESTAMP.values(), *_ANY_TIMESTAMP.values())
+_REPLACEABLE = (RecordStatus.QUEUED.value, RecordStatus.FAILED.value)
+
+# One UPDATE per table per batch (PostgreSQL), as arrays: the same conditions as the
+# per-type statements, in SQL, so a concurrent batch's stronger status or earlier
+# time still wins. A status moves to a stronger one of PRECEDENCE (or from queued or
+# failed); LEAST ignores NULL, so a time column only ever moves earlier.
+_UPDATE_TRACKING_PG = text(
+    """
+    UPDATE email_tracking AS t SET status = u.status, updated_at = u.at
+    FROM unnest(CAST(:id AS uuid[]), CAST(:status AS text[]), CAST(:at AS timestamptz[]))
+        AS u(id, status, at)
+    WHERE t.id = u.id
+      AND array_position(CAST(:precedence AS text[]), t.status::text)
+          > array_position(CAST(:precedence AS text[]), u.status)
+    """
+)
+_UPDATE_RECORDS_PG = text(
+    f"""
+    UPDATE email_records AS r SET
+        status = CASE
+            WHEN u.status IS NOT NULL AND (
+                r.status::text = ANY(CAST(:replaceable AS text[]))
+                OR array_position(CAST(:precedence AS text[]), r.status::text)
+                   > array_position(CAST(:precedence AS text[]), u.status))
+            THEN u.status ELSE r.status END,
+        {", ".join(f"{c} = LEAST(r.{c}, u.{c})" for c in _TIME_COLUMNS)}
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:status AS text[]),
+        {", ".join(f"CAST(:{c} AS timestamptz[])" for c in _TIME_COLUMNS)}
+    ) AS u(id, status, {", ".join(_TIME_COLUMNS)})
+    WHERE r.id = u.id
+    """
+)
+
+
+async def _apply_status_pg(
+    conn: AsyncConnection,
+    strongest: Mapping[uuid.UUID, NewEvent],
+    first: Mapping[tuple[str, uuid.UUID], datetime],
+    records: Mapping[uuid.UUID, Any],
+    tracking: Mapping[uuid.UUID, uuid.UUID],
+) -> None:
+    """:func:`_apply_status`'s writes on PostgreSQL: at most one statement per table,
+    only for the records whose status or a time it changes as last read."""
+    t_ids: list[uuid.UUID] = []
+    t_status: list[str] = []
+    t_at: list[datetime] = []
+    changes: dict[uuid.UUID, dict[str, Any]] = {}
+    for record_id, ev in strongest.items():
+        kind, rec = str(ev.type), records[record_id]
+        if rec.tracking_status is None or _stronger(kind, rec.tracking_status):
+            t_ids.append(tracking[record_id])
+            t_status.append(kind)
+            t_at.append(ev.timestamp)
+        if rec.status in _REPLACEABLE or _stronger(kind, rec.status):
+            changes.setdefault(record_id, {})["status"] = kind
+    for (column, record_id), at in first.items():
+        known = getattr(records[record_id], column)
+        if known is None or known > at:
+            changes.setdefault(record_id, {})[column] = at
+    if t_ids:
+        await conn.execute(
+            _UPDATE_TRACKING_PG,
+            {"id": t_ids, "status": t_status, "at": t_at, "precedence": [str(p) for p in PRECEDENCE]},
+        )
+    if changes:
+        ids = sorted(changes)  # one lock order for every batch
+        params: dict[str, Any] = {
+            "id": ids,
+            "status": [changes[i].get("status") for i in ids],
+            "precedence": [str(p) for p in PRECEDENCE],
+            "replaceable": list(_REPLACEABLE),
+        }
+        for column in _TIME_COLUMNS:
+            params[column] = [changes[i].get(column) for i in ids]
+        await conn.execute(_UPDATE_RECORDS_PG, params)
 
 
 def _bare_id(message_id: str) -> str:
