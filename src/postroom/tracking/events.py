@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, text, update
+from sqlalchemy import Table, Uuid, any_, bindparam, or_, select, text, update
+from sqlalchemy.types import String, TypeEngine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -94,6 +95,16 @@ def insert_ignore(conn: AsyncConnection, table: Table, row: Mapping[str, Any] | 
     return stmt.on_conflict_do_nothing()
 
 
+def one_of(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter
+    whatever the number of values: one statement text and plan for every batch, where
+    an expanding IN is parsed and planned anew for each length."""
+    if conn.dialect.name != "postgresql":
+        return column.in_(values)
+    element: TypeEngine[Any] = Uuid() if isinstance(column.type, Uuid) else String()
+    return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
+
+
 def record_rows(*where: Any) -> Any:
     """The records (with their tracking row's id and status, if any) that recording
     events needs: one query, which also tells which status updates would change
@@ -138,7 +149,7 @@ async def _tracking_ids(
         ]
         await conn.execute(insert_ignore(conn, tracking_t), rows)
         stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
-            tracking_t.c.email_id.in_([r.id for r in missing])
+            one_of(conn, tracking_t.c.email_id, [r.id for r in missing])
         )
         found.update({r.email_id: r.id for r in await conn.execute(stmt)})
     return found
@@ -163,7 +174,8 @@ async def record_many(
         return []
     if records is None:
         wanted = list({e.record_id for e in events})
-        records = {r.id: r for r in await conn.execute(record_rows(records_t.c.id.in_(wanted)))}
+        rows = await conn.execute(record_rows(one_of(conn, records_t.c.id, wanted)))
+        records = {r.id: r for r in rows}
     present = [records[i] for i in dict.fromkeys(e.record_id for e in events) if i in records]
     if not present:
         return [None] * len(events)
@@ -421,7 +433,12 @@ async def _apply_status_pg(
     if t_ids:
         await conn.execute(
             _UPDATE_TRACKING_PG,
-            {"id": t_ids, "status": t_status, "at": t_at, "precedence": [str(p) for p in PRECEDENCE]},
+            {
+                "id": t_ids,
+                "status": t_status,
+                "at": t_at,
+                "precedence": [str(p) for p in PRECEDENCE],
+            },
         )
     if changes:
         ids = sorted(changes)  # one lock order for every batch
@@ -455,7 +472,7 @@ async def find_records(conn: AsyncConnection, refs: Sequence[tuple[str, str | No
     ids = {v for mid, _ in refs for v in (_bare_id(mid), f"<{_bare_id(mid)}>")}
     by_id: dict[str, list[Any]] = {}
     if ids:
-        for row in await conn.execute(record_rows(records_t.c.message_id.in_(ids))):
+        for row in await conn.execute(record_rows(one_of(conn, records_t.c.message_id, list(ids)))):
             by_id.setdefault(_bare_id(row.message_id), []).append(row)
     out: list[Any] = []
     for mid, recipient in refs:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.db.models import EmailTracking, EmailTrackingEvent
 from postroom.tracking import machines
-from postroom.tracking.events import NewEvent, record_many, record_rows, records_t
+from postroom.tracking.events import NewEvent, one_of, record_many, record_rows, records_t
 from postroom.tracking.tokens import BadToken
 from postroom.types import EventType
 
@@ -50,13 +50,21 @@ class Hit:
 async def _records(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[tuple[Any, str], Any]:
     """The records the hits are about, by (email id, lower-case recipient)."""
     keys = list({_key(h) for h in hits})
-    rows = await conn.execute(
-        record_rows(
+    if conn.dialect.name == "postgresql":
+        # a superset (those emails' records to those addresses), narrowed by the keys
+        # below: two array parameters, one statement text for every batch
+        where = (
+            one_of(conn, records_t.c.job_id, list({k[0] for k in keys})),
+            one_of(conn, func.lower(records_t.c.recipient_email), list({k[1] for k in keys})),
+        )
+    else:
+        where = (
             records_t.c.job_id.in_({k[0] for k in keys}),  # narrowed by its index first
             tuple_(records_t.c.job_id, func.lower(records_t.c.recipient_email)).in_(keys),
         )
-    )
-    return {(r.job_id, r.recipient_email.lower()): r for r in rows}
+    found = await conn.execute(record_rows(*where))
+    wanted = set(keys)
+    return {key: r for r in found if (key := (r.job_id, r.recipient_email.lower())) in wanted}
 
 
 async def _recent_clicks(
@@ -70,7 +78,7 @@ async def _recent_clicks(
         select(tracking_t.c.email_id, events_t.c.timestamp, events_t.c.data)
         .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
         .where(
-            tracking_t.c.email_id.in_(record_ids),
+            one_of(conn, tracking_t.c.email_id, record_ids),
             events_t.c.type == EventType.CLICKED,
             events_t.c.timestamp >= since,
         )
