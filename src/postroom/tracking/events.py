@@ -22,9 +22,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, Uuid, any_, bindparam, or_, select, text, update
-from sqlalchemy.types import String, TypeEngine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import String, TypeEngine
 
 from postroom.db.engine import reader
 from postroom.db.models import EmailRecord, EmailTracking, EmailTrackingEvent
@@ -174,8 +174,8 @@ async def record_many(
         return []
     if records is None:
         wanted = list({e.record_id for e in events})
-        rows = await conn.execute(record_rows(one_of(conn, records_t.c.id, wanted)))
-        records = {r.id: r for r in rows}
+        found = await conn.execute(record_rows(one_of(conn, records_t.c.id, wanted)))
+        records = {r.id: r for r in found}
     present = [records[i] for i in dict.fromkeys(e.record_id for e in events) if i in records]
     if not present:
         return [None] * len(events)
@@ -248,7 +248,7 @@ _INSERT_EVENTS_PG = text(
 
 async def _insert_events_pg(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """The dedupe keys of ``rows`` stored now (PostgreSQL: one array-bound statement)."""
-    dumps = conn.dialect._json_serializer or json.dumps  # type: ignore[attr-defined]
+    dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
     params = {
         "id": [r["id"] for r in rows],
         "tracking_id": [r["tracking_id"] for r in rows],

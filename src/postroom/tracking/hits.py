@@ -9,8 +9,10 @@ machine test (clicked on delivery, every link at once) and to store the events.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -24,6 +26,7 @@ from postroom.tracking.events import NewEvent, one_of, record_many, record_rows,
 from postroom.tracking.tokens import BadToken
 from postroom.types import EventType
 
+log = logging.getLogger(__name__)
 tracking_t = cast(Table, EmailTracking.__table__)
 events_t = cast(Table, EmailTrackingEvent.__table__)
 
@@ -140,13 +143,84 @@ def _key(hit: Hit) -> tuple[uuid.UUID, str]:
     return (hit.email_id, hit.recipient)
 
 
-def writer(
-    engine: AsyncEngine,
-) -> Callable[[Sequence[Hit]], Awaitable[list[uuid.UUID | Exception]]]:
-    """The :class:`GroupCommit` writer: one transaction per batch."""
+class Writer:
+    """The :class:`GroupCommit` writer: one transaction per batch.
 
-    async def write_batch(hits: Sequence[Hit]) -> list[uuid.UUID | Exception]:
-        async with engine.begin() as conn:
-            return await write(conn, hits)
+    On PostgreSQL it keeps its connection from one batch to the next while batches
+    keep coming: a pool checkout pings the server first (a begin, a query and a
+    rollback), which cost a busy writer more than its batch's own statements. The
+    connection goes back to the pool after ``idle_s`` without a batch, and is
+    dropped after a failed batch (the next one checks out a fresh, pinged one).
+    """
 
-    return write_batch
+    def __init__(self, engine: AsyncEngine, *, idle_s: float = 2.0) -> None:
+        self.engine = engine
+        self.idle_s = idle_s
+        self._keep = engine.dialect.name == "postgresql"
+        self._conn: AsyncConnection | None = None
+        self._busy = False
+        self._last = 0.0
+        self._release: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        #: connections checked out, for tests
+        self.checkouts = 0
+
+    async def __call__(self, hits: Sequence[Hit]) -> list[uuid.UUID | Exception]:
+        if not self._keep:
+            async with self.engine.begin() as conn:
+                return await write(conn, hits)
+        if self._conn is None:
+            self._conn = await self.engine.connect()
+            self.checkouts += 1
+        conn = self._conn
+        self._busy = True
+        try:
+            async with conn.begin():
+                return await write(conn, hits)
+        except BaseException:
+            # the transaction is rolled back; the connection may be broken: drop it
+            self._conn = None
+            await _close(conn)
+            raise
+        finally:
+            self._busy = False
+            self._last = asyncio.get_running_loop().time()
+            if self._conn is not None and self._release is None:
+                self._release = asyncio.get_running_loop().call_later(
+                    self.idle_s, self._release_if_idle
+                )
+
+    def _release_if_idle(self) -> None:
+        self._release = None
+        if self._conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last
+        if self._busy or idle < self.idle_s:
+            self._release = loop.call_later(self.idle_s - idle, self._release_if_idle)
+            return
+        conn, self._conn = self._conn, None
+        self._closing = loop.create_task(_close(conn))
+
+    async def aclose(self) -> None:
+        """Give the kept connection back (on shutdown, after the last batch)."""
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _close(conn)
+        if self._closing is not None:
+            await self._closing
+
+
+async def _close(conn: AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception:  # a broken connection: the pool discards it
+        log.debug("closing the writer's connection failed", exc_info=True)
+
+
+def writer(engine: AsyncEngine) -> Writer:
+    """The :class:`GroupCommit` writer for ``engine``."""
+    return Writer(engine)
