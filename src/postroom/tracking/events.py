@@ -95,6 +95,12 @@ def insert_ignore(conn: AsyncConnection, table: Table, row: Mapping[str, Any] | 
     return stmt.on_conflict_do_nothing()
 
 
+def array_param(name: str, column: Any) -> Any:
+    """A PostgreSQL array parameter of ``column``'s values, for ``= ANY(…)``."""
+    element: TypeEngine[Any] = Uuid() if isinstance(column.type, Uuid) else String()
+    return bindparam(name, type_=postgresql.ARRAY(element))
+
+
 def one_of(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
     """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter
     whatever the number of values: one statement text and plan for every batch, where
@@ -457,6 +463,12 @@ def _bare_id(message_id: str) -> str:
     return message_id.strip().strip("<>")
 
 
+#: built once: the statement is taken from the compiled cache, not rebuilt per batch
+_RECORDS_BY_MESSAGE_ID_PG = record_rows(
+    records_t.c.message_id == any_(array_param("message_ids", records_t.c.message_id))
+)
+
+
 async def find_record(
     conn: AsyncConnection, message_id: str, recipient: str | None
 ) -> uuid.UUID | None:
@@ -472,7 +484,11 @@ async def find_records(conn: AsyncConnection, refs: Sequence[tuple[str, str | No
     ids = {v for mid, _ in refs for v in (_bare_id(mid), f"<{_bare_id(mid)}>")}
     by_id: dict[str, list[Any]] = {}
     if ids:
-        for row in await conn.execute(record_rows(one_of(conn, records_t.c.message_id, list(ids)))):
+        if conn.dialect.name == "postgresql":
+            found = await conn.execute(_RECORDS_BY_MESSAGE_ID_PG, {"message_ids": list(ids)})
+        else:
+            found = await conn.execute(record_rows(records_t.c.message_id.in_(ids)))
+        for row in found:
             by_id.setdefault(_bare_id(row.message_id), []).append(row)
     out: list[Any] = []
     for mid, recipient in refs:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy import Table, any_, bindparam, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.db.models import EmailTracking, EmailTrackingEvent
 from postroom.tracking import machines
-from postroom.tracking.events import NewEvent, one_of, record_many, record_rows, records_t
+from postroom.tracking.events import NewEvent, array_param, record_many, record_rows, records_t
 from postroom.tracking.tokens import BadToken
 from postroom.types import EventType
 
@@ -50,22 +50,40 @@ class Hit:
         return EventType.OPENED if self.url is None else EventType.CLICKED
 
 
+#: on PostgreSQL, built once: a superset (those emails' records to those addresses,
+#: narrowed by the keys in :func:`_records`) by two array parameters, so one statement
+#: text, taken from the compiled cache, for every batch
+_RECORDS_PG = record_rows(
+    records_t.c.job_id == any_(array_param("jobs", records_t.c.job_id)),
+    func.lower(records_t.c.recipient_email)
+    == any_(array_param("recipients", records_t.c.recipient_email)),
+)
+_RECENT_CLICKS_PG = (
+    select(tracking_t.c.email_id, events_t.c.timestamp, events_t.c.data)
+    .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
+    .where(
+        tracking_t.c.email_id == any_(array_param("records", tracking_t.c.email_id)),
+        events_t.c.type == EventType.CLICKED,
+        events_t.c.timestamp >= bindparam("since"),
+    )
+)
+
+
 async def _records(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[tuple[Any, str], Any]:
     """The records the hits are about, by (email id, lower-case recipient)."""
     keys = list({_key(h) for h in hits})
     if conn.dialect.name == "postgresql":
-        # a superset (those emails' records to those addresses), narrowed by the keys
-        # below: two array parameters, one statement text for every batch
-        where = (
-            one_of(conn, records_t.c.job_id, list({k[0] for k in keys})),
-            one_of(conn, func.lower(records_t.c.recipient_email), list({k[1] for k in keys})),
+        found = await conn.execute(
+            _RECORDS_PG,
+            {"jobs": list({k[0] for k in keys}), "recipients": list({k[1] for k in keys})},
         )
     else:
-        where = (
-            records_t.c.job_id.in_({k[0] for k in keys}),  # narrowed by its index first
-            tuple_(records_t.c.job_id, func.lower(records_t.c.recipient_email)).in_(keys),
+        found = await conn.execute(
+            record_rows(
+                records_t.c.job_id.in_({k[0] for k in keys}),  # narrowed by its index first
+                tuple_(records_t.c.job_id, func.lower(records_t.c.recipient_email)).in_(keys),
+            )
         )
-    found = await conn.execute(record_rows(*where))
     wanted = set(keys)
     return {key: r for r in found if (key := (r.job_id, r.recipient_email.lower())) in wanted}
 
@@ -77,15 +95,18 @@ async def _recent_clicks(
     out: dict[uuid.UUID, list[tuple[datetime, str | None]]] = {r: [] for r in record_ids}
     if not record_ids:
         return out
-    rows = await conn.execute(
-        select(tracking_t.c.email_id, events_t.c.timestamp, events_t.c.data)
-        .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
-        .where(
-            one_of(conn, tracking_t.c.email_id, record_ids),
-            events_t.c.type == EventType.CLICKED,
-            events_t.c.timestamp >= since,
+    if conn.dialect.name == "postgresql":
+        rows = await conn.execute(_RECENT_CLICKS_PG, {"records": record_ids, "since": since})
+    else:
+        rows = await conn.execute(
+            select(tracking_t.c.email_id, events_t.c.timestamp, events_t.c.data)
+            .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
+            .where(
+                tracking_t.c.email_id.in_(record_ids),
+                events_t.c.type == EventType.CLICKED,
+                events_t.c.timestamp >= since,
+            )
         )
-    )
     for row in rows:
         out[row.email_id].append((row.timestamp, (row.data or {}).get("url")))
     return out
