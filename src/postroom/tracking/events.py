@@ -153,11 +153,15 @@ async def _tracking_ids(
             }
             for r in missing
         ]
-        await conn.execute(insert_ignore(conn, tracking_t), rows)
-        stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
-            one_of(conn, tracking_t.c.email_id, [r.id for r in missing])
-        )
-        found.update({r.email_id: r.id for r in await conn.execute(stmt)})
+        # the rows made come back; only those another transaction made first need a read
+        stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
+        found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
+        others = [r.id for r in missing if r.id not in found]
+        if others:
+            stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
+                one_of(conn, tracking_t.c.email_id, others)
+            )
+            found.update({r.email_id: r.id for r in await conn.execute(stmt)})
     return found
 
 
