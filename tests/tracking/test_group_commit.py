@@ -183,3 +183,34 @@ async def test_the_writer_keeps_its_connection_while_batches_come(
     assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
     assert writer.checkouts == checkouts + 1
     assert await _count(postroom, "opened") == 6
+
+
+async def test_several_links_clicked_at_once_are_a_scanner_across_batches(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    clock.advance(60)
+    payload = {"e": sent.email_id, "r": sent.recipient}
+    links = [
+        _path(postroom, clock, "c", {**payload, "u": f"https://a.example/{i}"}) for i in range(3)
+    ]
+    person = {"user-agent": BROWSER}
+
+    # one after another: each click's batch reads the clicks committed before it
+    assert (await client.get(links[0], headers=person)).status_code == 302
+    clock.advance(1)
+    assert (await client.get(links[1], headers=person)).status_code == 302
+    clock.advance(0.5)
+    assert (await client.get(links[0], headers=person)).status_code == 302  # the same link
+    clock.advance(5)  # past the burst window: a person again
+    assert (await client.get(links[2], headers=person)).status_code == 302
+
+    tracking = (await client.get(f"/api/system/email/tracking/{sent.record_id}")).json()
+    clicks = [e for e in tracking["events"] if e["type"] == "clicked"]
+    assert [(e["data"]["url"][-1], e["machine"]) for e in clicks] == [
+        ("0", False),
+        ("1", True),
+        ("0", True),
+        ("2", False),
+    ]
+    assert clicks[1]["data"]["machine"] == clicks[2]["data"]["machine"] == "all-links"
