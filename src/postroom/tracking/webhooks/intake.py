@@ -57,6 +57,8 @@ class Scheme:
     keys: frozenset[str]
     verify: AsyncVerify
     parse: Callable[[bytes], list[ParsedEvent]]
+    #: verifying may wait on the network: no transaction is kept open meanwhile
+    fetches: bool = False
 
 
 SCHEMES: dict[str, Scheme] = {
@@ -64,7 +66,7 @@ SCHEMES: dict[str, Scheme] = {
     "sendgrid": Scheme(sendgrid.keys, _async(sendgrid.verify), sendgrid.parse),
     "postmark": Scheme(postmark.keys, _async(postmark.verify), postmark.parse),
     # SES publishes its events through SNS, which fetches certificates: async
-    "ses": Scheme(ses.keys, ses.verify, ses.parse),
+    "ses": Scheme(ses.keys, ses.verify, ses.parse, fetches=True),
 }
 
 
@@ -145,17 +147,20 @@ class WebhookIntake:
 
     async def receive(self, ident: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         """Verify and apply one webhook request for provider ``ident`` (name or id)."""
-        # one connection for the lookup and the writes: a checkout pings the server
+        # one connection, and but for SNS one transaction, for the lookup and the
+        # writes: a checkout pings the server, and each begin and end is a round trip.
+        # Leaving the block without the commit (a refused request) rolls back.
         async with self.engine.connect() as conn:
             row = await self._provider(ident, conn)
-            await conn.rollback()  # no transaction open while verifying (SNS may fetch)
             scheme = SCHEMES[row.type]
+            if scheme.fetches:
+                await conn.rollback()
             secrets = credentials.decrypt(self.fernet, row.authentication or {})
             now = self.clock.now()
             verified = await scheme.verify(body, headers, secrets, now, self.max_age_s)
             events = scheme.parse(body)
-            async with conn.begin():
-                counts = await self._store(conn, row, body, events, verified, now)
+            counts = await self._store(conn, row, body, events, verified, now)
+            await conn.commit()
         if counts is None:
             return {"received": len(events), "recorded": 0, "duplicates": len(events)}
         note = {"note": verified.note} if verified.note else {}
