@@ -386,18 +386,16 @@ _REPLACEABLE = (RecordStatus.QUEUED.value, RecordStatus.FAILED.value)
 # per-type statements, in SQL, so a concurrent batch's stronger status or earlier
 # time still wins. A status moves to a stronger one of PRECEDENCE (or from queued or
 # failed); LEAST ignores NULL, so a time column only ever moves earlier.
-_UPDATE_TRACKING_PG = text(
-    """
+_TRACKING_SQL = """
     UPDATE email_tracking AS t SET status = u.status, updated_at = u.at
-    FROM unnest(CAST(:id AS uuid[]), CAST(:status AS text[]), CAST(:at AS timestamptz[]))
-        AS u(id, status, at)
+    FROM unnest(
+        CAST(:t_id AS uuid[]), CAST(:t_status AS text[]), CAST(:t_at AS timestamptz[])
+    ) AS u(id, status, at)
     WHERE t.id = u.id
       AND array_position(CAST(:precedence AS text[]), t.status::text)
           > array_position(CAST(:precedence AS text[]), u.status)
-    """
-)
-_UPDATE_RECORDS_PG = text(
-    f"""
+"""
+_RECORDS_SQL = f"""
     UPDATE email_records AS r SET
         status = CASE
             WHEN u.status IS NOT NULL AND (
@@ -411,8 +409,12 @@ _UPDATE_RECORDS_PG = text(
         {", ".join(f"CAST(:{c} AS timestamptz[])" for c in _TIME_COLUMNS)}
     ) AS u(id, status, {", ".join(_TIME_COLUMNS)})
     WHERE r.id = u.id
-    """
-)
+"""
+_UPDATE_TRACKING_PG = text(_TRACKING_SQL)
+_UPDATE_RECORDS_PG = text(_RECORDS_SQL)
+#: both in one statement (a first open or delivery moves both): one round trip; a
+#: data-modifying WITH runs whether or not it is read
+_UPDATE_BOTH_PG = text(f"WITH moved_tracking AS ({_TRACKING_SQL}) {_RECORDS_SQL}")
 
 
 async def _apply_status_pg(
@@ -422,8 +424,8 @@ async def _apply_status_pg(
     records: Mapping[uuid.UUID, Any],
     tracking: Mapping[uuid.UUID, uuid.UUID],
 ) -> None:
-    """:func:`_apply_status`'s writes on PostgreSQL: at most one statement per table,
-    only for the records whose status or a time it changes as last read."""
+    """:func:`_apply_status`'s writes on PostgreSQL: at most one statement, only for
+    the records whose status or a time it changes as last read."""
     t_ids: list[uuid.UUID] = []
     t_status: list[str] = []
     t_at: list[datetime] = []
@@ -440,26 +442,23 @@ async def _apply_status_pg(
         known = getattr(records[record_id], column)
         if known is None or known > at:
             changes.setdefault(record_id, {})[column] = at
+    params: dict[str, Any] = {"precedence": [str(p) for p in PRECEDENCE]}
     if t_ids:
-        await conn.execute(
-            _UPDATE_TRACKING_PG,
-            {
-                "id": t_ids,
-                "status": t_status,
-                "at": t_at,
-                "precedence": [str(p) for p in PRECEDENCE],
-            },
-        )
+        params.update(t_id=t_ids, t_status=t_status, t_at=t_at)
     if changes:
         ids = sorted(changes)  # one lock order for every batch
-        params: dict[str, Any] = {
-            "id": ids,
-            "status": [changes[i].get("status") for i in ids],
-            "precedence": [str(p) for p in PRECEDENCE],
-            "replaceable": list(_REPLACEABLE),
-        }
+        params.update(
+            id=ids,
+            status=[changes[i].get("status") for i in ids],
+            replaceable=list(_REPLACEABLE),
+        )
         for column in _TIME_COLUMNS:
             params[column] = [changes[i].get(column) for i in ids]
+    if t_ids and changes:
+        await conn.execute(_UPDATE_BOTH_PG, params)
+    elif t_ids:
+        await conn.execute(_UPDATE_TRACKING_PG, params)
+    elif changes:
         await conn.execute(_UPDATE_RECORDS_PG, params)
 
 
