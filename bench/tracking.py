@@ -5,8 +5,9 @@ the figures are the application's and the database's cost, not a web server's:
 a bare Starlette handler returning the same GIF is measured the same way as the
 ceiling. Each answered pixel or click request has its event committed before the
 answer (concurrent ones share a commit); the run checks the event count against
-the answers. CPU us/op is this process's CPU time (the in-process client's too,
-not a database server's) per request or event.
+the answers. CPU us/op is this process's CPU time (the in-process client's too)
+per request or event, DB us/op the CPU time of the PostgreSQL backends serving
+the benchmark's database.
 
     .venv/bin/python bench/tracking.py --seconds 10 \\
         --database-url postgresql://postgres@127.0.0.1:5432/test
@@ -26,8 +27,8 @@ from typing import Any, cast
 import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from harness import FreshDatabase, log
-from sqlalchemy import Table, func, insert, select
+from harness import FreshDatabase, cpu_seconds, log
+from sqlalchemy import Table, func, insert, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -116,6 +117,24 @@ async def seed(pr: Postroom, recipients: int) -> list[tuple[str, str, str]]:
     return [(str(r["job_id"]), r["recipient_email"], r["message_id"]) for r in rows]
 
 
+async def backend_cpu(pr: Postroom) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving this database (none on
+    SQLite, which runs in this process and is counted in its CPU time)."""
+    if pr.engine.dialect.name != "postgresql":
+        return {}
+    async with pr.engine.connect() as conn:
+        pids = (
+            await conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).scalars()
+        return {pid: cpu_seconds([pid]) for pid in pids}
+
+
+def db_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 async def event_count(pr: Postroom, kind: str) -> int:
     async with pr.engine.connect() as conn:
         stmt = select(func.count()).select_from(events_t).where(events_t.c.type == kind)
@@ -123,7 +142,13 @@ async def event_count(pr: Postroom, kind: str) -> int:
 
 
 async def webhook_rate(
-    pr: Postroom, app: Any, targets: list[tuple[str, str, str]], batches: int
+    pr: Postroom,
+    app: Any,
+    targets: list[tuple[str, str, str]],
+    batches: int,
+    *,
+    offset: int = 0,
+    concurrency: int = 1,
 ) -> tuple[int, float]:
     key = ec.generate_private_key(ec.SECP256R1())
     public = base64.b64encode(
@@ -136,7 +161,7 @@ async def webhook_rate(
         await conn.execute(
             insert(providers_t).values(
                 id=uuid.uuid4(),
-                name="sg",
+                name=f"sg{offset}",
                 type="sendgrid",
                 enabled=False,
                 priority=1,
@@ -153,12 +178,12 @@ async def webhook_rate(
     bodies = []
     stamp = str(int(time.time()))
     for b in range(batches):
-        events = [
+        events = [  # distinct event ids across runs: none is a duplicate
             {
                 "email": targets[(b * 100 + i) % len(targets)][1],
                 "event": "delivered",
                 "timestamp": int(time.time()),
-                "sg_event_id": f"ev-{b}-{i}",
+                "sg_event_id": f"ev-{offset + b}-{i}",
                 "sg_message_id": targets[(b * 100 + i) % len(targets)][2].strip("<>"),
             }
             for i in range(100)
@@ -170,18 +195,24 @@ async def webhook_rate(
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         start = time.perf_counter()
         recorded = 0
-        for body, sig in bodies:
-            r = await client.post(
-                "/api/system/email/webhook/sg",
-                content=body,
-                headers={
-                    "X-Twilio-Email-Event-Webhook-Signature": sig,
-                    "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
-                },
-            )
-            if r.status_code != 200:
-                raise SystemExit(f"webhook: {r.status_code} {r.text[:200]}")
-            recorded += r.json()["recorded"]
+
+        async def post(mine: list[tuple[bytes, str]]) -> None:
+            nonlocal recorded
+            for body, sig in mine:
+                r = await client.post(
+                    f"/api/system/email/webhook/sg{offset}",
+                    content=body,
+                    headers={
+                        "X-Twilio-Email-Event-Webhook-Signature": sig,
+                        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+                    },
+                )
+                if r.status_code != 200:
+                    raise SystemExit(f"webhook: {r.status_code} {r.text[:200]}")
+                recorded += r.json()["recorded"]
+
+        # an ESP posts several batches at once; each sender posts its share in turn
+        await asyncio.gather(*(post(bodies[i::concurrency]) for i in range(concurrency)))
         return recorded, time.perf_counter() - start
 
 
@@ -211,38 +242,60 @@ async def main(args: argparse.Namespace) -> None:
         ]
         bare = Starlette(routes=[Route("/t/o/{token}", _bare)])
         app = create_app(pr, workers=0)
-        rows: list[tuple[str, int, float, float, str]] = []
+        rows: list[tuple[str, int, float, float, float, str]] = []
         for name, target, paths, kind in (
             ("bare Starlette GIF", bare, pixels, None),
             ("open pixel (recorded)", app, pixels, "opened"),
             ("click redirect (recorded)", app, clicks, "clicked"),
         ):
+            if kind and args.only not in (None, kind):
+                continue
             log(f"{name}: {args.seconds} s at concurrency {args.concurrency}")
-            batches, cpu = pr.link_events.batches, time.process_time()
+            batches, cpu, pg = pr.link_events.batches, time.process_time(), await backend_cpu(pr)
             answered, elapsed = await load(
                 target, paths, seconds=args.seconds, concurrency=args.concurrency
             )
             cpu = time.process_time() - cpu
+            pg_s = db_cpu(pg, await backend_cpu(pr))
             note = ""
             if kind:
                 stored = await event_count(pr, kind)
                 note = f"{stored} events stored" + ("" if stored == answered else " (MISMATCH)")
                 note += f", {pr.link_events.batches - batches} commits"
-            rows.append((name, answered, elapsed, cpu, note))
-        cpu = time.process_time()
-        recorded, elapsed = await webhook_rate(pr, app, targets, args.webhook_batches)
-        cpu = time.process_time() - cpu
-        rows.append(("SendGrid webhook, batches of 100", recorded, elapsed, cpu, "events/s"))
+            rows.append((name, answered, elapsed, cpu, pg_s, note))
+        for n, senders in enumerate(sorted({1, args.webhook_concurrency})):
+            if args.only not in (None, "webhook"):
+                break
+            log(f"SendGrid webhook: {args.webhook_batches} batches of 100, {senders} at a time")
+            cpu, pg = time.process_time(), await backend_cpu(pr)
+            recorded, elapsed = await webhook_rate(
+                pr,
+                app,
+                targets,
+                args.webhook_batches,
+                offset=n * args.webhook_batches,
+                concurrency=senders,
+            )
+            cpu = time.process_time() - cpu
+            pg_s = db_cpu(pg, await backend_cpu(pr))
+            name = f"SendGrid webhook, 100/batch, {senders} at once"
+            rows.append((name, recorded, elapsed, cpu, pg_s, "events/s"))
     finally:
         await pr.aclose()
         await db.drop()
     ceiling = rows[0][1] / rows[0][2]
     print(f"\n{db.label}, concurrency {args.concurrency}, {args.recipients} recipients")
-    print(f"{'what':36} {'count':>8} {'per s':>10} {'x bare':>7} {'CPU us/op':>10}  note")
-    for name, count, elapsed, cpu, note in rows:
+    print(
+        f"{'what':36} {'count':>8} {'per s':>10} {'x bare':>7} {'CPU us/op':>10} "
+        f"{'DB us/op':>9}  note"
+    )
+    for name, count, elapsed, cpu, pg_s, note in rows:
         rate = count / elapsed
-        per_op = 1e6 * cpu / max(count, 1)
-        print(f"{name:36} {count:8d} {rate:10.0f} {rate / ceiling:7.2f} {per_op:10.0f}  {note}")
+        per_op, db_op = 1e6 * cpu / max(count, 1), 1e6 * pg_s / max(count, 1)
+        print(
+            f"{name:36} {count:8d} {rate:10.0f} {rate / ceiling:7.2f} {per_op:10.0f} "
+            f"{db_op:9.0f}  {note}"
+        )
 
 
 if __name__ == "__main__":
@@ -256,4 +309,15 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--recipients", type=int, default=1000)
     parser.add_argument("--webhook-batches", type=int, default=20)
+    parser.add_argument(
+        "--webhook-concurrency",
+        type=int,
+        default=4,
+        help="also post this many webhook batches at a time (beside one at a time)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("opened", "clicked", "webhook"),
+        help="beside the bare handler, time only this (e.g. under a profiler)",
+    )
     asyncio.run(main(parser.parse_args()))

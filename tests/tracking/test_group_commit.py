@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from postroom.app import Postroom
 from postroom.clock import ManualClock
-from postroom.tracking import events
+from postroom.tracking import events, hits
 from postroom.tracking.context import TrackingContext
 from tests.tracking.conftest import record, send_and_drain
 
@@ -113,3 +113,104 @@ async def test_opens_and_clicks_in_one_batch_leave_the_strongest_status(
     # a later open never moves the status back down
     assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
     assert (await record(postroom, sent.record_id)).status == "clicked"
+
+
+async def test_machine_and_human_opens_keep_each_first_time_and_the_status(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    clock.advance(60)
+    payload = {"e": sent.email_id, "r": sent.recipient}
+    pixel = _path(postroom, clock, "o", payload)
+    click = _path(postroom, clock, "c", {**payload, "u": "https://a.example/p"})
+    proxy_at = clock.now()
+    proxy = {"user-agent": "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"}
+    assert (await client.get(pixel, headers=proxy)).status_code == 200
+    scanner = {"user-agent": "Barracuda Sentinel (EE)"}
+    assert (await client.get(click, headers=scanner)).status_code == 302
+
+    rec = await record(postroom, sent.record_id)
+    assert rec.status == "sent"  # machines do not move the status
+    assert rec.opened_at is None and rec.clicked_at is None
+    assert rec.opened_any_at == proxy_at and rec.clicked_any_at == proxy_at
+
+    clock.advance(30)
+    person_at = clock.now()
+    assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
+    rec = await record(postroom, sent.record_id)
+    assert rec.status == "opened" and rec.opened_at == person_at
+    assert rec.opened_any_at == proxy_at  # the first open of any kind stays the earliest
+
+    clock.advance(30)
+    assert (await client.get(click, headers={"user-agent": BROWSER})).status_code == 302
+    rec = await record(postroom, sent.record_id)
+    assert rec.status == "clicked" and rec.clicked_at == clock.now()
+    assert rec.opened_at == person_at and rec.clicked_any_at == proxy_at
+
+
+async def test_the_writer_keeps_its_connection_while_batches_come(
+    client: httpx.AsyncClient,
+    postroom: Postroom,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    clock.advance(60)
+    writer = cast(hits.Writer, postroom.link_events._write)
+    writer.idle_s = 0.2
+    pixel = _path(postroom, clock, "o", {"e": sent.email_id, "r": sent.recipient})
+    before = writer.checkouts
+
+    for _ in range(5):  # one batch each
+        assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
+
+    assert await _count(postroom, "opened") == 5
+    if postroom.engine.dialect.name != "postgresql":  # SQLite: a connection per batch
+        assert writer.checkouts == before == 0 and writer._conn is None
+        return
+    assert writer.checkouts - before <= 1 and writer._conn is not None
+    await asyncio.sleep(0.5)  # idle: back to the pool
+    assert writer._conn is None
+
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(events, "_apply_status", broken)
+    assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 503
+    assert writer._conn is None  # a failed batch's connection is not reused
+    monkeypatch.undo()
+    checkouts = writer.checkouts
+    assert (await client.get(pixel, headers={"user-agent": BROWSER})).status_code == 200
+    assert writer.checkouts == checkouts + 1
+    assert await _count(postroom, "opened") == 6
+
+
+async def test_several_links_clicked_at_once_are_a_scanner_across_batches(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    clock.advance(60)
+    payload = {"e": sent.email_id, "r": sent.recipient}
+    links = [
+        _path(postroom, clock, "c", {**payload, "u": f"https://a.example/{i}"}) for i in range(3)
+    ]
+    person = {"user-agent": BROWSER}
+
+    # one after another: each click's batch reads the clicks committed before it
+    assert (await client.get(links[0], headers=person)).status_code == 302
+    clock.advance(1)
+    assert (await client.get(links[1], headers=person)).status_code == 302
+    clock.advance(0.5)
+    assert (await client.get(links[0], headers=person)).status_code == 302  # the same link
+    clock.advance(5)  # past the burst window: a person again
+    assert (await client.get(links[2], headers=person)).status_code == 302
+
+    tracking = (await client.get(f"/api/system/email/tracking/{sent.record_id}")).json()
+    clicks = [e for e in tracking["events"] if e["type"] == "clicked"]
+    assert [(e["data"]["url"][-1], e["machine"]) for e in clicks] == [
+        ("0", False),
+        ("1", True),
+        ("0", True),
+        ("2", False),
+    ]
+    assert clicks[1]["data"]["machine"] == clicks[2]["data"]["machine"] == "all-links"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 
 from postroom.app import Postroom
 from postroom.clock import ManualClock
+from postroom.tracking.webhooks import intake
 from tests.support.providers import add_provider
 from tests.tracking.conftest import API, Sent, record, records_t, row_counts, send_and_drain
 from tests.tracking.signing import (
@@ -297,3 +300,43 @@ def _body() -> dict[str, object]:
         "subject": "Hi",
         "content": {"text": "Hi"},
     }
+
+
+@pytest.mark.usefixtures("esps")
+async def test_expired_nonces_are_purged_at_most_once_a_minute(
+    client: httpx.AsyncClient, postroom: Postroom, clock: ManualClock
+) -> None:
+    (sent,) = await send_and_drain(client, postroom)
+    nonces_t = intake.nonces_t
+
+    async def post(n: int) -> None:
+        body = mailgun_body(mailgun_event(sent, "delivered", n=n), timestamp=now_s(clock))
+        response = await client.post(
+            f"{HOOK}/mg", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 200, response.text
+
+    async def nonces() -> set[str]:
+        async with postroom.engine.connect() as conn:
+            return set((await conn.execute(select(nonces_t.c.nonce))).scalars())
+
+    async def add_expired(nonce: str) -> None:
+        provider_id = (await client.get(f"{API}/providers/mg")).json()["id"]
+        async with postroom.engine.begin() as conn:
+            await conn.execute(
+                insert(nonces_t).values(
+                    provider_id=uuid.UUID(provider_id),
+                    nonce=nonce,
+                    seen_at=clock.now() - timedelta(days=1),
+                )
+            )
+
+    await post(1)  # purges (the first request of this process to this database)
+    await add_expired("old-1")
+    clock.advance(30)
+    await post(2)  # within the minute: no purge
+    assert "old-1" in await nonces()
+    clock.advance(31)
+    await post(3)  # a minute later: the expired nonce goes, the fresh ones stay
+    left = await nonces()
+    assert "old-1" not in left and len(left) == 3

@@ -75,6 +75,10 @@ class GroupCommit(Generic[T, R]):
                 future.set_result(result)
 
     async def aclose(self) -> None:
-        """Wait for the batches under way (on shutdown: their callers get answers)."""
+        """Wait for the batches under way (on shutdown: their callers get answers),
+        then close the writer if it has an ``aclose`` (one that keeps a connection)."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        close = getattr(self._write, "aclose", None)
+        if close is not None:
+            await close()

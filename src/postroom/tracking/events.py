@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, Uuid, any_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import String, TypeEngine
 
 from postroom.db.engine import reader
 from postroom.db.models import EmailRecord, EmailTracking, EmailTrackingEvent
@@ -94,6 +95,22 @@ def insert_ignore(conn: AsyncConnection, table: Table, row: Mapping[str, Any] | 
     return stmt.on_conflict_do_nothing()
 
 
+def array_param(name: str, column: Any) -> Any:
+    """A PostgreSQL array parameter of ``column``'s values, for ``= ANY(…)``."""
+    element: TypeEngine[Any] = Uuid() if isinstance(column.type, Uuid) else String()
+    return bindparam(name, type_=postgresql.ARRAY(element))
+
+
+def one_of(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter
+    whatever the number of values: one statement text and plan for every batch, where
+    an expanding IN is parsed and planned anew for each length."""
+    if conn.dialect.name != "postgresql":
+        return column.in_(values)
+    element: TypeEngine[Any] = Uuid() if isinstance(column.type, Uuid) else String()
+    return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
+
+
 def record_rows(*where: Any) -> Any:
     """The records (with their tracking row's id and status, if any) that recording
     events needs: one query, which also tells which status updates would change
@@ -136,11 +153,15 @@ async def _tracking_ids(
             }
             for r in missing
         ]
-        await conn.execute(insert_ignore(conn, tracking_t), rows)
-        stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
-            tracking_t.c.email_id.in_([r.id for r in missing])
-        )
-        found.update({r.email_id: r.id for r in await conn.execute(stmt)})
+        # the rows made come back; only those another transaction made first need a read
+        stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
+        found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
+        others = [r.id for r in missing if r.id not in found]
+        if others:
+            stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
+                one_of(conn, tracking_t.c.email_id, others)
+            )
+            found.update({r.email_id: r.id for r in await conn.execute(stmt)})
     return found
 
 
@@ -163,7 +184,8 @@ async def record_many(
         return []
     if records is None:
         wanted = list({e.record_id for e in events})
-        records = {r.id: r for r in await conn.execute(record_rows(records_t.c.id.in_(wanted)))}
+        found = await conn.execute(record_rows(one_of(conn, records_t.c.id, wanted)))
+        records = {r.id: r for r in found}
     present = [records[i] for i in dict.fromkeys(e.record_id for e in events) if i in records]
     if not present:
         return [None] * len(events)
@@ -193,8 +215,11 @@ async def record_many(
         return out
     # ON CONFLICT DO NOTHING … RETURNING: the keys stored before (or by a concurrent
     # transaction) come back missing, so one statement both deduplicates and inserts
-    stmt = insert_ignore(conn, events_t).returning(events_t.c.dedupe_key)
-    stored = set((await conn.execute(stmt, rows)).scalars())
+    if conn.dialect.name == "postgresql":
+        stored = await _insert_events_pg(conn, rows)
+    else:
+        stmt = insert_ignore(conn, events_t).returning(events_t.c.dedupe_key)
+        stored = set((await conn.execute(stmt, rows)).scalars())
     for row in rows:
         if row["dedupe_key"] in stored:
             out[slot[row["dedupe_key"]]] = row["id"]
@@ -209,6 +234,43 @@ async def record_many(
         ],
     )
     return out
+
+
+#: the events of a batch as one array per column: a single statement of fixed text,
+#: prepared once per connection, however many rows (a multi-row VALUES list is a
+#: new statement for every batch size, its parameters converted one by one)
+_INSERT_EVENTS_PG = text(
+    """
+    INSERT INTO email_tracking_events
+        (id, tracking_id, type, timestamp, data, user_agent, ip_address, dedupe_key, machine)
+    SELECT u.id, u.tracking_id, u.type, u.at, u.data::jsonb, u.user_agent, u.ip::inet,
+           u.dedupe_key, u.machine
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:tracking_id AS uuid[]), CAST(:type AS text[]),
+        CAST(:at AS timestamptz[]), CAST(:data AS text[]), CAST(:user_agent AS text[]),
+        CAST(:ip AS text[]), CAST(:dedupe_key AS text[]), CAST(:machine AS boolean[])
+    ) AS u(id, tracking_id, type, at, data, user_agent, ip, dedupe_key, machine)
+    ON CONFLICT DO NOTHING
+    RETURNING dedupe_key
+    """
+)
+
+
+async def _insert_events_pg(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The dedupe keys of ``rows`` stored now (PostgreSQL: one array-bound statement)."""
+    dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+    params = {
+        "id": [r["id"] for r in rows],
+        "tracking_id": [r["tracking_id"] for r in rows],
+        "type": [r["type"] for r in rows],
+        "at": [r["timestamp"] for r in rows],
+        "data": [dumps(r["data"]) for r in rows],
+        "user_agent": [r["user_agent"] for r in rows],
+        "ip": [r["ip_address"] for r in rows],
+        "dedupe_key": [r["dedupe_key"] for r in rows],
+        "machine": [r["machine"] for r in rows],
+    }
+    return set((await conn.execute(_INSERT_EVENTS_PG, params)).scalars())
 
 
 def _webhook_data(event: NewEvent) -> dict[str, Any]:
@@ -268,6 +330,9 @@ async def _apply_status(
             at = first.get((column, ev.record_id))
             if at is None or ev.timestamp < at:
                 first[(column, ev.record_id)] = ev.timestamp
+    if conn.dialect.name == "postgresql":
+        await _apply_status_pg(conn, strongest, first, records, tracking)
+        return
     moves_tracking: dict[str, list[dict[str, Any]]] = {}
     moves_record: dict[str, list[dict[str, Any]]] = {}
     for record_id, ev in strongest.items():
@@ -313,8 +378,98 @@ async def _apply_status(
         )
 
 
+#: every record time column an event may set, in the order of the arrays below
+_TIME_COLUMNS: tuple[str, ...] = (*_TIMESTAMP.values(), *_ANY_TIMESTAMP.values())
+_REPLACEABLE = (RecordStatus.QUEUED.value, RecordStatus.FAILED.value)
+
+# One UPDATE per table per batch (PostgreSQL), as arrays: the same conditions as the
+# per-type statements, in SQL, so a concurrent batch's stronger status or earlier
+# time still wins. A status moves to a stronger one of PRECEDENCE (or from queued or
+# failed); LEAST ignores NULL, so a time column only ever moves earlier.
+_TRACKING_SQL = """
+    UPDATE email_tracking AS t SET status = u.status, updated_at = u.at
+    FROM unnest(
+        CAST(:t_id AS uuid[]), CAST(:t_status AS text[]), CAST(:t_at AS timestamptz[])
+    ) AS u(id, status, at)
+    WHERE t.id = u.id
+      AND array_position(CAST(:precedence AS text[]), t.status::text)
+          > array_position(CAST(:precedence AS text[]), u.status)
+"""
+_RECORDS_SQL = f"""
+    UPDATE email_records AS r SET
+        status = CASE
+            WHEN u.status IS NOT NULL AND (
+                r.status::text = ANY(CAST(:replaceable AS text[]))
+                OR array_position(CAST(:precedence AS text[]), r.status::text)
+                   > array_position(CAST(:precedence AS text[]), u.status))
+            THEN u.status ELSE r.status END,
+        {", ".join(f"{c} = LEAST(r.{c}, u.{c})" for c in _TIME_COLUMNS)}
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:status AS text[]),
+        {", ".join(f"CAST(:{c} AS timestamptz[])" for c in _TIME_COLUMNS)}
+    ) AS u(id, status, {", ".join(_TIME_COLUMNS)})
+    WHERE r.id = u.id
+"""
+_UPDATE_TRACKING_PG = text(_TRACKING_SQL)
+_UPDATE_RECORDS_PG = text(_RECORDS_SQL)
+#: both in one statement (a first open or delivery moves both): one round trip; a
+#: data-modifying WITH runs whether or not it is read
+_UPDATE_BOTH_PG = text(f"WITH moved_tracking AS ({_TRACKING_SQL}) {_RECORDS_SQL}")
+
+
+async def _apply_status_pg(
+    conn: AsyncConnection,
+    strongest: Mapping[uuid.UUID, NewEvent],
+    first: Mapping[tuple[str, uuid.UUID], datetime],
+    records: Mapping[uuid.UUID, Any],
+    tracking: Mapping[uuid.UUID, uuid.UUID],
+) -> None:
+    """:func:`_apply_status`'s writes on PostgreSQL: at most one statement, only for
+    the records whose status or a time it changes as last read."""
+    t_ids: list[uuid.UUID] = []
+    t_status: list[str] = []
+    t_at: list[datetime] = []
+    changes: dict[uuid.UUID, dict[str, Any]] = {}
+    for record_id, ev in strongest.items():
+        kind, rec = str(ev.type), records[record_id]
+        if rec.tracking_status is None or _stronger(kind, rec.tracking_status):
+            t_ids.append(tracking[record_id])
+            t_status.append(kind)
+            t_at.append(ev.timestamp)
+        if rec.status in _REPLACEABLE or _stronger(kind, rec.status):
+            changes.setdefault(record_id, {})["status"] = kind
+    for (column, record_id), at in first.items():
+        known = getattr(records[record_id], column)
+        if known is None or known > at:
+            changes.setdefault(record_id, {})[column] = at
+    params: dict[str, Any] = {"precedence": [str(p) for p in PRECEDENCE]}
+    if t_ids:
+        params.update(t_id=t_ids, t_status=t_status, t_at=t_at)
+    if changes:
+        ids = sorted(changes)  # one lock order for every batch
+        params.update(
+            id=ids,
+            status=[changes[i].get("status") for i in ids],
+            replaceable=list(_REPLACEABLE),
+        )
+        for column in _TIME_COLUMNS:
+            params[column] = [changes[i].get(column) for i in ids]
+    if t_ids and changes:
+        await conn.execute(_UPDATE_BOTH_PG, params)
+    elif t_ids:
+        await conn.execute(_UPDATE_TRACKING_PG, params)
+    elif changes:
+        await conn.execute(_UPDATE_RECORDS_PG, params)
+
+
 def _bare_id(message_id: str) -> str:
     return message_id.strip().strip("<>")
+
+
+#: built once: the statement is taken from the compiled cache, not rebuilt per batch
+_RECORDS_BY_MESSAGE_ID_PG = record_rows(
+    records_t.c.message_id == any_(array_param("message_ids", records_t.c.message_id))
+)
 
 
 async def find_record(
@@ -332,7 +487,11 @@ async def find_records(conn: AsyncConnection, refs: Sequence[tuple[str, str | No
     ids = {v for mid, _ in refs for v in (_bare_id(mid), f"<{_bare_id(mid)}>")}
     by_id: dict[str, list[Any]] = {}
     if ids:
-        for row in await conn.execute(record_rows(records_t.c.message_id.in_(ids))):
+        if conn.dialect.name == "postgresql":
+            found = await conn.execute(_RECORDS_BY_MESSAGE_ID_PG, {"message_ids": list(ids)})
+        else:
+            found = await conn.execute(record_rows(records_t.c.message_id.in_(ids)))
+        for row in found:
             by_id.setdefault(_bare_id(row.message_id), []).append(row)
     out: list[Any] = []
     for mid, recipient in refs:

@@ -9,21 +9,24 @@ machine test (clicked on delivery, every link at once) and to store the events.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy import Table, any_, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.db.models import EmailTracking, EmailTrackingEvent
 from postroom.tracking import machines
-from postroom.tracking.events import NewEvent, record_many, record_rows, records_t
+from postroom.tracking.events import NewEvent, array_param, record_many, record_rows, records_t
 from postroom.tracking.tokens import BadToken
 from postroom.types import EventType
 
+log = logging.getLogger(__name__)
 tracking_t = cast(Table, EmailTracking.__table__)
 events_t = cast(Table, EmailTrackingEvent.__table__)
 
@@ -47,25 +50,70 @@ class Hit:
         return EventType.OPENED if self.url is None else EventType.CLICKED
 
 
+#: on PostgreSQL, built once: a superset (those emails' records to those addresses,
+#: narrowed by the keys in :func:`_records`) by two array parameters, so one statement
+#: text, taken from the compiled cache, for every batch
+_RECORDS_PG = record_rows(
+    records_t.c.job_id == any_(array_param("jobs", records_t.c.job_id)),
+    func.lower(records_t.c.recipient_email)
+    == any_(array_param("recipients", records_t.c.recipient_email)),
+)
+#: each tracking row's recent clicks by its own index entries: only the tracking id
+#: is inside the subquery, which OFFSET 0 keeps per row, so whatever the statistics
+#: the scan is the (tracking id) index, growing with the batch and those recipients'
+#: events, never a scan of every click of the last seconds by the (type, time) index
+_RECENT_CLICKS_PG = text(
+    """
+    SELECT u.tracking_id, e.timestamp, e.data ->> 'url' AS url
+    FROM unnest(CAST(:tracking_ids AS uuid[])) AS u(tracking_id)
+    CROSS JOIN LATERAL (
+        SELECT e.timestamp, e.type, e.data FROM email_tracking_events AS e
+        WHERE e.tracking_id = u.tracking_id
+        OFFSET 0
+    ) AS e
+    WHERE e.type = 'clicked' AND e.timestamp >= :since
+    """
+)
+
+
 async def _records(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[tuple[Any, str], Any]:
     """The records the hits are about, by (email id, lower-case recipient)."""
     keys = list({_key(h) for h in hits})
-    rows = await conn.execute(
-        record_rows(
-            records_t.c.job_id.in_({k[0] for k in keys}),  # narrowed by its index first
-            tuple_(records_t.c.job_id, func.lower(records_t.c.recipient_email)).in_(keys),
+    if conn.dialect.name == "postgresql":
+        found = await conn.execute(
+            _RECORDS_PG,
+            {"jobs": list({k[0] for k in keys}), "recipients": list({k[1] for k in keys})},
         )
-    )
-    return {(r.job_id, r.recipient_email.lower()): r for r in rows}
+    else:
+        found = await conn.execute(
+            record_rows(
+                records_t.c.job_id.in_({k[0] for k in keys}),  # narrowed by its index first
+                tuple_(records_t.c.job_id, func.lower(records_t.c.recipient_email)).in_(keys),
+            )
+        )
+    wanted = set(keys)
+    return {key: r for r in found if (key := (r.job_id, r.recipient_email.lower())) in wanted}
 
 
 async def _recent_clicks(
-    conn: AsyncConnection, record_ids: list[uuid.UUID], since: datetime
+    conn: AsyncConnection, records: list[Any], since: datetime
 ) -> dict[uuid.UUID, list[tuple[datetime, str | None]]]:
-    """Clicks on these records since ``since``: (time, URL) per record id."""
-    out: dict[uuid.UUID, list[tuple[datetime, str | None]]] = {r: [] for r in record_ids}
-    if not record_ids:
+    """Clicks on these records (:func:`_records` rows) since ``since``: (time, URL)
+    per record id."""
+    out: dict[uuid.UUID, list[tuple[datetime, str | None]]] = {r.id: [] for r in records}
+    if not records:
         return out
+    if conn.dialect.name == "postgresql":
+        # by the tracking rows already read (a record without one has no clicks yet)
+        by_tracking = {r.tracking_id: r.id for r in records if r.tracking_id is not None}
+        if by_tracking:
+            found = await conn.execute(
+                _RECENT_CLICKS_PG, {"tracking_ids": list(by_tracking), "since": since}
+            )
+            for row in found:
+                out[by_tracking[row.tracking_id]].append((row.timestamp, row.url))
+        return out
+    record_ids = list(out)
     rows = await conn.execute(
         select(tracking_t.c.email_id, events_t.c.timestamp, events_t.c.data)
         .join(tracking_t, tracking_t.c.id == events_t.c.tracking_id)
@@ -85,7 +133,9 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
     :class:`BadToken` when its message no longer exists."""
     records = await _records(conn, hits)
     window = timedelta(seconds=machines.BURST_WINDOW_S)
-    clicked = list({r.id for h in hits if h.url is not None and (r := records.get(_key(h)))})
+    clicked = list(
+        {r.id: r for h in hits if h.url is not None and (r := records.get(_key(h)))}.values()
+    )
     recent = await _recent_clicks(conn, clicked, min(h.at for h in hits) - window)
     events: list[NewEvent] = []
     slots: list[int] = []
@@ -132,13 +182,84 @@ def _key(hit: Hit) -> tuple[uuid.UUID, str]:
     return (hit.email_id, hit.recipient)
 
 
-def writer(
-    engine: AsyncEngine,
-) -> Callable[[Sequence[Hit]], Awaitable[list[uuid.UUID | Exception]]]:
-    """The :class:`GroupCommit` writer: one transaction per batch."""
+class Writer:
+    """The :class:`GroupCommit` writer: one transaction per batch.
 
-    async def write_batch(hits: Sequence[Hit]) -> list[uuid.UUID | Exception]:
-        async with engine.begin() as conn:
-            return await write(conn, hits)
+    On PostgreSQL it keeps its connection from one batch to the next while batches
+    keep coming: a pool checkout pings the server first (a begin, a query and a
+    rollback), which cost a busy writer more than its batch's own statements. The
+    connection goes back to the pool after ``idle_s`` without a batch, and is
+    dropped after a failed batch (the next one checks out a fresh, pinged one).
+    """
 
-    return write_batch
+    def __init__(self, engine: AsyncEngine, *, idle_s: float = 2.0) -> None:
+        self.engine = engine
+        self.idle_s = idle_s
+        self._keep = engine.dialect.name == "postgresql"
+        self._conn: AsyncConnection | None = None
+        self._busy = False
+        self._last = 0.0
+        self._release: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        #: connections checked out, for tests
+        self.checkouts = 0
+
+    async def __call__(self, hits: Sequence[Hit]) -> list[uuid.UUID | Exception]:
+        if not self._keep:
+            async with self.engine.begin() as conn:
+                return await write(conn, hits)
+        if self._conn is None:
+            self._conn = await self.engine.connect()
+            self.checkouts += 1
+        conn = self._conn
+        self._busy = True
+        try:
+            async with conn.begin():
+                return await write(conn, hits)
+        except BaseException:
+            # the transaction is rolled back; the connection may be broken: drop it
+            self._conn = None
+            await _close(conn)
+            raise
+        finally:
+            self._busy = False
+            self._last = asyncio.get_running_loop().time()
+            if self._conn is not None and self._release is None:
+                self._release = asyncio.get_running_loop().call_later(
+                    self.idle_s, self._release_if_idle
+                )
+
+    def _release_if_idle(self) -> None:
+        self._release = None
+        if self._conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last
+        if self._busy or idle < self.idle_s:
+            self._release = loop.call_later(self.idle_s - idle, self._release_if_idle)
+            return
+        conn, self._conn = self._conn, None
+        self._closing = loop.create_task(_close(conn))
+
+    async def aclose(self) -> None:
+        """Give the kept connection back (on shutdown, after the last batch)."""
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _close(conn)
+        if self._closing is not None:
+            await self._closing
+
+
+async def _close(conn: AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception:  # a broken connection: the pool discards it
+        log.debug("closing the writer's connection failed", exc_info=True)
+
+
+def writer(engine: AsyncEngine) -> Writer:
+    """The :class:`GroupCommit` writer for ``engine``."""
+    return Writer(engine)

@@ -6,6 +6,7 @@ count as human opens or clicks nor move the status.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -29,6 +30,26 @@ SCANNER_WINDOW_S = 10.0
 BURST_WINDOW_S = 2.0
 
 
+#: distinct user agents whose verdict is remembered (mail clients and proxies send
+#: few distinct ones), and the longest remembered: the cache stays small
+_AGENT_CACHE, _AGENT_MAX = 4096, 512
+
+
+@functools.lru_cache(maxsize=_AGENT_CACHE)
+def _agent_verdicts(user_agent: str) -> tuple[bool, bool]:
+    """(a privacy proxy's agent, a scanner's agent): the regexes once per agent."""
+    return (
+        _OPEN_AGENTS.search(user_agent.strip()) is not None,
+        not user_agent.strip() or _SCANNER_AGENTS.search(user_agent) is not None,
+    )
+
+
+def _verdicts(user_agent: str) -> tuple[bool, bool]:
+    if len(user_agent) > _AGENT_MAX:
+        return _agent_verdicts.__wrapped__(user_agent)
+    return _agent_verdicts(user_agent)
+
+
 def _prefetch(headers: Mapping[str, str]) -> bool:
     purpose = headers.get("purpose") or headers.get("sec-purpose") or headers.get("x-moz") or ""
     return "prefetch" in purpose.lower()
@@ -38,7 +59,7 @@ def open_by_request(user_agent: str, headers: Mapping[str, str]) -> str | None:
     """Why an open was made by a machine, as far as the request alone tells."""
     if _prefetch(headers):
         return "prefetch"
-    if _OPEN_AGENTS.search(user_agent.strip()):
+    if _verdicts(user_agent)[0]:
         return "privacy-proxy"
     return None
 
@@ -63,7 +84,7 @@ def click_by_request(user_agent: str, method: str, headers: Mapping[str, str]) -
         return "head-request"
     if _prefetch(headers):
         return "prefetch"
-    if not user_agent.strip() or _SCANNER_AGENTS.search(user_agent):
+    if _verdicts(user_agent)[1]:
         return "scanner-agent"
     return None
 

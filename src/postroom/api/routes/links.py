@@ -8,13 +8,13 @@ one-click unsubscribe: no session, no CSRF token; the signed token is the proof)
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable
 from typing import Annotated, cast
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postroom.errors import PostroomError
 from postroom.tracking.context import tracking_context
@@ -90,19 +90,40 @@ _pixel_route.methods = {"GET"}  # Starlette adds HEAD to a GET route; a pixel an
 router.routes.append(_pixel_route)
 router.add_route("/t/c/{token}", click, methods=["GET", "HEAD"], include_in_schema=False)
 
-_FAST: dict[tuple[str, str], Callable[[Request, str], Awaitable[Response]]] = {
-    ("/t/o/", "GET"): _open,
-    ("/t/c/", "GET"): _click,
-    ("/t/c/", "HEAD"): _click,
-}
+#: the pixel's answer, built once: the same headers as ``Response(PIXEL, …)``
+_PIXEL_HEADERS: list[tuple[bytes, bytes]] = [
+    *((k.lower().encode(), v.encode()) for k, v in _NO_STORE.items()),
+    (b"content-length", str(len(PIXEL)).encode()),
+    (b"content-type", b"image/gif"),
+]
+_PIXEL_START: Message = {"type": "http.response.start", "status": 200, "headers": _PIXEL_HEADERS}
+_PIXEL_BODY: Message = {"type": "http.response.body", "body": PIXEL}
+_REDIRECT_HEADERS: list[tuple[bytes, bytes]] = [
+    *((k.lower().encode(), v.encode()) for k, v in _NO_STORE.items()),
+    (b"content-length", b"0"),
+]
+_EMPTY_BODY: Message = {"type": "http.response.body", "body": b""}
+#: the request headers the pixel and click read (the user agent, prefetch hints)
+_WANTED = frozenset((b"user-agent", b"purpose", b"sec-purpose", b"x-moz"))
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The headers of :data:`_WANTED` (the first of each), read in one pass over the
+    raw list instead of one scan per lookup."""
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED:
+            out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return out
 
 
 class FastLinks:
     """Answers the pixel and click routes before the router and the per-request
     exception and dependency scopes, which cost more than the rest of such a
-    request. The same handlers as the routes above; a :class:`PostroomError` is
-    rendered by the app's own handler, anything else goes on to the app's
-    server-error handler, as from a route. Install it inside the access log."""
+    request: headers read straight from the scope, the pixel's answer prebuilt. The
+    same logic as the routes above; a :class:`PostroomError` is rendered by the
+    app's own handler, anything else goes on to the app's server-error handler, as
+    from a route. Install it inside the access log."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -113,17 +134,66 @@ class FastLinks:
             root: str = scope.get("root_path") or ""
             if root and path.startswith(root):
                 path = path[len(root) :]
-            handler = _FAST.get((path[:5], scope["method"]))
-            token = path[5:]
-            if handler is not None and token and "/" not in token:
-                request = Request(scope, receive)
-                try:
-                    response = await handler(request, token)
-                except PostroomError as exc:
-                    response = await _rendered(scope, request, exc)
-                await response(scope, receive, send)
-                return
+            prefix, token, method = path[:5], path[5:], scope["method"]
+            if token and "/" not in token:
+                if prefix == "/t/o/" and method == "GET":
+                    await self._open(scope, receive, send, token.removesuffix(".gif"))
+                    return
+                if prefix == "/t/c/" and method in ("GET", "HEAD"):
+                    await self._click(scope, receive, send, token)
+                    return
         await self.app(scope, receive, send)
+
+    async def _open(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
+        headers = _headers(scope)
+        client = scope.get("client")
+        try:
+            await _scope_links(scope).open(
+                token, headers.get("user-agent", ""), client[0] if client else None, headers
+            )
+        except PostroomError as exc:
+            await _render(scope, receive, send, exc)
+            return
+        await send(_PIXEL_START)
+        await send(_PIXEL_BODY)
+
+    async def _click(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
+        headers = _headers(scope)
+        client = scope.get("client")
+        try:
+            url = await _scope_links(scope).click(
+                token,
+                scope["method"],
+                headers.get("user-agent", ""),
+                client[0] if client else None,
+                headers,
+            )
+        except PostroomError as exc:
+            await _render(scope, receive, send, exc)
+            return
+        # the Location as Starlette's RedirectResponse writes it
+        location = quote(url, safe=":/%#?=@[]!$&'()*+,;").encode("latin-1")
+        start: Message = {
+            "type": "http.response.start",
+            "status": 302,
+            "headers": [*_REDIRECT_HEADERS, (b"location", location)],
+        }
+        await send(start)
+        await send(_EMPTY_BODY)
+
+
+def _scope_links(scope: Scope) -> Links:
+    state = scope["app"].state
+    try:
+        return cast(Links, state.links)
+    except AttributeError:
+        return _links(Request(scope))
+
+
+async def _render(scope: Scope, receive: Receive, send: Send, exc: PostroomError) -> None:
+    request = Request(scope, receive)
+    response = await _rendered(scope, request, exc)
+    await response(scope, receive, send)
 
 
 async def _rendered(scope: Scope, request: Request, exc: PostroomError) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,9 @@ from postroom.tracking.webhooks import mailgun, postmark, sendgrid, ses
 from postroom.tracking.webhooks.base import ParsedEvent, Verified, WebhookForbidden
 
 providers_t = cast(Table, EmailProvider.__table__)
+#: expired nonces are purged at most this often (per database, in this process)
+_PURGE_EVERY = timedelta(seconds=60)
+_PURGED: weakref.WeakKeyDictionary[AsyncEngine, datetime] = weakref.WeakKeyDictionary()
 receipts_t = cast(Table, WebhookReceipt.__table__)
 nonces_t = cast(Table, WebhookNonce.__table__)
 
@@ -53,6 +57,8 @@ class Scheme:
     keys: frozenset[str]
     verify: AsyncVerify
     parse: Callable[[bytes], list[ParsedEvent]]
+    #: verifying may wait on the network: no transaction is kept open meanwhile
+    fetches: bool = False
 
 
 SCHEMES: dict[str, Scheme] = {
@@ -60,7 +66,7 @@ SCHEMES: dict[str, Scheme] = {
     "sendgrid": Scheme(sendgrid.keys, _async(sendgrid.verify), sendgrid.parse),
     "postmark": Scheme(postmark.keys, _async(postmark.verify), postmark.parse),
     # SES publishes its events through SNS, which fetches certificates: async
-    "ses": Scheme(ses.keys, ses.verify, ses.parse),
+    "ses": Scheme(ses.keys, ses.verify, ses.parse, fetches=True),
 }
 
 
@@ -124,13 +130,14 @@ class WebhookIntake:
         self.max_age_s = max_age_s
         self.soft_limit = soft_limit
 
-    async def _provider(self, ident: str) -> Any:
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(providers_t).where(by_name_or_id(providers_t, "name", ident))
-                )
-            ).all()
+    async def _provider(self, ident: str, conn: AsyncConnection | None = None) -> Any:
+        """The provider ``ident`` names (read on ``conn`` if given, else on its own)."""
+        stmt = select(providers_t).where(by_name_or_id(providers_t, "name", ident))
+        if conn is not None:
+            rows = (await conn.execute(stmt)).all()
+        else:
+            async with self.engine.connect() as own:
+                rows = (await own.execute(stmt)).all()
         if not rows:
             raise NotFound(f"there is no provider {ident!r}")
         row = rows[0]
@@ -140,49 +147,79 @@ class WebhookIntake:
 
     async def receive(self, ident: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         """Verify and apply one webhook request for provider ``ident`` (name or id)."""
-        row = await self._provider(ident)
-        scheme = SCHEMES[row.type]
-        secrets = credentials.decrypt(self.fernet, row.authentication or {})
-        now = self.clock.now()
-        verified = await scheme.verify(body, headers, secrets, now, self.max_age_s)
-        events = scheme.parse(body)
-        async with self.engine.begin() as conn:
-            for nonce in verified.nonces:
-                fresh = await conn.execute(
-                    insert_ignore(
-                        conn, nonces_t, {"provider_id": row.id, "nonce": nonce, "seen_at": now}
-                    )
-                )
-                if not fresh.rowcount:
-                    raise WebhookForbidden("this signed request was already received: a replay")
-            if verified.nonces:  # only schemes with nonces add any to purge
-                # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
-                keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
-                await conn.execute(
-                    delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
-                )
-            receipt_id = uuid.uuid4()
-            stored = await conn.execute(
-                insert_ignore(
-                    conn,
-                    receipts_t,
-                    {
-                        "id": receipt_id,
-                        "provider_type": row.type,
-                        "provider_id": row.id,
-                        "provider_event_id": "sha256:" + hashlib.sha256(body).hexdigest(),
-                        "payload": body.decode("utf-8", "replace"),
-                        "received_at": now,
-                        # processed in this same transaction, or not stored at all
-                        "processed_at": now,
-                    },
-                )
-            )
-            if not stored.rowcount:
-                return {"received": len(events), "recorded": 0, "duplicates": len(events)}
-            counts = await apply(conn, events, now=now, soft_limit=self.soft_limit)
+        # one connection, and but for SNS one transaction, for the lookup and the
+        # writes: a checkout pings the server, and each begin and end is a round trip.
+        # Leaving the block without the commit (a refused request) rolls back.
+        async with self.engine.connect() as conn:
+            row = await self._provider(ident, conn)
+            scheme = SCHEMES[row.type]
+            if scheme.fetches:
+                await conn.rollback()
+            secrets = credentials.decrypt(self.fernet, row.authentication or {})
+            now = self.clock.now()
+            verified = await scheme.verify(body, headers, secrets, now, self.max_age_s)
+            events = scheme.parse(body)
+            counts = await self._store(conn, row, body, events, verified, now)
+            await conn.commit()
+        if counts is None:
+            return {"received": len(events), "recorded": 0, "duplicates": len(events)}
         note = {"note": verified.note} if verified.note else {}
         return {"received": len(events), **counts, **note}
+
+    def _purge_due(self, now: datetime) -> bool:
+        """Whether this request purges expired nonces: at most once a minute per
+        database and process (a nonce kept a little longer changes nothing)."""
+        last = _PURGED.get(self.engine)
+        if last is not None and timedelta(0) <= now - last < _PURGE_EVERY:
+            return False
+        _PURGED[self.engine] = now
+        return True
+
+    async def _store(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        body: bytes,
+        events: list[ParsedEvent],
+        verified: Verified,
+        now: datetime,
+    ) -> dict[str, int] | None:
+        """Nonces, the raw body and the events, in the caller's transaction; None when
+        the very body was received before."""
+        for nonce in verified.nonces:
+            fresh = await conn.execute(
+                insert_ignore(
+                    conn, nonces_t, {"provider_id": row.id, "nonce": nonce, "seen_at": now}
+                )
+            )
+            if not fresh.rowcount:
+                raise WebhookForbidden("this signed request was already received: a replay")
+        if verified.nonces and self._purge_due(now):  # only schemes with nonces add any
+            # a nonce outlives the window in which its timestamp is accepted (SNS: an hour)
+            keep_s = 2 * max(self.max_age_s, ses.MAX_AGE_S)
+            await conn.execute(
+                delete(nonces_t).where(nonces_t.c.seen_at < now - timedelta(seconds=keep_s))
+            )
+        receipt_id = uuid.uuid4()
+        stored = await conn.execute(
+            insert_ignore(
+                conn,
+                receipts_t,
+                {
+                    "id": receipt_id,
+                    "provider_type": row.type,
+                    "provider_id": row.id,
+                    "provider_event_id": "sha256:" + hashlib.sha256(body).hexdigest(),
+                    "payload": body.decode("utf-8", "replace"),
+                    "received_at": now,
+                    # processed in this same transaction, or not stored at all
+                    "processed_at": now,
+                },
+            )
+        )
+        if not stored.rowcount:
+            return None
+        return await apply(conn, events, now=now, soft_limit=self.soft_limit)
 
     async def replay(
         self, *, provider: str | None = None, since: datetime | None = None
