@@ -166,11 +166,14 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
             await pr.domains.add("shop.example.com")
             request: dict[str, Any] = {"templateId": "shipped", "recipients": people}
         else:
-            # the same message, rendered once: what a caller that renders itself sends
+            # the same message, rendered once: what a caller that renders itself sends,
+            # of the template's type (so the same queue, tracking and List-Unsubscribe:
+            # the two rows differ only by the template and the signature)
             await pr.sender.templates.create(TemplateCreate.model_validate(TEMPLATE))
             version, _ = await pr.sender.templates.pin("shipped")
             out = version.render(people[0]["templateData"])
             request = {
+                "type": TEMPLATE["type"],
                 "subject": out.subject,
                 "content": {"html": out.html, "text": out.text},
                 "recipients": [{"email": p["email"], "name": p["name"]} for p in people],
