@@ -14,8 +14,7 @@ from postroom.services.bulk import _rows
 def test_job_data_is_the_json_of_the_whole_object() -> None:
     request = BulkRequest.model_validate(
         {
-            "subject": "s",
-            "content": {"text": "t"},
+            "templateId": "shipped",
             "metadata": {"campaign": "c"},
             "recipients": [
                 {"email": "a@example.com", "name": 'Ann "Q" \\ é', "templateData": {"x": 1.5}},
