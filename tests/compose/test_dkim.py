@@ -15,6 +15,9 @@ MESSAGES = [
     b'From: "Ann  Example" <a@example.com>\r\nTo: b@example.net,\r\n\tc@example.net\r\n'
     b"Subject:  Order  42\t has shipped \r\nX-Other: not signed\r\nTo: d@example.net\r\n"
     b"Content-Type: text/plain\r\n\r\nline one  \r\nline\t\ttwo\r\n\r\n\r\n",
+    # names in any case, one of them twice
+    b"FROM: a@example.com\r\nsubject: one\r\nTo: b@example.net\r\nSUBJECT: two\r\n"
+    b"mime-version: 1.0\r\n\r\nbody\r\n",
     # no trailing line break, and an empty body
     b"From: a@example.com\r\nSubject: y\r\n\r\nno newline at the end",
     b"From: a@example.com\r\nSubject: z\r\n\r\n",

@@ -219,8 +219,13 @@ def _sign_rsa(mime: bytes, key: SigningKey) -> bytes | None:
             headers.append((m[1], line[m.end() :] + b"\r\n"))
         else:
             return None
-    include = _included([n.strip().lower() for n, _ in headers])
-    canonical = [_relaxed_header(n, v) for n, v in headers]
+    # each name's occurrences, top to bottom; the h= list takes them bottom-up, one
+    # per mention (dkimpy's select_headers, without rescanning all headers each time)
+    found: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for name, value in headers:
+        found.setdefault(name.lower(), []).append((name, value))
+    include = _included(list(found))
+    selected = [found[h].pop() for h in include if found.get(h)]
     # the body after the blank line, ending in its CRLF as dkimpy's parser leaves it
     bodyhash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest())
     try:
@@ -243,7 +248,7 @@ def _sign_rsa(mime: bytes, key: SigningKey) -> bytes | None:
     value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_SIGNATURE))
     value = dkim.RE_BTAG.sub(b"\\1", value)
     digest = hashlib.sha256()
-    for name, canon in dkim.select_headers(canonical, include):
+    for name, canon in (_relaxed_header(n, v) for n, v in selected):
         digest.update(name + b":" + canon)
     name, canon = _relaxed_header(_SIGNATURE, b" " + value)
     digest.update(name + b":" + canon.rstrip())
