@@ -10,7 +10,8 @@
    parsing, validation, variable checks and the transaction included; no network),
    timed from the request to the 202, on a fresh SQLite and a fresh PostgreSQL.
 2. **delivered/s into smtp-sink**, one in-process worker, on a fresh database each:
-   *plain* (a pre-rendered message of the same size, no DKIM key) against
+   *plain* (the same message pre-rendered, no DKIM key, of the template's type, so
+   the same queue, tracking and List-Unsubscribe) against
    *template + DKIM* (a ~3 KB HTML template with a ``<style>`` block and 5
    variables, CSS inlined, text part derived, RSA-2048 signature). The cost is
    ``1 - templated/plain``.
