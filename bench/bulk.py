@@ -10,7 +10,8 @@
    parsing, validation, variable checks and the transaction included; no network),
    timed from the request to the 202, on a fresh SQLite and a fresh PostgreSQL.
 2. **delivered/s into smtp-sink**, one in-process worker, on a fresh database each:
-   *plain* (a pre-rendered message of the same size, no DKIM key) against
+   *plain* (the same message pre-rendered, no DKIM key, of the template's type, so
+   the same queue, tracking and List-Unsubscribe) against
    *template + DKIM* (a ~3 KB HTML template with a ``<style>`` block and 5
    variables, CSS inlined, text part derived, RSA-2048 signature). The cost is
    ``1 - templated/plain``.
@@ -166,11 +167,14 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
             await pr.domains.add("shop.example.com")
             request: dict[str, Any] = {"templateId": "shipped", "recipients": people}
         else:
-            # the same message, rendered once: what a caller that renders itself sends
+            # the same message, rendered once: what a caller that renders itself sends,
+            # of the template's type (so the same queue, tracking and List-Unsubscribe:
+            # the two rows differ only by the template and the signature)
             await pr.sender.templates.create(TemplateCreate.model_validate(TEMPLATE))
             version, _ = await pr.sender.templates.pin("shipped")
             out = version.render(people[0]["templateData"])
             request = {
+                "type": TEMPLATE["type"],
                 "subject": out.subject,
                 "content": {"html": out.html, "text": out.text},
                 "recipients": [{"email": p["email"], "name": p["name"]} for p in people],

@@ -184,25 +184,3 @@ async def test_adding_twice_is_409_and_unknown_is_404(client: httpx.AsyncClient)
     assert (await client.post(f"{API}/domains/nope.example/rotate")).status_code == 404
     assert (await client.delete(f"{API}/domains/example.com")).status_code == 204
     assert (await client.get(f"{API}/domains/example.com")).json()["active"] is None
-
-
-def test_rsa_signatures_are_the_bytes_dkimpy_computes_itself(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from dkim import crypto
-
-    from postroom.compose import dkim as signing
-    from postroom.templates.domains import _generate
-
-    monkeypatch.setattr(dkim.time, "time", lambda: 1_800_000_000.0)  # the same t= in both
-    private, _ = _generate("rsa")
-    message = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: x\r\n\r\nHello\r\n"
-    key = signing.SigningKey("example.com", "s1", "rsa", private)
-    fast = signing.sign(message, key)
-    original = dkim.RSASSA_PKCS1_v1_5_sign
-    dkim.RSASSA_PKCS1_v1_5_sign = crypto.RSASSA_PKCS1_v1_5_sign
-    try:
-        slow = signing.sign(message, key)
-    finally:
-        dkim.RSASSA_PKCS1_v1_5_sign = original
-    assert fast == slow

@@ -126,3 +126,24 @@ def test_text_from_a_simple_html_template_is_the_same_as_from_its_rendered_html(
     # templates with tags or filters convert each rendered message instead
     assert engine._text_template("<p>{% if a %}x{% endif %}</p>") is None
     assert engine._text_template("<p>{{ a|upper }}</p>") is None
+
+
+@pytest.mark.parametrize("part", ["html", "text"])
+@pytest.mark.parametrize(
+    "value", ["Ann \"Q\" & <b>'x'", "", 7, -3, 10.9, 1e20, True, None, [1, 2], {"a": 1}]
+)
+def test_a_part_of_plain_names_joins_to_what_jinja_renders(part: str, value: object) -> None:
+    text = "<p>Hi {{ name }}</p>\n{{ name }}{{ other }} end\n"
+    data = {"name": value, "other": "&"}
+    pieces = engine._plain_pieces(text, html=part == "html")
+    assert pieces is not None
+    joined = engine._join(pieces, data, html=part == "html")
+    # strings and numbers are joined; anything else is left to Jinja
+    assert (joined is not None) == (isinstance(value, str | int | float) and value is not True)
+    jinja = engine._compile(part, text).render(data)
+    assert engine._render_part(part, text, data) == jinja
+
+
+def test_a_missing_name_in_a_joined_part_is_still_strict() -> None:
+    with pytest.raises(engine.TemplateError, match="'other' is undefined"):
+        engine._render_part("html", "<p>{{ name }} {{ other }}</p>", {"name": "x"})

@@ -10,14 +10,17 @@ in transit breaks the signature instead of slipping in.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import re
+import time
 from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim import canonicalization as dkim_canonicalization
 from dkim import crypto as dkim_crypto
@@ -106,21 +109,12 @@ class SigningError(Exception):
     """The message cannot be signed (a broken key or message)."""
 
 
-def _present(mime: bytes) -> list[bytes]:
-    head = mime.split(b"\r\n\r\n", 1)[0]
-    names = []
-    for line in head.split(b"\r\n"):
-        if line and line[:1] not in (b" ", b"\t") and b":" in line:
-            names.append(line.split(b":", 1)[0].strip().lower())
-    return names
-
-
 def sign(mime: bytes, key: SigningKey) -> bytes:
     """``mime`` with a DKIM-Signature header in front."""
+    if key.algorithm == "rsa" and (signed := _sign_rsa(mime, key)) is not None:
+        return signed
     present = _present(mime)
-    include = [h for h in SIGNED_HEADERS if h in present]
-    # oversign: each header once more than it occurs, so none can be added unnoticed
-    include += [h for h in SIGNED_HEADERS if h in present or h in (b"reply-to", b"cc")]
+    include = _included(present)
     algorithm = b"ed25519-sha256" if key.algorithm == "ed25519" else b"rsa-sha256"
     try:
         header = dkim.sign(
@@ -136,6 +130,135 @@ def sign(mime: bytes, key: SigningKey) -> bytes:
     except dkim.DKIMException as exc:
         raise SigningError(f"DKIM signing failed: {exc}") from exc
     return bytes(header) + mime
+
+
+def _present(mime: bytes) -> list[bytes]:
+    head = mime.split(b"\r\n\r\n", 1)[0]
+    names = []
+    for line in head.split(b"\r\n"):
+        if line and line[:1] not in (b" ", b"\t") and b":" in line:
+            names.append(line.split(b":", 1)[0].strip().lower())
+    return names
+
+
+def _included(present: list[bytes]) -> list[bytes]:
+    """The h= list: the signed headers present, then each once more ("oversigning"),
+    so none can be added unnoticed (Reply-To and Cc even when absent)."""
+    include = [h for h in SIGNED_HEADERS if h in present]
+    include += [h for h in SIGNED_HEADERS if h in present or h in (b"reply-to", b"cc")]
+    return include
+
+
+#: a header field's name, as dkimpy's parser reads it
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+_FOLD = re.compile(rb"\r?\n")
+_SPACES = re.compile(rb"  +")
+_SIGNATURE = b"DKIM-Signature"
+
+
+@functools.lru_cache(maxsize=64)
+def _pem_key(pem: bytes) -> rsa.RSAPrivateKey | None:
+    try:
+        loaded = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    return loaded if isinstance(loaded, rsa.RSAPrivateKey) else None
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.4 on a CRLF-only body, as dkimpy's steps in the same order, each
+    skipped when nothing in the body can match it (most bodies: one scan each)."""
+    if b" \r\n" in body or b"\t\r\n" in body:
+        # spaces and tabs at the end of lines (not after the last line break)
+        lines = body.split(b"\r\n")
+        last = lines.pop()
+        body = b"\r\n".join([line.rstrip(b" \t") for line in lines] + [last])
+    body = _one_space(body)
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end):
+        end -= 2
+    return body[:end] + b"\r\n" if end else b""
+
+
+def _relaxed_header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    unfolded = _one_space(_FOLD.sub(b"", value))
+    return name.lower().rstrip(), unfolded.strip() + b"\r\n"
+
+
+def _one_space(content: bytes) -> bytes:
+    """Every run of spaces and tabs as one space. Without tabs, a pattern that starts
+    with a literal (two spaces) lets the regex engine skip ahead instead of trying a
+    match at every space: about three times faster on HTML and derived text."""
+    if b"\t" in content:
+        return _CHANGED_WSP.sub(b" ", content)
+    if b"  " in content:
+        return _SPACES.sub(b" ", content)
+    return content
+
+
+def _sign_rsa(mime: bytes, key: SigningKey) -> bytes | None:
+    """rsa-sha256, relaxed/relaxed, computed here in one pass over the message.
+
+    The same header as dkimpy's ``sign`` (its fold and tag helpers are used), without
+    its per-message costs: re-splitting the whole message into lines, canonicalizing
+    every header instead of the signed ones, whitespace regexes over a body that has
+    nothing to change, and a PEM parse. None when the message or key is anything but
+    the plain case (a bare LF, a header line dkimpy would refuse, a non-RSA PEM):
+    dkimpy then signs it, or says why not.
+    """
+    private = _pem_key(key.private_key)
+    head, sep, body = mime.partition(b"\r\n\r\n")
+    if private is None or not sep or mime.count(b"\n") != mime.count(b"\r\n"):
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + line + b"\r\n")
+        elif (m := _FIELD_NAME.match(line)) is not None:
+            headers.append((m[1], line[m.end() :] + b"\r\n"))
+        else:
+            return None
+    # each name's occurrences, top to bottom; the h= list takes them bottom-up, one
+    # per mention (dkimpy's select_headers, without rescanning all headers each time)
+    found: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for name, value in headers:
+        found.setdefault(name.lower(), []).append((name, value))
+    include = _included(list(found))
+    selected = [found[h].pop() for h in include if found.get(h)]
+    # the body after the blank line, ending in its CRLF as dkimpy's parser leaves it
+    bodyhash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest())
+    try:
+        domain = key.domain.encode("idna")
+    except UnicodeError as exc:
+        raise SigningError(f"DKIM signing failed: {exc}") from exc
+    fields = [
+        (b"v", b"1"),
+        (b"a", b"rsa-sha256"),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", domain),
+        (b"i", b"@" + domain),
+        (b"q", b"dns/txt"),
+        (b"s", key.selector.encode()),
+        (b"t", str(int(time.time())).encode("ascii")),
+        (b"h", b" : ".join(include)),
+        (b"bh", bodyhash),
+        (b"b", b"0" * 60),  # a placeholder that makes fold() put b= on its own line
+    ]
+    value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_SIGNATURE))
+    value = dkim.RE_BTAG.sub(b"\\1", value)
+    digest = hashlib.sha256()
+    for name, canon in (_relaxed_header(n, v) for n, v in selected):
+        digest.update(name + b":" + canon)
+    name, canon = _relaxed_header(_SIGNATURE, b" " + value)
+    digest.update(name + b":" + canon.rstrip())
+    signature = private.sign(
+        digest.digest(), padding.PKCS1v15(), utils.Prehashed(_PREHASHED["sha256"])
+    )
+    fields[-1] = (b"b", base64.b64encode(signature))
+    value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
+    folded: bytes = dkim.fold(value, namelen=len(_SIGNATURE))
+    return _SIGNATURE + b": " + folded + mime
 
 
 def header_from_domain(mime: bytes) -> str | None:

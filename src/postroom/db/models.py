@@ -99,8 +99,8 @@ class EmailQueue(Timestamps, Base):
 
 
 def _present(column: str) -> dict[str, Any]:
-    """A partial index of the rows where ``column`` (a time NULL until something
-    happens) is set: queueing mail writes no entry in it."""
+    """A partial index of the rows where ``column`` (NULL until something happens,
+    or for most mail) is set: queueing mail writes no entry in it."""
     where = text(f"{column} IS NOT NULL")
     return {"postgresql_where": where, "sqlite_where": where}
 
@@ -144,7 +144,8 @@ class EmailJob(Base):
         Index("idx_email_jobs_scheduled_at", "scheduled_at"),
         # added: the claim scans pending jobs in claim order
         Index("idx_email_jobs_claim", "status", text("priority DESC"), "scheduled_at", "id"),
-        Index("idx_email_jobs_lease", "status", "locked_until"),
+        # only jobs a worker holds have a lease (0017)
+        Index("idx_email_jobs_lease", "status", "locked_until", **_present("locked_until")),
         # added: analytics count today's failures by it
         Index("idx_email_jobs_failed_at", "failed_at", **_present("failed_at")),
     )
@@ -221,20 +222,20 @@ class EmailRecord(Base):
     template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
-        Index("idx_email_records_bulk", "bulk_id", "status"),
+        Index("idx_email_records_bulk", "bulk_id", "status", **_present("bulk_id")),
         Index("idx_email_records_recipient", "recipient_email"),
         Index("idx_email_records_status", "status"),
         Index("idx_email_records_sent_at", "sent_at", **_present("sent_at")),
         Index("idx_email_records_job", "job_id"),
         # added (0013): webhooks and bounce reports find records by provider message id
-        Index("idx_email_records_message_id", "message_id"),
+        Index("idx_email_records_message_id", "message_id", **_present("message_id")),
         # added: analytics count today's events by these
         Index("idx_email_records_delivered_at", "delivered_at", **_present("delivered_at")),
         Index("idx_email_records_bounced_at", "bounced_at", **_present("bounced_at")),
         Index("idx_email_records_opened_at", "opened_at", **_present("opened_at")),
         Index("idx_email_records_clicked_at", "clicked_at", **_present("clicked_at")),
-        Index("idx_email_records_opened_any_at", "opened_any_at"),
-        Index("idx_email_records_clicked_any_at", "clicked_any_at"),
+        Index("idx_email_records_opened_any_at", "opened_any_at", **_present("opened_any_at")),
+        Index("idx_email_records_clicked_any_at", "clicked_any_at", **_present("clicked_any_at")),
     )
 
 

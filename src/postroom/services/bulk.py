@@ -218,6 +218,10 @@ def _rows(
     shared_meta_json = dumps(shared_meta).decode()
     bulk_str = str(bulk_id)
     job_meta = {"source": "bulk", "bulkId": bulk_str}
+    # the job's JSON around its recipient's part, encoded once (the same bytes as
+    # dumping the whole object each time)
+    head = b'{"bulk":' + dumps(bulk_str) + b',"request":'
+    tail = b',"metadata":' + dumps(job_meta) + b"}"
     job_data: list[str] = []
     metadata: list[str] = []
     emails: list[str] = []
@@ -232,7 +236,7 @@ def _rows(
             metadata.append(dumps({**shared_meta, **meta}).decode())
         else:
             metadata.append(shared_meta_json)
-        job_data.append(dumps({"bulk": bulk_str, "request": own, "metadata": job_meta}).decode())
+        job_data.append((head + dumps(own) + tail).decode())
         emails.append(email)
         names.append(name)
     return {

@@ -26,6 +26,7 @@ import jinja2
 from inscriptis import get_text
 from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 from postroom.errors import MessageError
 
@@ -185,6 +186,13 @@ def _with_deadline(template: jinja2.Template, data: Mapping[str, Any]) -> str:
 
 def _render_part(part: str, text: str, data: Mapping[str, Any]) -> str:
     template = _compile(part, text)
+    if part != "subject":
+        # literal text and plain names: joined without Jinja's context and output
+        # machinery (most of a body's render); anything else renders below
+        html = part == "html"
+        pieces = _plain_pieces(text, html=html)
+        if pieces is not None and (joined := _join(pieces, data, html=html)) is not None:
+            return joined
     try:
         if _only_outputs(text):
             # literal text and outputs of plain names: no loop or call that could run
@@ -204,11 +212,12 @@ def _render_part(part: str, text: str, data: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _plain_pieces(text: str) -> tuple[tuple[bool, str], ...] | None:
-    """A subject of only literal text and ``{{ name }}`` as (is_name, text) pieces, so
-    that it renders by joining strings (bulk sends render one per recipient at enqueue);
-    None for anything more (filters, attributes, tags), which Jinja renders."""
-    body = _PLAIN.parse(text).body
+def _plain_pieces(text: str, *, html: bool = False) -> tuple[tuple[bool, str], ...] | None:
+    """A part of only literal text and ``{{ name }}`` as (is_name, text) pieces, so
+    that it renders by joining strings (bulk sends render a subject per recipient at
+    enqueue, workers a body per message); None for anything more (filters,
+    attributes, tags), which Jinja renders. ``html``: parsed as the HTML part is."""
+    body = (_HTML if html else _PLAIN).parse(text).body
     if len(body) != 1 or not isinstance(body[0], nodes.Output):
         return None if body else ()
     pieces: list[tuple[bool, str]] = []
@@ -222,15 +231,22 @@ def _plain_pieces(text: str) -> tuple[tuple[bool, str], ...] | None:
     return tuple(pieces)
 
 
-def _join(pieces: tuple[tuple[bool, str], ...], data: Mapping[str, Any]) -> str | None:
+def _join(
+    pieces: tuple[tuple[bool, str], ...], data: Mapping[str, Any], *, html: bool = False
+) -> str | None:
+    """The pieces with each name's value, as Jinja would output it: a string escaped
+    in HTML (markupsafe, as autoescape does), a number as ``str()``. None when a value
+    is missing or of another kind: Jinja then renders (and raises what it raises)."""
     out = []
     for is_name, text in pieces:
         if not is_name:
             out.append(text)
-        elif isinstance(value := data.get(text), str | int | float) and not isinstance(value, bool):
+        elif isinstance(value := data.get(text), str):
+            out.append(escape(value) if html else value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             out.append(str(value))
         else:
-            return None  # missing, or a value whose rendering Jinja should decide
+            return None
     return "".join(out)
 
 

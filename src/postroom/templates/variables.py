@@ -8,7 +8,7 @@ checked when mail is enqueued, so a caller hears about a missing or mistyped var
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -111,6 +111,60 @@ def problems(
                 {"field": f"{prefix}.{name}", "message": f"must be of type {kind}, got {got}"}
             )
     return out
+
+
+#: the exact Python types JSON gives a value of each kind (anything else goes through _is)
+_EXACT: dict[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "integer": frozenset({int}),
+    "number": frozenset({int, float}),
+    "boolean": frozenset({bool}),
+    "object": frozenset({dict}),
+    "array": frozenset({list}),
+}
+
+
+def checker(
+    variables: Sequence[Mapping[str, Any]],
+) -> Callable[[Mapping[str, Any], str], list[dict[str, str]]]:
+    """``problems`` with the declarations read once, for checking many recipients'
+    data against one version: data whose every value is present and of its kind's
+    exact JSON type costs one lookup and one set test a variable; any other data
+    gets ``problems`` itself, which says what is wrong."""
+    specs = [
+        (
+            v["name"],
+            v.get("type", "string"),
+            bool(v.get("required", True)) and v.get("default") is None,
+            _EXACT.get(v.get("type", "string"), frozenset()),
+        )
+        for v in variables
+    ]
+
+    def check(data: Mapping[str, Any], prefix: str) -> list[dict[str, str]]:
+        for name, kind, required, exact in specs:
+            value = data.get(name)
+            if value is None:
+                if required:
+                    return problems(variables, data, prefix=prefix)
+            elif type(value) not in exact and not _is(kind, value):
+                return problems(variables, data, prefix=prefix)
+        return []
+
+    return check
+
+
+def filler(variables: Sequence[Mapping[str, Any]]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """``effective`` with the defaults worked out once (a bulk send fills them in for
+    every recipient)."""
+    defaults = {v["name"]: v.get("default") for v in variables}
+
+    def fill(data: Mapping[str, Any]) -> dict[str, Any]:
+        if None not in data.values():
+            return {**defaults, **data}
+        return {**defaults, **{k: v for k, v in data.items() if v is not None}}
+
+    return fill
 
 
 def effective(variables: Sequence[Mapping[str, Any]], data: Mapping[str, Any]) -> dict[str, Any]:

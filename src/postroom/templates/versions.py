@@ -59,10 +59,10 @@ class Version:
         checks every recipient's data against the same version)."""
         declared = {v["name"] for v in self.variables}
         undeclared = [n for n in engine.referenced_names(self.source) if n not in declared]
-        specs = self.variables
+        declared_check = variables.checker(self.variables)
 
         def check(data: Mapping[str, Any], prefix: str) -> list[dict[str, str]]:
-            out = variables.problems(specs, data, prefix=prefix)
+            out = declared_check(data, prefix)
             for name in undeclared:
                 if name not in data:
                     message = "used by the template but not given"
@@ -92,8 +92,8 @@ class Version:
     def subject_renderer(self) -> Callable[[Mapping[str, Any]], str]:
         """``render_subject`` with the subject's parsing done once."""
         render = engine.subject_renderer(self.source)
-        specs = self.variables
-        return lambda data: render(variables.effective(specs, data))
+        fill = variables.filler(self.variables)
+        return lambda data: render(fill(data))
 
 
 def _source(subject: str, content: schemas.TemplateContent) -> engine.Source:
