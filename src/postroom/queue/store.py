@@ -252,7 +252,8 @@ def _copy_text(value: str | None) -> str:
     """``value`` as a column of COPY's text format (``\\N`` is NULL)."""
     if value is None:
         return "\\N"
-    if _COPY_SPECIAL.search(value) is None:
+    # four substring tests are ~10x cheaper than a regex search on the common clean value
+    if "\\" not in value and "\t" not in value and "\n" not in value and "\r" not in value:
         return value
     return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m[0]], value)
 
