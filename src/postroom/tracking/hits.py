@@ -190,9 +190,12 @@ class Writer:
     rollback), which cost a busy writer more than its batch's own statements. The
     connection goes back to the pool after ``idle_s`` without a batch, and is
     dropped after a failed batch (the next one checks out a fresh, pinged one).
+    ``idle_s`` is short because a kept connection skips the pool's ping: a server
+    restarted while it sat idle fails the next batch (503) instead of being caught
+    by the ping, so only a connection that was busy a moment ago is trusted.
     """
 
-    def __init__(self, engine: AsyncEngine, *, idle_s: float = 2.0) -> None:
+    def __init__(self, engine: AsyncEngine, *, idle_s: float = 0.25) -> None:
         self.engine = engine
         self.idle_s = idle_s
         self._keep = engine.dialect.name == "postgresql"
