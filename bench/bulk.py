@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,7 +39,8 @@ from harness import (
     BENCH_DIR,
     PG_ENV,
     FreshDatabase,
-    cpu_seconds,
+    backend_cpu,
+    db_cpu,
     delivery_window,
     job_counts,
     log,
@@ -134,25 +134,11 @@ async def bulk_enqueue(server_url: str | None, n: int) -> dict[str, Any]:
         counts = await job_counts(pr.engine)
         assert counts["pending"] == n, counts
         await pr.aclose()
-        pg_cpu = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
+        pg_cpu = db_cpu(pg_before, pg_after)
         return {"db": db.kind, "n": n, "seconds": seconds, "rate": n / seconds,
                 "body_mb": len(body) / 1e6, "cpu": cpu, "db_cpu": pg_cpu}  # fmt: skip
     finally:
         await db.drop()
-
-
-async def backend_cpu(pr: Postroom) -> dict[int, float]:
-    """CPU seconds so far of each PostgreSQL backend serving this database (none on
-    SQLite, which runs in this process and is counted in its CPU time)."""
-    if pr.engine.dialect.name != "postgresql":
-        return {}
-    async with pr.engine.connect() as conn:
-        pids = (
-            await conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-            )
-        ).scalars()
-        return {pid: cpu_seconds([pid]) for pid in pids}
 
 
 async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool) -> dict[str, Any]:
@@ -190,14 +176,14 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
             await worker.aclose()
         cpu = time.process_time() - cpu0
         pg_after = await backend_cpu(pr)
-        db_cpu = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
+        spent = db_cpu(pg_before, pg_after)
         counts = await job_counts(pr.engine)
         first, last = await delivery_window(pr.engine)
         await pr.aclose()
         assert counts["completed"] == n, counts
         assert first is not None and last is not None
         return {"db": db.kind, "templated": templated, "rate": n / max(last - first, 1e-9),
-                "cpu_us": cpu / n * 1e6, "db_cpu_us": db_cpu / n * 1e6}  # fmt: skip
+                "cpu_us": cpu / n * 1e6, "db_cpu_us": spent / n * 1e6}  # fmt: skip
     finally:
         await db.drop()
 
@@ -257,9 +243,9 @@ async def main() -> int:
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
         n = r["n"]
-        db_cpu = f"{r['db_cpu'] / n * 1e6:,.0f}" if r["db"] == "postgresql" else "-"
+        pg_text = f"{r['db_cpu'] / n * 1e6:,.0f}" if r["db"] == "postgresql" else "-"
         print(f"| Postroom POST /bulk, {r['db']} | {n:,} | {r['rate']:,.0f} | "
-              f"{r['cpu'] / n * 1e6:,.0f} | {db_cpu} |")  # fmt: skip
+              f"{r['cpu'] / n * 1e6:,.0f} | {pg_text} |")  # fmt: skip
     if peer:
         n = peer["enqueued"]
         cpu_us = peer["cpu_seconds"] / n * 1e6

@@ -370,6 +370,25 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / ticks
 
 
+async def backend_cpu(pr: Postroom) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving this database (none on
+    SQLite, which runs in this process and is counted in its CPU time)."""
+    if pr.engine.dialect.name != "postgresql":
+        return {}
+    async with pr.engine.connect() as conn:
+        pids = (
+            await conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).scalars()
+        return {pid: cpu_seconds([pid]) for pid in pids}
+
+
+def db_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the backends spent between two ``backend_cpu`` readings."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 def pids_named(name: str) -> list[int]:
     """Processes whose command name is ``name`` (e.g. every ``postgres`` backend)."""
     pids = []

@@ -27,8 +27,8 @@ from typing import Any, cast
 import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from harness import FreshDatabase, cpu_seconds, log
-from sqlalchemy import Table, func, insert, select, text
+from harness import FreshDatabase, backend_cpu, db_cpu, log
+from sqlalchemy import Table, func, insert, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -115,24 +115,6 @@ async def seed(pr: Postroom, recipients: int) -> list[tuple[str, str, str]]:
         await conn.execute(insert(jobs_t), jobs)
         await conn.execute(insert(records_t), rows)
     return [(str(r["job_id"]), r["recipient_email"], r["message_id"]) for r in rows]
-
-
-async def backend_cpu(pr: Postroom) -> dict[int, float]:
-    """CPU seconds so far of each PostgreSQL backend serving this database (none on
-    SQLite, which runs in this process and is counted in its CPU time)."""
-    if pr.engine.dialect.name != "postgresql":
-        return {}
-    async with pr.engine.connect() as conn:
-        pids = (
-            await conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-            )
-        ).scalars()
-        return {pid: cpu_seconds([pid]) for pid in pids}
-
-
-def db_cpu(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
 async def event_count(pr: Postroom, kind: str) -> int:
