@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +26,23 @@ from postroom.errors import PostroomError
 from postroom.services.users import Session
 
 log = logging.getLogger(__name__)
+
+
+def cursor_pages(query: dict[str, str], cursor: str, next_cursor: str | None) -> dict[str, Any]:
+    """The links of a cursor-paged list (``pages.html``): back to the first page when
+    on a later one, and on to the next page when there is one; ``query`` is what the
+    list is filtered by, kept on both."""
+    return {
+        "first_page": bool(cursor),
+        "first_link": "?" + urlencode(query),
+        "next_link": "?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else "",
+    }
+
+
+def parsed_time(raw: str | None) -> datetime | None:
+    """An ISO time from a service's JSON answer, for the ``when`` filter."""
+    return datetime.fromisoformat(raw) if raw else None
+
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from postroom.dashboard.render import DashboardRoute, page
+from postroom.dashboard.render import DashboardRoute, cursor_pages, page, parsed_time
 from postroom.dashboard.security import AdminAction, CurrentSession, postroom_of
 from postroom.errors import MessageError, NotFound
 from postroom.schemas.email import valid_address
@@ -48,7 +48,7 @@ async def _render(
         search=search.strip() or None, limit=PAGE_SIZE, cursor=cursor or None
     )
     rows = [
-        {**r, "createdAt": datetime.fromisoformat(r["createdAt"]), "expires": _when(r["expiresAt"])}
+        {**r, "createdAt": parsed_time(r["createdAt"]), "expires": parsed_time(r["expiresAt"])}
         for r in found["suppressions"]
     ]
     query = {"search": search} if search else {}
@@ -59,18 +59,10 @@ async def _render(
         status_code=status,
         rows=rows,
         search=search,
-        first_page=bool(cursor),
-        first_link="?" + urlencode(query),
-        next_link=(
-            "?" + urlencode({**query, "cursor": found["nextCursor"]}) if found["nextCursor"] else ""
-        ),
+        **cursor_pages(query, cursor, found["nextCursor"]),
         scopes=SCOPES,
         **extra,
     )
-
-
-def _when(raw: str | None) -> datetime | None:
-    return datetime.fromisoformat(raw) if raw else None
 
 
 @router.get("/suppressions")

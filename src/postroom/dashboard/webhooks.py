@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -25,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
-from postroom.dashboard.render import DashboardRoute, page
+from postroom.dashboard.render import DashboardRoute, cursor_pages, page, parsed_time
 from postroom.dashboard.security import AdminAction, ByAdmin, CurrentSession, postroom_of
 from postroom.db.engine import reader
 from postroom.errors import Conflict, RequestInvalid
@@ -51,10 +50,6 @@ EndpointId = Annotated[uuid.UUID, Path()]
 
 def store_of(request: Request) -> Endpoints:
     return postroom_of(request).webhooks
-
-
-def _at(raw: str | None) -> datetime | None:
-    return datetime.fromisoformat(raw) if raw else None
 
 
 async def _latest(request: Request, ids: list[str]) -> dict[str, Any]:
@@ -94,7 +89,7 @@ async def _render_list(
     found = await store_of(request).list_page(limit=PAGE_SIZE, cursor=cursor or None)
     latest = await _latest(request, [e["id"] for e in found["endpoints"]])
     rows = [
-        {**e, "createdAt": _at(e["createdAt"]), "latest": latest.get(e["id"])}
+        {**e, "createdAt": parsed_time(e["createdAt"]), "latest": latest.get(e["id"])}
         for e in found["endpoints"]
     ]
     extra.setdefault("form", _blank_form())
@@ -104,9 +99,7 @@ async def _render_list(
         session,
         status_code=status,
         rows=rows,
-        first_page=bool(cursor),
-        first_link="?",
-        next_link="?" + urlencode({"cursor": found["nextCursor"]}) if found["nextCursor"] else "",
+        **cursor_pages({}, cursor, found["nextCursor"]),
         event_types=EVENT_TYPES,
         errors=extra.pop("errors", {}),
         **extra,
@@ -219,9 +212,11 @@ async def _render_endpoint(
     deliveries = [
         {
             **d,
-            "createdAt": _at(d["createdAt"]),
-            "nextAttemptAt": _at(d["nextAttemptAt"]),
-            "attemptLog": [{**a, "startedAt": _at(a["startedAt"])} for a in d["attemptLog"]],
+            "createdAt": parsed_time(d["createdAt"]),
+            "nextAttemptAt": parsed_time(d["nextAttemptAt"]),
+            "attemptLog": [
+                {**a, "startedAt": parsed_time(a["startedAt"])} for a in d["attemptLog"]
+            ],
         }
         for d in log["deliveries"]
     ]
@@ -231,15 +226,11 @@ async def _render_endpoint(
         "webhook.html",
         session,
         status_code=status,
-        e={**endpoint, "createdAt": _at(endpoint["createdAt"])},
+        e={**endpoint, "createdAt": parsed_time(endpoint["createdAt"])},
         deliveries=deliveries,
         state=state,
         states=STATES,
-        first_page=bool(cursor),
-        first_link="?" + urlencode(query),
-        next_link=(
-            "?" + urlencode({**query, "cursor": log["nextCursor"]}) if log["nextCursor"] else ""
-        ),
+        **cursor_pages(query, cursor, log["nextCursor"]),
         **extra,
     )
 
