@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,22 @@ from typing import Any
 import httpx
 import pytest
 
+from postroom.api.app import create_app
+from postroom.app import Postroom
 from tests.support.processes import env_for, run_cli, serving
+
+#: the admin every HTTP-level dashboard test signs in as
+PASSWORD = "a long password"
+
+
+@pytest.fixture
+async def web(postroom: Postroom) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over ASGI, with the admin ``ann`` (``PASSWORD``) created."""
+    await postroom.users.create("ann", PASSWORD, "admin")
+    transport = httpx.ASGITransport(app=create_app(postroom, workers=0))
+    async with httpx.AsyncClient(transport=transport, base_url="https://dash.test") as client:
+        yield client
+
 
 ADMIN = ("ann", "correct horse battery")
 VIEWER = ("vic", "viewer password 1")

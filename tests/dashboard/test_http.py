@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
-from postroom.api.app import create_app
 from postroom.app import Postroom
-
-PASSWORD = "a long password"
-
-
-@pytest.fixture
-async def web(postroom: Postroom) -> AsyncIterator[httpx.AsyncClient]:
-    await postroom.users.create("ann", PASSWORD, "admin")
-    transport = httpx.ASGITransport(app=create_app(postroom, workers=0))
-    async with httpx.AsyncClient(transport=transport, base_url="https://dash.test") as client:
-        yield client
+from tests.dashboard.conftest import PASSWORD
 
 
 async def sign_in(web: httpx.AsyncClient, next_: str = "/") -> httpx.Response:

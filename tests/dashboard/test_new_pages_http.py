@@ -6,25 +6,14 @@ from __future__ import annotations
 import html
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
-from postroom.api.app import create_app
 from postroom.app import Postroom
 from postroom.clock import ManualClock
-from tests.dashboard.test_http import PASSWORD, csrf_of, sign_in
+from tests.dashboard.test_http import csrf_of, sign_in
 
 ORIGIN = {"Origin": "https://dash.test"}
-
-
-@pytest.fixture
-async def web(postroom: Postroom) -> AsyncIterator[httpx.AsyncClient]:
-    await postroom.users.create("ann", PASSWORD, "admin")
-    transport = httpx.ASGITransport(app=create_app(postroom, workers=0))
-    async with httpx.AsyncClient(transport=transport, base_url="https://dash.test") as client:
-        yield client
 
 
 async def test_every_new_page_answers_with_its_empty_state(web: httpx.AsyncClient) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import html
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import update
 
-from postroom.api.app import create_app
 from postroom.app import Postroom
 from postroom.clock import ManualClock
 from postroom.dashboard import webhooks
@@ -27,14 +25,6 @@ __all__ = ["receiver"]  # the fixture, used by name
 ORIGIN = {"Origin": "https://dash.test"}
 #: a public address, so the egress guard lets it through without a DNS lookup
 PUBLIC = "https://93.184.216.34/postroom"
-
-
-@pytest.fixture
-async def web(postroom: Postroom) -> AsyncIterator[httpx.AsyncClient]:
-    await postroom.users.create("ann", PASSWORD, "admin")
-    transport = httpx.ASGITransport(app=create_app(postroom, workers=0))
-    async with httpx.AsyncClient(transport=transport, base_url="https://dash.test") as client:
-        yield client
 
 
 def _form(token: str, url: str = PUBLIC, **fields: str) -> dict[str, str]:
