@@ -175,11 +175,16 @@ async def record_many(
     conn: AsyncConnection,
     events: Sequence[NewEvent],
     records: Mapping[uuid.UUID, Any] | None = None,
+    *,
+    new_keys: bool = False,
 ) -> list[uuid.UUID | None]:
     """Store ``events`` in the caller's transaction with a fixed number of statements
     whatever their number; per event its new id, or None (a duplicate, in the table or
     earlier in ``events``, or no such record). ``records``: :func:`record_rows` rows
-    by id, read in this transaction, when the caller has them already."""
+    by id, read in this transaction, when the caller has them already. ``new_keys``:
+    the caller's event ids are fresh random ones, so no event can be a duplicate; on
+    PostgreSQL they are then written with binary COPY (no conflict check, nothing
+    returned), and a key that is there all the same fails the batch."""
     if not events:
         return []
     if records is None:
@@ -215,7 +220,9 @@ async def record_many(
         return out
     # ON CONFLICT DO NOTHING … RETURNING: the keys stored before (or by a concurrent
     # transaction) come back missing, so one statement both deduplicates and inserts
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and new_keys:
+        stored = await _copy_events_pg(conn, rows)
+    elif conn.dialect.name == "postgresql":
         stored = await _insert_events_pg(conn, rows)
     else:
         stmt = insert_ignore(conn, events_t).returning(events_t.c.dedupe_key)
@@ -271,6 +278,63 @@ async def _insert_events_pg(conn: AsyncConnection, rows: Sequence[Mapping[str, A
         "machine": [r["machine"] for r in rows],
     }
     return set((await conn.execute(_INSERT_EVENTS_PG, params)).scalars())
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The driver's (asyncpg's) connection under ``conn``, inside ``conn``'s transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only before its first statement; a
+    statement sent on the driver first would run (and commit) on its own, so the
+    adapter's transaction is begun here, as its own first statement would."""
+    raw = await conn.get_raw_connection()
+    adapter: Any = raw.dbapi_connection
+    if adapter._transaction is None:
+        async with adapter._execute_mutex:
+            if adapter._transaction is None:
+                await adapter._start_transaction()
+    if adapter._transaction is None:  # an adapter that works otherwise: never unguarded
+        raise RuntimeError("no transaction on the database connection")
+    return raw.driver_connection
+
+
+_COPY_COLUMNS = (
+    "id",
+    "tracking_id",
+    "type",
+    "timestamp",
+    "data",
+    "user_agent",
+    "ip_address",
+    "dedupe_key",
+    "machine",
+)
+
+
+async def _copy_events_pg(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Store ``rows`` with binary COPY (PostgreSQL): no statement to parse or plan and no
+    conflict check, for events whose keys cannot be there yet; all of them are stored
+    or the statement fails."""
+    dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+    driver = await driver_connection(conn)
+    # jsonb and inet go as text, as the dialect's codecs on this connection expect
+    records = [
+        (
+            r["id"],
+            r["tracking_id"],
+            r["type"],
+            r["timestamp"],
+            dumps(r["data"]),
+            r["user_agent"],
+            r["ip_address"],
+            r["dedupe_key"],
+            r["machine"],
+        )
+        for r in rows
+    ]
+    await driver.copy_records_to_table(
+        "email_tracking_events", records=records, columns=_COPY_COLUMNS
+    )
+    return {r["dedupe_key"] for r in rows}
 
 
 def _webhook_data(event: NewEvent) -> dict[str, Any]:
