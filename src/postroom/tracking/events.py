@@ -154,8 +154,25 @@ async def _tracking_ids(
             for r in missing
         ]
         # the rows made come back; only those another transaction made first need a read
-        stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
-        found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
+        if conn.dialect.name == "postgresql":
+            made = await _execute_pg(
+                conn,
+                _INSERT_TRACKING_PG,
+                {
+                    "id": [r["id"] for r in rows],
+                    "email_id": [r["email_id"] for r in rows],
+                    "delivery_id": [r["delivery_id"] for r in rows],
+                    "recipient_email": [r["recipient_email"] for r in rows],
+                    "enabled": json.dumps(rows[0]["tracking_enabled"]),
+                    "status": str(EventType.SENT),
+                    "now": now,
+                },
+                fetch=True,
+            )
+            found.update({r["email_id"]: r["id"] for r in made})
+        else:
+            stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
+            found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
         others = [r.id for r in missing if r.id not in found]
         if others:
             stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
@@ -163,6 +180,25 @@ async def _tracking_ids(
             )
             found.update({r.email_id: r.id for r in await conn.execute(stmt)})
     return found
+
+
+#: the tracking rows :func:`_tracking_ids` makes, as arrays (PostgreSQL)
+_INSERT_TRACKING_PG = text(
+    """
+    INSERT INTO email_tracking
+        (id, email_id, delivery_id, recipient_email, tracking_enabled, status, events,
+         created_at, updated_at)
+    SELECT u.id, u.email_id, u.delivery_id, u.recipient_email, CAST(:enabled AS jsonb),
+           CAST(:status AS text), CAST('[]' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:now AS timestamptz)
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:email_id AS uuid[]), CAST(:delivery_id AS text[]),
+        CAST(:recipient_email AS text[])
+    ) AS u(id, email_id, delivery_id, recipient_email)
+    ON CONFLICT DO NOTHING
+    RETURNING email_id, id
+    """
+)
 
 
 async def record_event(conn: AsyncConnection, event: NewEvent) -> uuid.UUID | None:
@@ -519,11 +555,31 @@ async def _apply_status_pg(
         for column in _TIME_COLUMNS:
             params[column] = [changes[i].get(column) for i in ids]
     if t_ids and changes:
-        await conn.execute(_UPDATE_BOTH_PG, params)
+        await _execute_pg(conn, _UPDATE_BOTH_PG, params)
     elif t_ids:
-        await conn.execute(_UPDATE_TRACKING_PG, params)
+        await _execute_pg(conn, _UPDATE_TRACKING_PG, params)
     elif changes:
-        await conn.execute(_UPDATE_RECORDS_PG, params)
+        await _execute_pg(conn, _UPDATE_RECORDS_PG, params)
+
+
+#: text statement -> (its SQL with $n parameters, the parameter names in that order)
+_POSITIONAL: dict[Any, tuple[str, tuple[str, ...]]] = {}
+
+
+async def _execute_pg(
+    conn: AsyncConnection, stmt: Any, params: Mapping[str, Any], *, fetch: bool = False
+) -> Any:
+    """Run a fixed ``text()`` statement on the driver's connection (PostgreSQL): its
+    compiled form is kept, and the driver prepares it once per connection; no
+    statement or result processing in the SQL layer for each batch."""
+    compiled = _POSITIONAL.get(stmt)
+    if compiled is None:
+        c = stmt.compile(dialect=conn.dialect)
+        compiled = _POSITIONAL[stmt] = (str(c), tuple(c.positiontup or ()))
+    sql, names = compiled
+    driver = await driver_connection(conn)
+    args = [params[n] for n in names]
+    return await (driver.fetch(sql, *args) if fetch else driver.execute(sql, *args))
 
 
 def _bare_id(message_id: str) -> str:
