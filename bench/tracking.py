@@ -49,7 +49,7 @@ from harness import (
     stop_process,
 )
 from sink import free_port
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -387,10 +387,11 @@ async def served_row(
         pids = process_tree(proc.pid)
         if args.profile and kind == args.profile:
             profiler = attach_profiler(pids[-1], db.root / f"{label}.txt", args.seconds)
-        cpu, pg = cpu_seconds(pids), await backend_cpu(pr)
+        cpu, pg, commits = cpu_seconds(pids), await backend_cpu(pr), await xact_commits(pr)
         result, wrk_cpu = wrk(port, script, paths_file, seconds=args.seconds, args=args)
         cpu = cpu_seconds(pids) - cpu
         pg_s = db_cpu(pg, await backend_cpu(pr))
+        commits = await xact_commits(pr) - commits
     finally:
         if profiler is not None:
             profiler.wait(timeout=args.seconds + 30)
@@ -411,7 +412,19 @@ async def served_row(
         extra = stored - ok
         fine = 0 <= extra <= 2 * args.concurrency
         note += f", {stored} events for {ok} answers" + ("" if fine else " (MISMATCH)")
+        if commits:
+            note += f", {commits} commits"
     return (name, answered, result["us"] / 1e6, cpu, pg_s, note)
+
+
+async def xact_commits(pr: Postroom) -> int:
+    """Transactions committed in the benchmark's database so far (PostgreSQL; 0 on
+    SQLite): the group commits, beside a few reads of this process's own."""
+    if pr.engine.dialect.name != "postgresql":
+        return 0
+    async with pr.engine.connect() as conn:
+        stmt = text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        return int((await conn.execute(stmt)).scalar_one())
 
 
 def attach_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
