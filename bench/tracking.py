@@ -413,13 +413,14 @@ async def served_row(
         fine = 0 <= extra <= 2 * args.concurrency
         note += f", {stored} events for {ok} answers" + ("" if fine else " (MISMATCH)")
         if commits:
-            note += f", {commits} commits"
+            note += f", {commits} transactions"
     return (name, answered, result["us"] / 1e6, cpu, pg_s, note)
 
 
 async def xact_commits(pr: Postroom) -> int:
     """Transactions committed in the benchmark's database so far (PostgreSQL; 0 on
-    SQLite): the group commits, beside a few reads of this process's own."""
+    SQLite): a batch's transaction, or each of its statements where they commit on
+    their own, and a few reads of this process's own."""
     if pr.engine.dialect.name != "postgresql":
         return 0
     async with pr.engine.connect() as conn:
