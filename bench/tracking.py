@@ -419,8 +419,7 @@ async def served_row(
 
 async def xact_commits(pr: Postroom) -> int:
     """Transactions committed in the benchmark's database so far (PostgreSQL; 0 on
-    SQLite): a batch's transaction, or each of its statements where they commit on
-    their own, and a few reads of this process's own."""
+    SQLite): one per batch of pixels or clicks, and a few reads of this process's own."""
     if pr.engine.dialect.name != "postgresql":
         return 0
     async with pr.engine.connect() as conn:
