@@ -68,10 +68,12 @@ async def test_a_failed_batch_answers_an_error_and_stores_nothing(
     (sent,) = await send_and_drain(client, postroom)
     clock.advance(60)
 
-    async def broken(*args: Any) -> None:  # fails after the events were inserted
+    async def broken(*args: Any) -> None:  # fails after the events and status moves
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(events, "_apply_status", broken)
+    # the last step of a batch: what the statements before it wrote (on PostgreSQL on
+    # the driver's connection) must be rolled back with it
+    monkeypatch.setattr(events, "_outbox", broken)
     pixel = _path(postroom, clock, "o", {"e": sent.email_id, "r": sent.recipient})
     click = _path(
         postroom, clock, "c", {"e": sent.email_id, "r": sent.recipient, "u": "https://a.example"}

@@ -154,8 +154,25 @@ async def _tracking_ids(
             for r in missing
         ]
         # the rows made come back; only those another transaction made first need a read
-        stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
-        found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
+        if conn.dialect.name == "postgresql":
+            made = await _execute_pg(
+                conn,
+                _INSERT_TRACKING_PG,
+                {
+                    "id": [r["id"] for r in rows],
+                    "email_id": [r["email_id"] for r in rows],
+                    "delivery_id": [r["delivery_id"] for r in rows],
+                    "recipient_email": [r["recipient_email"] for r in rows],
+                    "enabled": json.dumps(rows[0]["tracking_enabled"]),
+                    "status": str(EventType.SENT),
+                    "now": now,
+                },
+                fetch=True,
+            )
+            found.update({r["email_id"]: r["id"] for r in made})
+        else:
+            stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
+            found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
         others = [r.id for r in missing if r.id not in found]
         if others:
             stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
@@ -163,6 +180,25 @@ async def _tracking_ids(
             )
             found.update({r.email_id: r.id for r in await conn.execute(stmt)})
     return found
+
+
+#: the tracking rows :func:`_tracking_ids` makes, as arrays (PostgreSQL)
+_INSERT_TRACKING_PG = text(
+    """
+    INSERT INTO email_tracking
+        (id, email_id, delivery_id, recipient_email, tracking_enabled, status, events,
+         created_at, updated_at)
+    SELECT u.id, u.email_id, u.delivery_id, u.recipient_email, CAST(:enabled AS jsonb),
+           CAST(:status AS text), CAST('[]' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:now AS timestamptz)
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:email_id AS uuid[]), CAST(:delivery_id AS text[]),
+        CAST(:recipient_email AS text[])
+    ) AS u(id, email_id, delivery_id, recipient_email)
+    ON CONFLICT DO NOTHING
+    RETURNING email_id, id
+    """
+)
 
 
 async def record_event(conn: AsyncConnection, event: NewEvent) -> uuid.UUID | None:
@@ -175,11 +211,16 @@ async def record_many(
     conn: AsyncConnection,
     events: Sequence[NewEvent],
     records: Mapping[uuid.UUID, Any] | None = None,
+    *,
+    new_keys: bool = False,
 ) -> list[uuid.UUID | None]:
     """Store ``events`` in the caller's transaction with a fixed number of statements
     whatever their number; per event its new id, or None (a duplicate, in the table or
     earlier in ``events``, or no such record). ``records``: :func:`record_rows` rows
-    by id, read in this transaction, when the caller has them already."""
+    by id, read in this transaction, when the caller has them already. ``new_keys``:
+    the caller's event ids are fresh random ones, so no event can be a duplicate; on
+    PostgreSQL they are then written with binary COPY (no conflict check, nothing
+    returned), and a key that is there all the same fails the batch."""
     if not events:
         return []
     if records is None:
@@ -215,6 +256,14 @@ async def record_many(
         return out
     # ON CONFLICT DO NOTHING … RETURNING: the keys stored before (or by a concurrent
     # transaction) come back missing, so one statement both deduplicates and inserts
+    if conn.dialect.name == "postgresql" and new_keys:
+        # nothing to deduplicate: the events and the status moves in one statement
+        for row in rows:
+            out[slot[row["dedupe_key"]]] = row["id"]
+        new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]
+        await _apply_status(conn, new, records, tracking, events=_event_params(conn, rows))
+        await _outbox(conn, new)
+        return out
     if conn.dialect.name == "postgresql":
         stored = await _insert_events_pg(conn, rows)
     else:
@@ -225,6 +274,12 @@ async def record_many(
             out[slot[row["dedupe_key"]]] = row["id"]
     new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]
     await _apply_status(conn, new, records, tracking)
+    await _outbox(conn, new)
+    return out
+
+
+async def _outbox(conn: AsyncConnection, new: Sequence[NewEvent]) -> None:
+    """The event webhooks' outbox rows of the events just stored."""
     await outbox.tracked(
         conn,
         lambda: [
@@ -233,44 +288,62 @@ async def record_many(
             if ev.type != EventType.SENT  # the write-back reports sends itself
         ],
     )
-    return out
 
 
 #: the events of a batch as one array per column: a single statement of fixed text,
 #: prepared once per connection, however many rows (a multi-row VALUES list is a
 #: new statement for every batch size, its parameters converted one by one)
-_INSERT_EVENTS_PG = text(
-    """
+_EVENTS_SQL = """
     INSERT INTO email_tracking_events
         (id, tracking_id, type, timestamp, data, user_agent, ip_address, dedupe_key, machine)
     SELECT u.id, u.tracking_id, u.type, u.at, u.data::jsonb, u.user_agent, u.ip::inet,
            u.dedupe_key, u.machine
     FROM unnest(
-        CAST(:id AS uuid[]), CAST(:tracking_id AS uuid[]), CAST(:type AS text[]),
-        CAST(:at AS timestamptz[]), CAST(:data AS text[]), CAST(:user_agent AS text[]),
-        CAST(:ip AS text[]), CAST(:dedupe_key AS text[]), CAST(:machine AS boolean[])
+        CAST(:e_id AS uuid[]), CAST(:e_tracking_id AS uuid[]), CAST(:e_type AS text[]),
+        CAST(:e_at AS timestamptz[]), CAST(:e_data AS text[]), CAST(:e_user_agent AS text[]),
+        CAST(:e_ip AS text[]), CAST(:e_dedupe_key AS text[]), CAST(:e_machine AS boolean[])
     ) AS u(id, tracking_id, type, at, data, user_agent, ip, dedupe_key, machine)
-    ON CONFLICT DO NOTHING
-    RETURNING dedupe_key
-    """
-)
+"""
+_INSERT_EVENTS_PG = text(f"{_EVENTS_SQL} ON CONFLICT DO NOTHING RETURNING dedupe_key")
+
+
+def _event_params(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The parameters of :data:`_EVENTS_SQL`: one array per column."""
+    dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+    return {
+        "e_id": [r["id"] for r in rows],
+        "e_tracking_id": [r["tracking_id"] for r in rows],
+        "e_type": [r["type"] for r in rows],
+        "e_at": [r["timestamp"] for r in rows],
+        "e_data": [dumps(r["data"]) for r in rows],
+        "e_user_agent": [r["user_agent"] for r in rows],
+        "e_ip": [r["ip_address"] for r in rows],
+        "e_dedupe_key": [r["dedupe_key"] for r in rows],
+        "e_machine": [r["machine"] for r in rows],
+    }
 
 
 async def _insert_events_pg(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """The dedupe keys of ``rows`` stored now (PostgreSQL: one array-bound statement)."""
-    dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
-    params = {
-        "id": [r["id"] for r in rows],
-        "tracking_id": [r["tracking_id"] for r in rows],
-        "type": [r["type"] for r in rows],
-        "at": [r["timestamp"] for r in rows],
-        "data": [dumps(r["data"]) for r in rows],
-        "user_agent": [r["user_agent"] for r in rows],
-        "ip": [r["ip_address"] for r in rows],
-        "dedupe_key": [r["dedupe_key"] for r in rows],
-        "machine": [r["machine"] for r in rows],
-    }
-    return set((await conn.execute(_INSERT_EVENTS_PG, params)).scalars())
+    found = await _execute_pg(conn, _INSERT_EVENTS_PG, _event_params(conn, rows), fetch=True)
+    return {r["dedupe_key"] for r in found}
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The driver's (asyncpg's) connection under ``conn``, inside ``conn``'s transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only before its first statement; a
+    statement sent on the driver first would run (and commit) on its own, so the
+    adapter's transaction is begun here, as its own first statement would."""
+    raw = await conn.get_raw_connection()
+    adapter: Any = raw.dbapi_connection
+    if adapter._transaction is None:
+        async with adapter._execute_mutex:
+            if adapter._transaction is None:
+                await adapter._start_transaction()
+    if adapter._transaction is None:  # an adapter that works otherwise: never unguarded
+        raise RuntimeError("no transaction on the database connection")
+    return raw.driver_connection
 
 
 def _webhook_data(event: NewEvent) -> dict[str, Any]:
@@ -301,6 +374,8 @@ async def _apply_status(
     stored: Sequence[NewEvent],
     records: Mapping[uuid.UUID, Any],
     tracking: Mapping[uuid.UUID, uuid.UUID],
+    *,
+    events: Mapping[str, Any] | None = None,
 ) -> None:
     """Move each record's status up to its strongest new event, and keep first times.
 
@@ -331,8 +406,10 @@ async def _apply_status(
             if at is None or ev.timestamp < at:
                 first[(column, ev.record_id)] = ev.timestamp
     if conn.dialect.name == "postgresql":
-        await _apply_status_pg(conn, strongest, first, records, tracking)
+        await _apply_status_pg(conn, strongest, first, records, tracking, events)
         return
+    if events is not None:
+        raise ValueError("events are inserted with the status moves on PostgreSQL only")
     moves_tracking: dict[str, list[dict[str, Any]]] = {}
     moves_record: dict[str, list[dict[str, Any]]] = {}
     for record_id, ev in strongest.items():
@@ -410,11 +487,23 @@ _RECORDS_SQL = f"""
     ) AS u(id, status, {", ".join(_TIME_COLUMNS)})
     WHERE r.id = u.id
 """
-_UPDATE_TRACKING_PG = text(_TRACKING_SQL)
-_UPDATE_RECORDS_PG = text(_RECORDS_SQL)
-#: both in one statement (a first open or delivery moves both): one round trip; a
-#: data-modifying WITH runs whether or not it is read
-_UPDATE_BOTH_PG = text(f"WITH moved_tracking AS ({_TRACKING_SQL}) {_RECORDS_SQL}")
+#: by (tracking rows move, records change): both in one statement (a first open or
+#: delivery moves both), one round trip; a data-modifying WITH runs whether or not
+#: it is read
+_UPDATE_PG = {
+    (True, False): text(_TRACKING_SQL),
+    (False, True): text(_RECORDS_SQL),
+    (True, True): text(f"WITH moved_tracking AS ({_TRACKING_SQL}) {_RECORDS_SQL}"),
+}
+#: the same, inserting a batch of new events (:data:`_EVENTS_SQL`) in that statement
+_WITH_EVENTS_PG = {
+    (False, False): text(_EVENTS_SQL),
+    (True, False): text(f"WITH stored AS ({_EVENTS_SQL}) {_TRACKING_SQL}"),
+    (False, True): text(f"WITH stored AS ({_EVENTS_SQL}) {_RECORDS_SQL}"),
+    (True, True): text(
+        f"WITH stored AS ({_EVENTS_SQL}), moved_tracking AS ({_TRACKING_SQL}) {_RECORDS_SQL}"
+    ),
+}
 
 
 async def _apply_status_pg(
@@ -423,9 +512,11 @@ async def _apply_status_pg(
     first: Mapping[tuple[str, uuid.UUID], datetime],
     records: Mapping[uuid.UUID, Any],
     tracking: Mapping[uuid.UUID, uuid.UUID],
+    events: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`_apply_status`'s writes on PostgreSQL: at most one statement, only for
-    the records whose status or a time it changes as last read."""
+    the records whose status or a time it changes as last read; with ``events``
+    (:func:`_event_params`), that statement also inserts those events."""
     t_ids: list[uuid.UUID] = []
     t_status: list[str] = []
     t_at: list[datetime] = []
@@ -454,12 +545,31 @@ async def _apply_status_pg(
         )
         for column in _TIME_COLUMNS:
             params[column] = [changes[i].get(column) for i in ids]
-    if t_ids and changes:
-        await conn.execute(_UPDATE_BOTH_PG, params)
-    elif t_ids:
-        await conn.execute(_UPDATE_TRACKING_PG, params)
-    elif changes:
-        await conn.execute(_UPDATE_RECORDS_PG, params)
+    which = (bool(t_ids), bool(changes))
+    if events is not None:
+        await _execute_pg(conn, _WITH_EVENTS_PG[which], {**params, **events})
+    elif which != (False, False):
+        await _execute_pg(conn, _UPDATE_PG[which], params)
+
+
+#: text statement -> (its SQL with $n parameters, the parameter names in that order)
+_POSITIONAL: dict[Any, tuple[str, tuple[str, ...]]] = {}
+
+
+async def _execute_pg(
+    conn: AsyncConnection, stmt: Any, params: Mapping[str, Any], *, fetch: bool = False
+) -> Any:
+    """Run a fixed ``text()`` statement on the driver's connection (PostgreSQL): its
+    compiled form is kept, and the driver prepares it once per connection; no
+    statement or result processing in the SQL layer for each batch."""
+    compiled = _POSITIONAL.get(stmt)
+    if compiled is None:
+        c = stmt.compile(dialect=conn.dialect)
+        compiled = _POSITIONAL[stmt] = (str(c), tuple(c.positiontup or ()))
+    sql, names = compiled
+    driver = await driver_connection(conn)
+    args = [params[n] for n in names]
+    return await (driver.fetch(sql, *args) if fetch else driver.execute(sql, *args))
 
 
 def _bare_id(message_id: str) -> str:

@@ -12,17 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, any_, func, select, text, tuple_
+from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.db.models import EmailTracking, EmailTrackingEvent
 from postroom.tracking import machines
-from postroom.tracking.events import NewEvent, array_param, record_many, record_rows, records_t
+from postroom.tracking.events import (
+    _TIME_COLUMNS,
+    NewEvent,
+    driver_connection,
+    record_many,
+    record_rows,
+    records_t,
+)
 from postroom.tracking.tokens import BadToken
 from postroom.types import EventType
 
@@ -50,40 +58,53 @@ class Hit:
         return EventType.OPENED if self.url is None else EventType.CLICKED
 
 
-#: on PostgreSQL, built once: a superset (those emails' records to those addresses,
-#: narrowed by the keys in :func:`_records`) by two array parameters, so one statement
-#: text, taken from the compiled cache, for every batch
-_RECORDS_PG = record_rows(
-    records_t.c.job_id == any_(array_param("jobs", records_t.c.job_id)),
-    func.lower(records_t.c.recipient_email)
-    == any_(array_param("recipients", records_t.c.recipient_email)),
+#: on PostgreSQL, :func:`record_rows`' columns, by two array parameters (a superset:
+#: those emails' records to those addresses, narrowed by the keys in :func:`_records`),
+#: run on the driver's connection: one statement text, prepared once per connection,
+#: whose rows skip the SQL layer's result processing (the busiest read there is)
+_RECORD_COLUMNS = (
+    "id",
+    "job_id",
+    "recipient_email",
+    "delivery_id",
+    "message_id",
+    "status",
+    *_TIME_COLUMNS,
 )
+_RECORDS_PG = f"""
+    SELECT {", ".join(f"r.{c}" for c in _RECORD_COLUMNS)},
+           t.id AS tracking_id, t.status AS tracking_status
+    FROM email_records AS r LEFT OUTER JOIN email_tracking AS t ON t.email_id = r.id
+    WHERE r.job_id = ANY($1::uuid[]) AND lower(r.recipient_email) = ANY($2::text[])
+"""
+#: a row of :data:`_RECORDS_PG`, read by attribute as :func:`record_rows` rows are
+_Record = namedtuple("_Record", [*_RECORD_COLUMNS, "tracking_id", "tracking_status"])  # type: ignore[misc]
 #: each tracking row's recent clicks by its own index entries: only the tracking id
 #: is inside the subquery, which OFFSET 0 keeps per row, so whatever the statistics
 #: the scan is the (tracking id) index, growing with the batch and those recipients'
 #: events, never a scan of every click of the last seconds by the (type, time) index
-_RECENT_CLICKS_PG = text(
-    """
+_RECENT_CLICKS_PG = """
     SELECT u.tracking_id, e.timestamp, e.data ->> 'url' AS url
-    FROM unnest(CAST(:tracking_ids AS uuid[])) AS u(tracking_id)
+    FROM unnest($1::uuid[]) AS u(tracking_id)
     CROSS JOIN LATERAL (
         SELECT e.timestamp, e.type, e.data FROM email_tracking_events AS e
         WHERE e.tracking_id = u.tracking_id
         OFFSET 0
     ) AS e
-    WHERE e.type = 'clicked' AND e.timestamp >= :since
-    """
-)
+    WHERE e.type = 'clicked' AND e.timestamp >= $2
+"""
 
 
 async def _records(conn: AsyncConnection, hits: Sequence[Hit]) -> dict[tuple[Any, str], Any]:
     """The records the hits are about, by (email id, lower-case recipient)."""
     keys = list({_key(h) for h in hits})
+    found: Any
     if conn.dialect.name == "postgresql":
-        found = await conn.execute(
-            _RECORDS_PG,
-            {"jobs": list({k[0] for k in keys}), "recipients": list({k[1] for k in keys})},
+        driver = await driver_connection(conn)
+        rows = await driver.fetch(
+            _RECORDS_PG, list({k[0] for k in keys}), list({k[1] for k in keys})
         )
+        found = [_Record(*r) for r in rows]
     else:
         found = await conn.execute(
             record_rows(
@@ -107,11 +128,9 @@ async def _recent_clicks(
         # by the tracking rows already read (a record without one has no clicks yet)
         by_tracking = {r.tracking_id: r.id for r in records if r.tracking_id is not None}
         if by_tracking:
-            found = await conn.execute(
-                _RECENT_CLICKS_PG, {"tracking_ids": list(by_tracking), "since": since}
-            )
-            for row in found:
-                out[by_tracking[row.tracking_id]].append((row.timestamp, row.url))
+            driver = await driver_connection(conn)
+            for row in await driver.fetch(_RECENT_CLICKS_PG, list(by_tracking), since):
+                out[by_tracking[row["tracking_id"]]].append((row["timestamp"], row["url"]))
         return out
     record_ids = list(out)
     rows = await conn.execute(
@@ -171,7 +190,7 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
                 machine=reason is not None,
             )
         )
-    ids = await record_many(conn, events, {r.id: r for r in records.values()})
+    ids = await record_many(conn, events, {r.id: r for r in records.values()}, new_keys=True)
     for slot, event_id in zip(slots, ids, strict=True):
         # a random event id cannot be a duplicate: None here is a lost write
         out[slot] = event_id if event_id is not None else RuntimeError("event not stored")
