@@ -40,6 +40,9 @@ class WorkerSettings(BaseSettings):
     #: retention: each worker prunes finished mail older than this many days once an
     #: hour (like ``postroom prune --older-than Nd``); ``None``: never (the default)
     prune_after_days: int | None = Field(default=None, ge=1)
+    #: helper processes that compute DKIM's RSA signatures, so the worker keeps
+    #: sending on its own core meanwhile; 0: signed in the worker process itself
+    dkim_signers: int = Field(default=1, ge=0, le=64)
 
 
 class MetricsSettings(BaseSettings):

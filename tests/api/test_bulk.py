@@ -313,3 +313,31 @@ async def test_recipients_are_validated_as_strictly_on_the_fast_path(
         ("Bob@example.com", None, {"k": "\\tab"}),
         ("Zoë@example.com", "Zoë", {}),
     ]
+
+
+async def test_rows_streamed_in_chunks_keep_every_recipient_and_character(
+    client: httpx.AsyncClient, postroom: Postroom, monkeypatch: Any
+) -> None:
+    from postroom.services import bulkcopy
+
+    monkeypatch.setattr(bulkcopy, "CHUNK", 7)  # 23 recipients: four chunks, the last short
+    names = [f'User {i} \\ "q" é' if i % 5 == 0 else f"User {i}" for i in range(23)]
+    body = {
+        "from": {"email": "news@example.com"},
+        "subject": "Hi",
+        "content": {"text": "Hello"},
+        "metadata": {"k": "a\\b\tc"},
+        "recipients": [
+            {"email": f"user{i}@example.com", "name": name, "metadata": {"i": i}}
+            for i, name in enumerate(names)
+        ],
+    }
+    response = await client.post(f"{API}/bulk", json=body)
+    assert response.status_code == 202, response.text
+    query = select(records_t.c.recipient_email, records_t.c.recipient_name, records_t.c.metadata)
+    async with postroom.engine.connect() as conn:
+        rows = (await conn.execute(query.join(jobs_t, jobs_t.c.id == records_t.c.job_id))).all()
+    got = {email: (name, metadata) for email, name, metadata in rows}
+    assert got == {
+        f"user{i}@example.com": (name, {"k": "a\\b\tc", "i": i}) for i, name in enumerate(names)
+    }

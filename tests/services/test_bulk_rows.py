@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from postroom.queue.store import time_ordered_ids
 from postroom.schemas.bulk import BulkRequest
 from postroom.services.bulk import _rows
 
@@ -23,7 +24,8 @@ def test_job_data_is_the_json_of_the_whole_object() -> None:
         }
     )
     bulk_id = uuid.uuid4()
-    rows = _rows(request, bulk_id, ["s", "s"], datetime.now(UTC))
+    ids = (time_ordered_ids(2, datetime.now(UTC)), time_ordered_ids(2, datetime.now(UTC)))
+    rows = _rows(request, bulk_id, ["s", "s"], ids)
     meta = {"source": "bulk", "bulkId": str(bulk_id)}
     first = {"to": [{"email": "a@example.com", "name": 'Ann "Q" \\ é'}], "templateData": {"x": 1.5}}
     second = {"to": [{"email": "b@example.com"}], "metadata": {"k": "v"}}

@@ -111,8 +111,8 @@ class SigningError(Exception):
 
 def sign(mime: bytes, key: SigningKey) -> bytes:
     """``mime`` with a DKIM-Signature header in front."""
-    if key.algorithm == "rsa" and (signed := _sign_rsa(mime, key)) is not None:
-        return signed
+    if (pending := prepare_rsa(mime, key)) is not None:
+        return pending.header(pending.sign_here()) + mime
     present = _present(mime)
     include = _included(present)
     algorithm = b"ed25519-sha256" if key.algorithm == "ed25519" else b"rsa-sha256"
@@ -196,8 +196,32 @@ def _one_space(content: bytes) -> bytes:
     return content
 
 
-def _sign_rsa(mime: bytes, key: SigningKey) -> bytes | None:
-    """rsa-sha256, relaxed/relaxed, computed here in one pass over the message.
+@dataclass(frozen=True, slots=True)
+class PendingSignature:
+    """A message whose rsa-sha256 signature is all that is left to compute: the
+    SHA-256 of its canonical signed headers, and the header's other tags."""
+
+    private: rsa.RSAPrivateKey
+    fields: list[tuple[bytes, bytes]]
+    #: what the RSA operation signs (PKCS#1 v1.5 over this SHA-256 digest)
+    digest: bytes
+
+    def sign_here(self) -> bytes:
+        return self.private.sign(
+            self.digest, padding.PKCS1v15(), utils.Prehashed(_PREHASHED["sha256"])
+        )
+
+    def header(self, signature: bytes) -> bytes:
+        """The DKIM-Signature header line(s), ``signature`` in ``b=``."""
+        fields = [*self.fields[:-1], (b"b", base64.b64encode(signature))]
+        value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
+        folded: bytes = dkim.fold(value, namelen=len(_SIGNATURE))
+        return _SIGNATURE + b": " + folded
+
+
+def prepare_rsa(mime: bytes, key: SigningKey) -> PendingSignature | None:
+    """rsa-sha256, relaxed/relaxed, computed here in one pass over the message, up
+    to the RSA operation.
 
     The same header as dkimpy's ``sign`` (its fold and tag helpers are used), without
     its per-message costs: re-splitting the whole message into lines, canonicalizing
@@ -206,6 +230,8 @@ def _sign_rsa(mime: bytes, key: SigningKey) -> bytes | None:
     the plain case (a bare LF, a header line dkimpy would refuse, a non-RSA PEM):
     dkimpy then signs it, or says why not.
     """
+    if key.algorithm != "rsa":
+        return None
     private = _pem_key(key.private_key)
     head, sep, body = mime.partition(b"\r\n\r\n")
     if private is None or not sep or mime.count(b"\n") != mime.count(b"\r\n"):
@@ -252,13 +278,7 @@ def _sign_rsa(mime: bytes, key: SigningKey) -> bytes | None:
         digest.update(name + b":" + canon)
     name, canon = _relaxed_header(_SIGNATURE, b" " + value)
     digest.update(name + b":" + canon.rstrip())
-    signature = private.sign(
-        digest.digest(), padding.PKCS1v15(), utils.Prehashed(_PREHASHED["sha256"])
-    )
-    fields[-1] = (b"b", base64.b64encode(signature))
-    value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
-    folded: bytes = dkim.fold(value, namelen=len(_SIGNATURE))
-    return _SIGNATURE + b": " + folded + mime
+    return PendingSignature(private, fields, digest.digest())
 
 
 def header_from_domain(mime: bytes) -> str | None:

@@ -32,6 +32,7 @@ from postroom.clock import Clock, SystemClock
 from postroom.compose import dkim
 from postroom.compose import raw as raw_mime
 from postroom.compose.message import compose
+from postroom.compose.signer import Signer
 from postroom.config import Settings
 from postroom.db.clock import DatabaseClock
 from postroom.db.engine import reader
@@ -150,6 +151,7 @@ class Worker:
         self.bulks = SharedRequests(engine)
         fernet = credentials.load_fernet(settings)
         self.dkim_keys = DomainKeys(engine, fernet, self.clock)
+        self.signer = Signer(ws.dkim_signers)
         #: outgoing event webhooks, delivered beside the send loop
         self.webhooks = Dispatcher(engine, fernet, self.clock, worker_id=self.id)
         self._claim_errors = RepeatedError(f"worker {self.id}: claiming", monotonic=monotonic)
@@ -213,6 +215,7 @@ class Worker:
         """Close the provider and webhook connections this worker opened."""
         await self.router.aclose()
         await self.webhooks.aclose()
+        await self.signer.aclose()
 
     def wake(self) -> None:
         """Look for work now (a NOTIFY arrived or a job was enqueued in-process)."""
@@ -435,7 +438,7 @@ class Worker:
         if key is None:
             return message
         try:
-            return dataclasses.replace(message, mime=dkim.sign(message.mime, key))
+            return dataclasses.replace(message, mime=await self.signer.sign(message.mime, key))
         except dkim.SigningError as exc:
             raise ComposeError(str(exc)) from exc
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -25,6 +24,7 @@ from postroom.db.models import EmailBulk, EmailRecord
 from postroom.errors import IdempotencyKeyReused, MessageError, NotFound, RequestInvalid
 from postroom.queue import store
 from postroom.schemas.bulk import BulkAccepted, BulkProgress, BulkRequest
+from postroom.services import bulkcopy
 from postroom.services.sending import Sender, scope_idempotency_key
 from postroom.services.status import ANY_OWNER
 from postroom.templates.versions import Version
@@ -109,13 +109,27 @@ class BulkSender:
             await s._check_provider(request.provider)
         queue = route.queue
         bulk_id = uuid.uuid4()
-        rows = _rows(request, bulk_id, subjects, now)
+        fixed = bulkcopy.Fixed(
+            bulk_id=bulk_id,
+            tag=request.tags[0] if request.tags else None,
+            template_id=template_id,
+            queue_id=queue.id,
+            type=email_type.value,
+            priority=request.priority or route.default_priority,
+            max_attempts=request.max_attempts or queue.max_attempts or s.settings.max_attempts,
+            scheduled_at=max(now, request.scheduled_at) if request.scheduled_at else now,
+            created_at=now,
+            api_key_id=api_key_id,
+            sender_email=from_.email,
+        )
+        n = len(recipients)
+        ids = (store.time_ordered_ids(n, now), store.time_ordered_ids(n, now))
         async with s.engine.begin() as conn:
             await conn.execute(
                 insert(bulks_t).values(
                     id=bulk_id,
                     request=shared,
-                    total=len(recipients),
+                    total=n,
                     queue_id=queue.id,
                     idempotency_key=idempotency_key,
                     request_hash=fingerprint,
@@ -123,25 +137,16 @@ class BulkSender:
                     created_at=now,
                 )
             )
-            await store.enqueue_bulk(
-                conn,
-                store.BulkRows(
-                    bulk_id=bulk_id,
-                    tag=request.tags[0] if request.tags else None,
-                    template_id=template_id,
-                    queue_id=queue.id,
-                    type=email_type.value,
-                    priority=request.priority or route.default_priority,
-                    max_attempts=(
-                        request.max_attempts or queue.max_attempts or s.settings.max_attempts
-                    ),
-                    scheduled_at=max(now, request.scheduled_at) if request.scheduled_at else now,
-                    created_at=now,
-                    api_key_id=api_key_id,
-                    sender_email=from_.email,
-                    **rows,
-                ),
-            )
+            if conn.dialect.name == "postgresql":
+                # built chunk by chunk while PostgreSQL takes in the ones before
+                chunks = (
+                    _rows(request, bulk_id, subjects, ids, start, start + bulkcopy.CHUNK)
+                    for start in range(0, n, bulkcopy.CHUNK)
+                )
+                await bulkcopy.copy_bulk(conn, fixed, chunks)
+            else:
+                rows: dict[str, Any] = _rows(request, bulk_id, subjects, ids)
+                await store.enqueue_bulk(conn, store.BulkRows(**fixed.columns(), **rows))
         return BulkAccepted(
             id=str(bulk_id),
             status="queued",
@@ -204,15 +209,21 @@ def _template_subjects(version: Version, request: BulkRequest) -> list[str]:
 
 
 def _rows(
-    request: BulkRequest, bulk_id: uuid.UUID, subjects: list[str], now: datetime
+    request: BulkRequest,
+    bulk_id: uuid.UUID,
+    subjects: list[str],
+    ids: tuple[list[str], list[str]],
+    start: int = 0,
+    stop: int | None = None,
 ) -> dict[str, list[Any]]:
-    """The per-recipient columns of ``store.BulkRows``: ids, and JSON encoded once.
+    """The per-recipient columns of ``store.BulkRows`` for recipients ``start:stop``:
+    ids (``ids``: the jobs' and the records' of the whole request), and JSON encoded
+    once.
 
     A job's data is ``{"bulk": id, "request": <the recipient's own part>, "metadata":
     ...}``; the worker joins it to the shared part (``queue.bulks``).
     """
-    recipients = request.recipients
-    n = len(recipients)
+    recipients = request.recipients[start:stop]
     dumps = orjson.dumps
     shared_meta = request.metadata or {}
     shared_meta_json = dumps(shared_meta).decode()
@@ -240,13 +251,13 @@ def _rows(
         emails.append(email)
         names.append(name)
     return {
-        "job_ids": store.time_ordered_ids(n, now),
-        "record_ids": store.time_ordered_ids(n, now),
+        "job_ids": ids[0][start:stop],
+        "record_ids": ids[1][start:stop],
         "job_data": job_data,
         "metadata": metadata,
         "emails": emails,
         "names": names,
-        "subjects": subjects,
+        "subjects": subjects[start:stop],
     }
 
 

@@ -1,0 +1,257 @@
+"""DKIM signing in helper processes, so a worker keeps sending meanwhile.
+
+An RSA-2048 signature costs a quarter to half a millisecond of CPU, and OpenSSL
+holds the GIL for it (a thread would not overlap it); canonicalizing and hashing
+the message adds about as much again. In one worker process that was half of
+what a plain message costs. Here the worker hands the finished message to one of
+``processes`` children (``python -m postroom.compose.signer``), each of which has
+the key loaded once (sent the first time it is used), runs ``dkim.prepare_rsa``
+and the RSA operation and answers with the ``DKIM-Signature`` header: the same
+bytes the worker would have made (PKCS#1 v1.5 is deterministic). Copying a few
+kilobytes through a pipe costs the worker far less than either step.
+
+Whatever keeps a child from answering (it cannot start, it dies) is logged once,
+and the message is signed in the worker instead, as is anything the child does
+not sign (an Ed25519 key, a message outside ``prepare_rsa``'s plain case, an
+error, which ``dkim.sign`` then reports): signing never fails because of this.
+
+Frames, each a type byte and a 4-byte length: to the child ``K`` + key id +
+domain NUL selector NUL PEM (load a key), ``M`` + key id + message (sign it);
+from the child ``R`` once (ready), then for each ``M`` in order ``+`` + header or
+``-`` + why not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import os
+import struct
+import sys
+
+from postroom.compose import dkim
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct(">cI")
+_READY = _HEAD.pack(b"R", 0)
+#: how long a child may take to import what it needs and say so
+START_TIMEOUT_S = 30.0
+
+
+class SignerUnavailable(Exception):
+    """The child did not sign: it is gone (``gone``), or it declined the message."""
+
+    def __init__(self, why: str, *, gone: bool) -> None:
+        super().__init__(why)
+        self.gone = gone
+
+
+def _key_frame(key: dkim.SigningKey) -> tuple[bytes, bytes]:
+    """The key's id (a hash of everything that makes it) and its ``K`` payload."""
+    spec = b"\0".join([key.domain.encode(), key.selector.encode(), key.private_key])
+    key_id = hashlib.sha256(spec).digest()
+    return key_id, key_id + spec
+
+
+class _Child:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.keys: set[bytes] = set()
+        self.waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self.alive = True
+        self.reader = asyncio.create_task(self._read())
+
+    @property
+    def open(self) -> bool:
+        return self.alive and self.proc.stdin is not None and not self.proc.stdin.is_closing()
+
+    async def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        try:
+            while True:
+                status, size = _HEAD.unpack(await out.readexactly(_HEAD.size))
+                payload = await out.readexactly(size)
+                future = self.waiting.popleft()
+                if future.done():
+                    continue
+                if status == b"+":
+                    future.set_result(payload)
+                else:
+                    why = payload.decode("utf-8", "replace")
+                    future.set_exception(SignerUnavailable(why, gone=False))
+        except Exception as exc:  # EOF above all; anything else must not leave waiters
+            self._gone(f"the signer process stopped ({type(exc).__name__})")
+
+    def _gone(self, why: str) -> None:
+        self.alive = False
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(SignerUnavailable(why, gone=True))
+
+    def sign(self, key: dkim.SigningKey, mime: bytes) -> asyncio.Future[bytes]:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        key_id, spec = _key_frame(key)
+        if key_id not in self.keys:
+            stdin.write(_frame(b"K", spec))
+            self.keys.add(key_id)
+        stdin.writelines([_HEAD.pack(b"M", len(key_id) + len(mime)), key_id, mime])
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        return future
+
+    async def close(self) -> None:
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        self.reader.cancel()
+        self._gone("the signer was closed")
+
+
+class Signer:
+    """DKIM signing for one worker: in ``processes`` children (0: in the worker)."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._children: list[_Child] = []
+        self._start: asyncio.Task[None] | None = None
+        self._warned = False
+
+    @property
+    def pids(self) -> list[int]:
+        """The live children's process ids (for CPU accounting)."""
+        return [c.proc.pid for c in self._children if c.alive]
+
+    async def sign(self, mime: bytes, key: dkim.SigningKey) -> bytes:
+        """``mime`` with a DKIM-Signature header in front, as ``dkim.sign``."""
+        if self.processes and key.algorithm == "rsa":
+            child = await self._child()
+            if child is not None:
+                try:
+                    return await child.sign(key, mime) + mime
+                except SignerUnavailable as exc:
+                    if exc.gone:
+                        self._warn(str(exc))
+        return dkim.sign(mime, key)
+
+    async def start(self) -> None:
+        """Start the children now rather than at the first signature."""
+        if self._start is None and self.processes:
+            self._start = asyncio.create_task(self._spawn())
+        if self._start is not None:
+            await asyncio.shield(self._start)
+
+    async def _child(self) -> _Child | None:
+        """The live child with the fewest messages waiting (started on first use)."""
+        await self.start()
+        alive = [c for c in self._children if c.open]
+        if not alive:
+            if self._children:
+                self._warn("every signer process has stopped")
+            return None
+        return min(alive, key=lambda c: len(c.waiting))
+
+    async def _spawn(self) -> None:
+        for _ in range(self.processes):
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            except OSError as exc:
+                self._warn(f"cannot start a signer process: {exc}")
+                return
+            assert proc.stdout is not None
+            try:  # it says when its imports are done (and that it runs at all)
+                ready = await asyncio.wait_for(proc.stdout.readexactly(_HEAD.size), START_TIMEOUT_S)
+            except (TimeoutError, asyncio.IncompleteReadError) as exc:
+                ready = type(exc).__name__.encode()
+            if ready != _READY:
+                self._warn(f"a signer process did not start ({ready!r})")
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+                return
+            self._children.append(_Child(proc))
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("DKIM signatures are made in the worker process: %s", why)
+
+    async def aclose(self) -> None:
+        if self._start is not None:
+            await asyncio.gather(self._start, return_exceptions=True)
+        children, self._children = self._children, []
+        await asyncio.gather(*(c.close() for c in children), return_exceptions=True)
+        self._start = None
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return _HEAD.pack(kind, len(payload)) + payload
+
+
+def _answer(keys: dict[bytes, dkim.SigningKey], payload: bytes) -> bytes:
+    key = keys.get(payload[:32])
+    if key is None:
+        return _frame(b"-", b"no such key")
+    try:
+        pending = dkim.prepare_rsa(payload[32:], key)
+    except dkim.SigningError as exc:
+        return _frame(b"-", str(exc).encode())
+    if pending is None:
+        return _frame(b"-", b"not the plain case")
+    return _frame(b"+", pending.header(pending.sign_here()))
+
+
+def _serve(stdin: int, stdout: int) -> None:
+    """The child: answer ``M`` frames in order until the worker closes the pipe.
+
+    It reads whatever frames have arrived at once and writes their answers in one
+    go: two system calls per batch rather than per message."""
+    import signal
+
+    # a Ctrl-C reaches the whole process group: the worker closes the pipe when done
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keys: dict[bytes, dkim.SigningKey] = {}
+    os.write(stdout, _READY)
+    pending = b""
+    while True:
+        data = os.read(stdin, 1 << 18)
+        if not data:
+            return
+        pending += data
+        answers: list[bytes] = []
+        at = 0
+        while len(pending) - at >= _HEAD.size:
+            op, size = _HEAD.unpack_from(pending, at)
+            start = at + _HEAD.size
+            if len(pending) - start < size:
+                break
+            payload, at = pending[start : start + size], start + size
+            if op == b"K":
+                domain, selector, pem = payload[32:].split(b"\0", 2)
+                keys[payload[:32]] = dkim.SigningKey(domain.decode(), selector.decode(), "rsa", pem)
+            else:
+                answers.append(_answer(keys, payload))
+        pending = pending[at:]
+        out = memoryview(b"".join(answers))
+        while out:
+            out = out[os.write(stdout, out) :]
+
+
+if __name__ == "__main__":
+    _serve(sys.stdin.fileno(), sys.stdout.fileno())
