@@ -31,7 +31,9 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -169,13 +171,15 @@ async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes])
 
 
 async def enqueue_http(
-    db: FreshDatabase, indexes: range, concurrency: int, processes: int = 1
-) -> tuple[float, Counter[str], tuple[float, float]]:
+    db: FreshDatabase, indexes: range, concurrency: int, processes: int = 1, client: str = "wrk"
+) -> tuple[float, int, Counter[str], tuple[float, float]]:
     """POST every request to a ``postroom serve --no-workers --processes N``; returns
-    (seconds, failures, CPU ms per request of the API processes and of the backends).
+    (seconds, 202s, failures, CPU ms per request of the API processes and of the backends).
 
-    A failed request is counted, not retried: without an Idempotency-Key a retry
-    could enqueue the message twice.
+    ``client``: ``wrk`` (``wrk_post.lua``: the same body every time) or ``python``
+    (``httpload.py``, in this process: each request its own body). A failed request
+    is counted, not retried: without an Idempotency-Key a retry could enqueue the
+    message twice. Afterwards the jobs in the database must number the 202s.
     """
     key = create_key(db)
     port = free_port()
@@ -194,71 +198,140 @@ async def enqueue_http(
         )
     failures: Counter[str] = Counter()
     try:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=60,
-            limits=limits,
-        ) as client:
-            await wait_healthy(client, proc)
-            todo = iter(indexes)
-            done = 0
-            ticker = Ticker()
-
-            def failed(kind: str, detail: str) -> None:
-                failures[kind] += 1
-                if sum(failures.values()) <= 3:
-                    state = "running" if proc.poll() is None else f"exited {proc.returncode}"
-                    log(f"  HTTP request failed ({kind}, server {state}): {detail[:300]}")
-
-            async def lane() -> None:
-                nonlocal done
-                conn = KeepAliveClient("127.0.0.1", port, {"Authorization": f"Bearer {key}"})
-                try:
-                    for i in todo:
-                        body = json.dumps(request_for(i)).encode()
-                        try:
-                            status, payload = await conn.post("/api/system/email/send", body)
-                        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-                            failed(type(exc).__name__, repr(exc))
-                            await conn.aclose()
-                        else:
-                            if status != 202:
-                                failed(f"HTTP {status}", payload.decode(errors="replace"))
-                        done += 1
-                        if ticker.due():
-                            log(f"  HTTP: {done}/{len(indexes)} enqueued")
-                finally:
-                    await conn.aclose()
-
-            serving = [proc.pid, *children_of(proc.pid)]
-            engine = db.poll_engine()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as probe:
+            await wait_healthy(probe, proc)
+        serving = [proc.pid, *children_of(proc.pid)]
+        engine = db.poll_engine()
+        try:
+            stored_before = sum((await job_counts(engine)).values())
             backends = await backend_pids(engine) or []
             cpu_before = (
                 cpu_seconds(serving),
                 cpu_seconds(pids_named("postgres")),
                 cpu_seconds(backends),
             )
-            start = time.perf_counter()
-            await asyncio.gather(*(lane() for _ in range(concurrency)))
-            seconds = time.perf_counter() - start
+            if client == "wrk":
+                body = db.root / "body.json"
+                body.write_bytes(json.dumps(request_for(indexes[0])).encode())
+                drive = drive_wrk(port, key, body, len(indexes), concurrency, failures)
+            else:
+                drive = drive_python(port, key, indexes, concurrency, failures, proc)
+            seconds, client_cpu, accepted = await drive
             api_cpu = cpu_seconds(serving) - cpu_before[0]
             pg_cpu = cpu_seconds(pids_named("postgres")) - cpu_before[1]
             backends = sorted({*backends, *(await backend_pids(engine) or [])})
             own_cpu = cpu_seconds(backends) - cpu_before[2]
+            stored = sum((await job_counts(engine)).values()) - stored_before
+        finally:
             await engine.dispose()
-            n = max(len(indexes), 1)
-            log(
-                f"  HTTP CPU: API processes {1000 * api_cpu / n:.2f} ms/request, "
-                f"postgres {1000 * pg_cpu / n:.2f} ms/request (its backends "
-                f"{1000 * own_cpu / n:.2f}; {processes} API processes)"
-            )
+        n = max(len(indexes), 1)
+        log(
+            f"  HTTP CPU: API processes {1000 * api_cpu / n:.2f} ms/request, "
+            f"postgres {1000 * pg_cpu / n:.2f} ms/request (its backends "
+            f"{1000 * own_cpu / n:.2f}; {processes} API processes); load generator "
+            f"({client}) {1000 * client_cpu / n:.2f} ms/request"
+        )
+        log(f"  HTTP: {accepted} answered 202, {stored} jobs stored")
+        if stored != accepted:
+            failures[f"{stored} jobs stored for {accepted} 202s"] += 1
     finally:
         status = stop_process(proc)
         if failures:
             log(f"  serve exited {status}; its log ends with:\n{log_path.read_text()[-3000:]}")
-    return seconds, failures, (1000 * api_cpu / n, 1000 * own_cpu / n)
+    return seconds, accepted, failures, (1000 * api_cpu / n, 1000 * own_cpu / n)
+
+
+async def drive_wrk(
+    port: int, key: str, body: Path, total: int, concurrency: int, failures: Counter[str]
+) -> tuple[float, float, int]:
+    """``total`` POSTs of ``body`` by ``wrk -t1``; (seconds, wrk's CPU seconds, 202s).
+
+    Timed from starting wrk to its "done" line (the last response; wrk's start-up of a
+    few milliseconds included); wrk's CPU from the children's resource usage."""
+    budget = 60 + total / 100  # seconds: stops a run that lost requests to socket errors
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    wrk = await asyncio.create_subprocess_exec(
+        "wrk", "-t1", f"-c{concurrency}", f"-d{int(budget)}s",
+        "-s", str(BENCH_DIR / "wrk_post.lua"), f"http://127.0.0.1:{port}/api/system/email/send",
+        "--", str(body), key, str(total),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert wrk.stdout is not None
+    seconds: float | None = None
+    lines: list[str] = []
+    async for raw in wrk.stdout:
+        line = raw.decode(errors="replace").strip()
+        lines.append(line)
+        if line.startswith("done ") and seconds is None:
+            seconds = time.perf_counter() - start
+            wrk.send_signal(signal.SIGINT)
+    await wrk.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    if seconds is None:
+        seconds = time.perf_counter() - start
+        log(f"  wrk did not see every response: {' | '.join(lines)[-1500:]}")
+    codes: Counter[str] = Counter()
+    for line in lines:
+        kind, _, rest = line.partition(" ")
+        pairs = [p.partition("=") for p in rest.split()]
+        if kind == "codes":
+            codes = Counter({name: int(n) for name, _, n in pairs})
+        elif kind == "errors":
+            failures.update({f"socket {name}": int(n) for name, _, n in pairs if int(n)})
+    for code, n in codes.items():
+        if code != "202":
+            failures[f"HTTP {code}"] += n
+    if unanswered := total - sum(codes.values()):
+        failures["unanswered"] += unanswered
+    return seconds, cpu, codes["202"]
+
+
+async def drive_python(
+    port: int,
+    key: str,
+    indexes: range,
+    concurrency: int,
+    failures: Counter[str],
+    proc: subprocess.Popen[bytes],
+) -> tuple[float, float, int]:
+    """Every request of ``indexes`` over ``httpload.py`` connections in this process;
+    (seconds, this process's CPU seconds, 202s)."""
+    bodies = iter([json.dumps(request_for(i)).encode() for i in indexes])
+    done = accepted = 0
+    ticker = Ticker()
+
+    def failed(kind: str, detail: str) -> None:
+        failures[kind] += 1
+        if sum(failures.values()) <= 3:
+            state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+            log(f"  HTTP request failed ({kind}, server {state}): {detail[:300]}")
+
+    async def lane() -> None:
+        nonlocal done, accepted
+        conn = KeepAliveClient("127.0.0.1", port, {"Authorization": f"Bearer {key}"})
+        try:
+            for body in bodies:
+                try:
+                    status, payload = await conn.post("/api/system/email/send", body)
+                except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+                    failed(type(exc).__name__, repr(exc))
+                    await conn.aclose()
+                else:
+                    if status == 202:
+                        accepted += 1
+                    else:
+                        failed(f"HTTP {status}", payload.decode(errors="replace"))
+                done += 1
+                if ticker.due():
+                    log(f"  HTTP: {done}/{len(indexes)} enqueued")
+        finally:
+            await conn.aclose()
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return time.perf_counter() - start, time.process_time() - cpu_start, accepted
 
 
 def children_of(pid: int) -> list[int]:
@@ -540,10 +613,10 @@ async def run_row(
         log(f"  facade: {n} enqueued in {seconds:.1f}s ({row.enqueue_facade:.0f}/s)")
         notes = []
         if not args.no_http:
-            seconds, failures, (row.api_cpu_ms, row.api_backends_cpu_ms) = await enqueue_http(
-                db, range(n, 2 * n), args.http_concurrency, args.api_processes
+            seconds, accepted, failures, cpu = await enqueue_http(
+                db, range(n, 2 * n), args.http_concurrency, args.api_processes, args.http_client
             )
-            accepted = n - sum(failures.values())
+            row.api_cpu_ms, row.api_backends_cpu_ms = cpu
             row.enqueue_http = rate(accepted, seconds)
             log(f"  HTTP: {accepted} enqueued in {seconds:.1f}s ({row.enqueue_http:.0f}/s)")
             if failures:
@@ -553,7 +626,7 @@ async def run_row(
             total = sum((await job_counts(engine)).values())
         finally:
             await engine.dispose()
-        note = await deliver(db, workers, total, args, sink, row)
+        note = "" if args.no_delivery else await deliver(db, workers, total, args, sink, row)
         row.note = "; ".join([*notes, note] if note else notes)
     finally:
         await db.drop()
@@ -796,6 +869,7 @@ def main() -> int:
     parser.add_argument("--sqlite-workers", type=parse_counts, default=[1])
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite row")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP enqueue")
+    parser.add_argument("--no-delivery", action="store_true", help="only the enqueue columns")
     parser.add_argument("--peers", action="store_true", help="add Nodemailer, post_office")
     parser.add_argument("--concurrency", type=int, default=100, help="sends per worker")
     parser.add_argument("--batch-size", type=int, default=100, help="jobs per claim")
@@ -804,6 +878,12 @@ def main() -> int:
     parser.add_argument("--enqueue-concurrency", type=int, default=32, help="facade sends")
     parser.add_argument("--http-concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--api-processes", type=int, default=2, help="serve --processes N")
+    parser.add_argument(
+        "--http-client",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator of the HTTP column: wrk (default where installed) or httpload.py",
+    )
     parser.add_argument("--baseline-connections", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0, help="per delivery phase (s)")
     parser.add_argument("--profile", type=Path, help="py-spy the workers; profiles go here")

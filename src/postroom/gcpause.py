@@ -31,3 +31,17 @@ def gc_paused() -> Iterator[None]:
         _open -= 1
         if _open == 0:
             gc.enable()
+
+
+def quiet_collector() -> None:
+    """Less garbage-collector work per request, for a serving process once started.
+
+    What start-up allocated (modules, the app, the schema, caches) lives as long as
+    the process: frozen, full collections no longer walk it. A request allocates a
+    few hundred container objects that reference counting frees at once; collecting
+    the youngest generation every 20,000 allocations instead of 700 lets most of them
+    go before a collection would look at them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)

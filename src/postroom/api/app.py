@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.routing import Route
 
 from postroom import __version__, dashboard
 from postroom.api import docs, openapi, problems
@@ -77,6 +76,7 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     problems.install(app)
     docs.install(app)
     app.add_middleware(links.FastLinks)  # the pixel and click, ahead of the router
+    app.add_middleware(email.FastSend, path=f"{API_PREFIX}/send")  # POST /send, likewise
     app.add_middleware(AccessLog)  # added last: outermost, so it sees those too
 
     # first: the public pixel and click routes are the busiest, and routes are tried in order
@@ -94,16 +94,6 @@ def create_app(postroom: Postroom | None = None, *, workers: int = 1) -> FastAPI
     api.include_router(config.router)
     api.include_router(webhook_endpoints.router)
     app.include_router(api)
-    # ahead of everything: the same POST /send without FastAPI's per-request machinery
-    app.router.routes.insert(
-        0,
-        Route(
-            f"{API_PREFIX}/send",
-            email.send_email_direct,
-            methods=["POST"],
-            include_in_schema=False,
-        ),
-    )
     # ESP webhooks authenticate by their own signatures, not by API key
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -143,15 +143,6 @@ class JSONRoute(APIRoute):
         return parse_then_handle
 
 
-async def read_json(request: Request) -> Any:
-    """The body as checked JSON: UnsupportedMediaType (415) or RequestInvalid (422)."""
-    if not is_json_media_type(request.headers.get("content-type", "")):
-        raise UnsupportedMediaType()
-    # Starlette caches the parsed body here; FastAPI's request.json() reuses it
-    request._json = parse_json(await request.body())
-    return request._json
-
-
 async def json_object(request: Request) -> dict[str, Any]:
     """The body a ``JSONRoute`` parsed and checked, which must be an object."""
     data: Any = await request.json()

@@ -22,12 +22,16 @@ async def get_postroom(request: Request) -> Postroom:
 PostroomDep = Annotated[Postroom, Depends(get_postroom)]
 
 
-async def current_key(request: Request, postroom: PostroomDep) -> KeyInfo:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; AuthError otherwise."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError()
-    return await postroom.keys.verify(token.strip())
+    return token.strip()
+
+
+async def current_key(request: Request, postroom: PostroomDep) -> KeyInfo:
+    return await postroom.keys.verify(bearer_token(request.headers.get("authorization", "")))
 
 
 CurrentKey = Annotated[KeyInfo, Depends(current_key)]

@@ -313,6 +313,11 @@ class EmailContent(ApiModel):
     template: TemplateRef | None = None
 
 
+def _utf8_len(text: str) -> int:
+    """``len(text.encode())`` without the copy for ASCII text (most mail bodies)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 class EmailRequest(ApiModel):
     """What a client asks Postroom to send (the spec's ``EmailRequest``)."""
 
@@ -429,9 +434,9 @@ class EmailRequest(ApiModel):
 
     def estimated_size(self) -> int:
         """Bytes of content and attachments, before MIME encoding."""
-        size = len((self.subject or "").encode())
+        size = _utf8_len(self.subject or "")
         if (content := self.content) is not None:
-            size += len((content.text or "").encode()) + len((content.html or "").encode())
+            size += _utf8_len(content.text or "") + _utf8_len(content.html or "")
         if self.template_data:
             size += len(json.dumps(self.template_data, ensure_ascii=False).encode())
         else:
