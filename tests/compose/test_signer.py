@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from postroom.compose import dkim as signing
+from postroom.compose import signer as signer_module
 from postroom.compose.signer import Signer
 from postroom.templates.domains import _generate
 
@@ -99,3 +100,23 @@ async def test_no_helpers_signs_in_the_worker(monkeypatch: pytest.MonkeyPatch) -
     assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
     assert signer.pids == []
     await signer.aclose()
+
+
+async def test_a_helper_that_stops_answering_is_killed_and_the_worker_signs(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixed_time(monkeypatch)
+    monkeypatch.setattr(signer_module, "SIGN_TIMEOUT_S", 0.2)
+    k = key()
+    signer = Signer(1)
+    try:
+        await signer.start()
+        (pid,) = signer.pids
+        os.kill(pid, signal.SIGSTOP)  # alive, never answering
+        with caplog.at_level(logging.WARNING, logger="postroom.compose.signer"):
+            assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
+            assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
+        assert signer.pids == []
+        assert "did not answer within 0.2 s" in caplog.text
+    finally:
+        await signer.aclose()

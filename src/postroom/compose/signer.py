@@ -10,7 +10,8 @@ and the RSA operation and answers with the ``DKIM-Signature`` header: the same
 bytes the worker would have made (PKCS#1 v1.5 is deterministic). Copying a few
 kilobytes through a pipe costs the worker far less than either step.
 
-Whatever keeps a child from answering (it cannot start, it dies) is logged once,
+Whatever keeps a child from answering (it cannot start, it dies, it does not answer
+within :data:`SIGN_TIMEOUT_S`, when it is killed) is logged once,
 and the message is signed in the worker instead, as is anything the child does
 not sign (an Ed25519 key, a message outside ``prepare_rsa``'s plain case, an
 error, which ``dkim.sign`` then reports): signing never fails because of this.
@@ -39,6 +40,9 @@ _HEAD = struct.Struct(">cI")
 _READY = _HEAD.pack(b"R", 0)
 #: how long a child may take to import what it needs and say so
 START_TIMEOUT_S = 30.0
+#: how long a message may wait for its signature before the child is taken for stuck
+#: (a signature takes under a millisecond; a child stopped or starved never answers)
+SIGN_TIMEOUT_S = 10.0
 
 
 class SignerUnavailable(Exception):
@@ -60,7 +64,9 @@ class _Child:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.keys: set[bytes] = set()
-        self.waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self.waiting: collections.deque[tuple[asyncio.Future[bytes], asyncio.TimerHandle]] = (
+            collections.deque()
+        )
         self.alive = True
         self.reader = asyncio.create_task(self._read())
 
@@ -75,7 +81,8 @@ class _Child:
             while True:
                 status, size = _HEAD.unpack(await out.readexactly(_HEAD.size))
                 payload = await out.readexactly(size)
-                future = self.waiting.popleft()
+                future, timer = self.waiting.popleft()
+                timer.cancel()
                 if future.done():
                     continue
                 if status == b"+":
@@ -89,7 +96,8 @@ class _Child:
     def _gone(self, why: str) -> None:
         self.alive = False
         while self.waiting:
-            future = self.waiting.popleft()
+            future, timer = self.waiting.popleft()
+            timer.cancel()
             if not future.done():
                 future.set_exception(SignerUnavailable(why, gone=True))
 
@@ -101,9 +109,17 @@ class _Child:
             stdin.write(_frame(b"K", spec))
             self.keys.add(key_id)
         stdin.writelines([_HEAD.pack(b"M", len(key_id) + len(mime)), key_id, mime])
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.waiting.append(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        self.waiting.append((future, loop.call_later(SIGN_TIMEOUT_S, self._stuck)))
         return future
+
+    def _stuck(self) -> None:
+        """A message waited too long: the child is killed and its messages signed here."""
+        if self.alive:
+            self._gone(f"a signer process did not answer within {SIGN_TIMEOUT_S:g} s")
+            if self.proc.returncode is None:
+                self.proc.kill()
 
     async def close(self) -> None:
         stdin = self.proc.stdin
