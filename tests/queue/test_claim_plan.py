@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import text
 
@@ -33,6 +35,7 @@ async def fill_backlog(postroom: Postroom) -> None:
 
 
 async def tuples_read_by_claim(postroom: Postroom, limit: int) -> tuple[int, int]:
+    """The SQLAlchemy statement (SQLite's claim, and the plan's reference)."""
     stmt = store.claim_statement(
         "postgresql", token="w#1", limit=limit, now=postroom.clock.now(), lease_s=30
     )
@@ -44,9 +47,29 @@ async def tuples_read_by_claim(postroom: Postroom, limit: int) -> tuple[int, int
     return claimed, read
 
 
+async def tuples_read_by_driver_claim(postroom: Postroom, limit: int) -> tuple[int, int]:
+    """The statement ``store.claim`` runs on PostgreSQL, through the driver."""
+    now = postroom.clock.now()
+    async with postroom.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection
+        assert pg is not None
+        async with pg.transaction():
+            await pg.execute(store.PG_CLAIM_PLAN)
+            before = int(await pg.fetchval(str(READ)) or 0)
+            rows = await pg.fetch(
+                store.PG_CLAIM, "w#1", now + timedelta(seconds=30), now, limit, None
+            )
+            read = int(await pg.fetchval(str(READ)) or 0) - before
+    return len(rows), read
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("analysed", ["while empty", "when full"])
-async def test_a_claim_reads_about_what_it_claims(postroom: Postroom, analysed: str) -> None:
+@pytest.mark.parametrize("statement", ["sqlalchemy", "driver"])
+async def test_a_claim_reads_about_what_it_claims(
+    postroom: Postroom, analysed: str, statement: str
+) -> None:
     async with postroom.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         if analysed == "while empty":
@@ -57,7 +80,8 @@ async def test_a_claim_reads_about_what_it_claims(postroom: Postroom, analysed: 
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("ANALYZE email_jobs"))
 
-    claimed, read = await tuples_read_by_claim(postroom, limit=10)
+    measure = tuples_read_by_claim if statement == "sqlalchemy" else tuples_read_by_driver_claim
+    claimed, read = await measure(postroom, limit=10)
 
     assert claimed == 10
     # the claimed rows, read once by the index walk and once by the UPDATE, plus slack:
