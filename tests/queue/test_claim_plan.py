@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -87,3 +88,39 @@ async def test_a_claim_reads_about_what_it_claims(
     # the claimed rows, read once by the index walk and once by the UPDATE, plus slack:
     # a plan that scans or sorts the backlog reads all 20,000
     assert read <= 40, read
+
+
+@pytest.mark.postgres
+async def test_a_sent_batch_is_written_back_reading_only_its_jobs(postroom: Postroom) -> None:
+    await fill_backlog(postroom)
+    now = postroom.clock.now()
+    # thousands being processed by others, as on a busy queue: the write-back's fence
+    # must not walk them (the statistics say the table is nearly empty)
+    await store.claim(postroom.engine, token="w#0", limit=5_000, now=now, lease_s=30)
+    batch = await store.claim(postroom.engine, token="w#1", limit=10, now=now, lease_s=30)
+    assert len(batch) == 10
+    async with postroom.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection
+        assert pg is not None
+        async with pg.transaction():
+            await pg.execute(store.PG_CLAIM_PLAN)
+            before = int(await pg.fetchval(str(READ)) or 0)
+            n = len(batch)
+            rows = await pg.fetch(
+                store.PG_FINISH_SENT,
+                [j.id for j in batch],
+                [j.locked_by for j in batch],
+                [None] * n,
+                ["p"] * n,
+                ["<m@example.com>"] * n,
+                [now] * n,
+                [now] * n,
+                [j.attempts for j in batch],
+                [uuid.uuid4() for _ in batch],
+                [1.0] * n,
+                now,
+            )
+            read = int(await pg.fetchval(str(READ)) or 0) - before
+    assert len(rows) == 10
+    assert read <= 20, read
