@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import text
 
@@ -33,6 +36,7 @@ async def fill_backlog(postroom: Postroom) -> None:
 
 
 async def tuples_read_by_claim(postroom: Postroom, limit: int) -> tuple[int, int]:
+    """The SQLAlchemy statement (SQLite's claim, and the plan's reference)."""
     stmt = store.claim_statement(
         "postgresql", token="w#1", limit=limit, now=postroom.clock.now(), lease_s=30
     )
@@ -44,9 +48,29 @@ async def tuples_read_by_claim(postroom: Postroom, limit: int) -> tuple[int, int
     return claimed, read
 
 
+async def tuples_read_by_driver_claim(postroom: Postroom, limit: int) -> tuple[int, int]:
+    """The statement ``store.claim`` runs on PostgreSQL, through the driver."""
+    now = postroom.clock.now()
+    async with postroom.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection
+        assert pg is not None
+        async with pg.transaction():
+            await pg.execute(store.PG_CLAIM_PLAN)
+            before = int(await pg.fetchval(str(READ)) or 0)
+            rows = await pg.fetch(
+                store.PG_CLAIM, "w#1", now + timedelta(seconds=30), now, limit, None
+            )
+            read = int(await pg.fetchval(str(READ)) or 0) - before
+    return len(rows), read
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("analysed", ["while empty", "when full"])
-async def test_a_claim_reads_about_what_it_claims(postroom: Postroom, analysed: str) -> None:
+@pytest.mark.parametrize("statement", ["sqlalchemy", "driver"])
+async def test_a_claim_reads_about_what_it_claims(
+    postroom: Postroom, analysed: str, statement: str
+) -> None:
     async with postroom.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         if analysed == "while empty":
@@ -57,9 +81,46 @@ async def test_a_claim_reads_about_what_it_claims(postroom: Postroom, analysed: 
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("ANALYZE email_jobs"))
 
-    claimed, read = await tuples_read_by_claim(postroom, limit=10)
+    measure = tuples_read_by_claim if statement == "sqlalchemy" else tuples_read_by_driver_claim
+    claimed, read = await measure(postroom, limit=10)
 
     assert claimed == 10
     # the claimed rows, read once by the index walk and once by the UPDATE, plus slack:
     # a plan that scans or sorts the backlog reads all 20,000
     assert read <= 40, read
+
+
+@pytest.mark.postgres
+async def test_a_sent_batch_is_written_back_reading_only_its_jobs(postroom: Postroom) -> None:
+    await fill_backlog(postroom)
+    now = postroom.clock.now()
+    # thousands being processed by others, as on a busy queue: the write-back's fence
+    # must not walk them (the statistics say the table is nearly empty)
+    await store.claim(postroom.engine, token="w#0", limit=5_000, now=now, lease_s=30)
+    batch = await store.claim(postroom.engine, token="w#1", limit=10, now=now, lease_s=30)
+    assert len(batch) == 10
+    async with postroom.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection
+        assert pg is not None
+        async with pg.transaction():
+            await pg.execute(store.PG_CLAIM_PLAN)
+            before = int(await pg.fetchval(str(READ)) or 0)
+            n = len(batch)
+            rows = await pg.fetch(
+                store.PG_FINISH_SENT,
+                [j.id for j in batch],
+                [j.locked_by for j in batch],
+                [None] * n,
+                ["p"] * n,
+                ["<m@example.com>"] * n,
+                [now] * n,
+                [now] * n,
+                [j.attempts for j in batch],
+                [uuid.uuid4() for _ in batch],
+                [1.0] * n,
+                now,
+            )
+            read = int(await pg.fetchval(str(READ)) or 0) - before
+    assert len(rows) == 10
+    assert read <= 20, read

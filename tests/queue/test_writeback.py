@@ -131,3 +131,34 @@ async def test_deleting_a_provider_during_a_send_keeps_the_attempt_and_blocks_no
     assert [(a.outcome, a.provider) for a in status.attempt_log] == [("sent", "doomed")]
     assert status.recipients[0].status == "sent"
     assert (await postroom.status(second.id)).status == "sent"
+
+
+async def test_a_flush_cancelled_mid_write_keeps_its_results_for_the_next(
+    postroom: Postroom, clock: ManualClock, monkeypatch: Any
+) -> None:
+    await fake(postroom, [])
+    ids = [(await postroom.send(email())).id for _ in range(3)]
+    worker = postroom.worker()
+    real_finish = store.finish
+    writing = asyncio.Event()
+
+    async def slow_finish(engine: Any, results: Any) -> set[Any]:
+        writing.set()
+        await asyncio.Event().wait()  # until cancelled
+        raise AssertionError("not reached")
+
+    try:
+        monkeypatch.setattr(store, "finish", slow_finish)
+        # sends all three, then writes their results back; stopped mid-write, as the
+        # worker's shutdown cancels its periodic flush
+        drain = asyncio.create_task(worker.drain())
+        await asyncio.wait_for(writing.wait(), 30)
+        drain.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await drain
+        assert len(worker.writeback) == 3 and sum(worker.writeback.tokens.values()) == 3
+        monkeypatch.setattr(store, "finish", real_finish)
+        await worker.flush(force=True)
+    finally:
+        await worker.aclose()
+    assert [(await postroom.status(i)).status for i in ids] == ["sent"] * 3

@@ -43,8 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,6 +72,7 @@ from postroom.providers.candidates import (
     routable,
     spec_of,
 )
+from postroom.providers.slots import Slots
 
 __all__ = [
     "ENABLED_IN_ORDER",
@@ -278,27 +278,14 @@ class ProviderRouter:
         )
         return Wait(candidate=c, code="unavailable", until=until, detail=why)
 
-    @asynccontextmanager
-    async def slot(self, candidate: Candidate) -> AsyncIterator[None]:
+    def slot(self, candidate: Candidate) -> _Slot:
         """Hold one of the provider's connection slots for a send (``providers.slots``).
 
-        Raises:
+        Raises (on entering):
             ProviderUnavailable: no slot in time, or the provider was taken out of
                 rotation while waiting: nothing was sent.
         """
-        slots = candidate.state.slots
-        if slots is None:
-            yield
-            return
-        try:
-            await slots.acquire()
-        except ProviderUnavailable:
-            candidate.state.breaker.withdrawn()
-            raise
-        try:
-            yield
-        finally:
-            slots.release()
+        return _Slot(candidate)
 
     def _cluster_down(self, c: Candidate, now: datetime) -> None:
         """Open ``c``'s breaker when the cluster found it down after our last sign of life."""
@@ -492,3 +479,30 @@ class ProviderRouter:
         self._candidates = []
         self._pool = []
         self._last_resort = []
+
+
+class _Slot:
+    """``ProviderRouter.slot``: a plain async context manager, entered once a message
+    (a generator-based one costs several times more)."""
+
+    __slots__ = ("_candidate", "_held")
+
+    def __init__(self, candidate: Candidate) -> None:
+        self._candidate = candidate
+        self._held: Slots | None = None
+
+    async def __aenter__(self) -> None:
+        slots = self._candidate.state.slots
+        if slots is None:
+            return
+        try:
+            await slots.acquire()
+        except ProviderUnavailable:
+            self._candidate.state.breaker.withdrawn()
+            raise
+        self._held = slots
+
+    async def __aexit__(self, *exc: object) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()

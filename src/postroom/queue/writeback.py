@@ -17,6 +17,7 @@ Two failures must not turn into a loop that floods the log or stalls delivery:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -144,6 +145,12 @@ class WriteBack:
         batch, self.results = self.results, []
         try:
             written = await store.finish(self.engine, batch)
+        except asyncio.CancelledError:
+            # stopped mid-write (the worker shuts down its periodic flush): keep the
+            # batch for the final flush, or its jobs would wait for their leases to run
+            # out and be sent again. Written after all, its results are fenced off.
+            self.results = batch + self.results
+            raise
         except Exception as exc:
             if len(batch) == 1:
                 self._failed(batch, exc, isolated=await self._database_writes())

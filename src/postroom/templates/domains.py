@@ -10,6 +10,7 @@ resolver, so tests run without a network.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import re
@@ -163,6 +164,8 @@ class DomainKeys:
         self.clock = clock
         self.resolver = resolver
         self._signers: dict[str, tuple[float, SigningKey | None]] = {}
+        #: lookups under way: the sends that miss the cache together share one query
+        self._loading: dict[str, asyncio.Future[SigningKey | None]] = {}
 
     async def list_all(self) -> list[DomainPublic]:
         async with reader(self.engine).connect() as conn:
@@ -216,7 +219,7 @@ class DomainKeys:
                 update(keys_t).where(keys_t.c.id == current.id).values(active=False, retired_at=now)
             )
             await self._insert(conn, name, algorithm or cast(Algorithm, current.algorithm))
-        self._signers.pop(name, None)
+        self._forget(name)
         return await self.get(name)
 
     async def remove(self, domain: str) -> None:
@@ -230,7 +233,7 @@ class DomainKeys:
             )
         if not done.rowcount:
             raise NotFound(f"{name} has no active DKIM key")
-        self._signers.pop(name, None)
+        self._forget(name)
 
     async def _insert(self, conn: Any, domain: str, algorithm: Algorithm) -> None:
         private, public = _generate(algorithm)
@@ -273,12 +276,53 @@ class DomainKeys:
             detail=detail,
         )
 
+    def _forget(self, domain: str) -> None:
+        """Drop the cached key of ``domain``; a lookup under way is not joined again."""
+        self._signers.pop(domain, None)
+        self._loading.pop(domain, None)
+
     async def signer(self, domain: str) -> SigningKey | None:
-        """The active key of ``domain`` for signing, or None; cached for CACHE_TTL_S."""
+        """The active key of ``domain`` for signing, or None; cached for CACHE_TTL_S.
+
+        A worker claims a batch of messages at once, and every one of them would
+        miss an empty or expired cache together: they wait for one query instead.
+        """
+        while True:
+            cached = self._signers.get(domain)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+            loading = self._loading.get(domain)
+            if loading is None:
+                return await self._lead(domain)
+            try:
+                return await asyncio.shield(loading)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not loading.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # the send that was looking it up was cancelled, not this one: look again
+
+    async def _lead(self, domain: str) -> SigningKey | None:
+        """Look ``domain``'s key up for every send that asks meanwhile."""
+        loading: asyncio.Future[SigningKey | None] = asyncio.get_running_loop().create_future()
+        self._loading[domain] = loading
+        try:
+            key = await self._load_signer(domain)
+        except Exception as exc:
+            loading.set_exception(exc)
+            loading.exception()  # retrieved: there may be no one else waiting
+            raise
+        except BaseException:
+            loading.cancel()
+            raise
+        finally:
+            if self._loading.get(domain) is loading:
+                del self._loading[domain]
+        loading.set_result(key)
+        return key
+
+    async def _load_signer(self, domain: str) -> SigningKey | None:
         now = time.monotonic()
-        cached = self._signers.get(domain)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         query = select(keys_t).where(keys_t.c.domain == domain, keys_t.c.active.is_(True))
         async with reader(self.engine).connect() as conn:
             row = (await conn.execute(query)).first()
