@@ -20,22 +20,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from postroom.events import outbox
-from postroom.queue.store import NOTIFY_CHANNEL
+from postroom.queue.store import JOB_COLUMNS, NOTIFY_CHANNEL, RECORD_COLUMNS
 from postroom.types import JobStatus, RecordStatus
 
 #: recipients a chunk: small enough that the first reaches the server soon, large
 #: enough that the per-chunk overhead (a COPY data message, a join) does not count
 CHUNK = 2000
 
-_JOB_COLUMNS = (
-    "id", "data", "queue_id", "type", "priority", "status", "attempts", "max_attempts",
-    "scheduled_at", "created_at", "api_key_id",
-)  # fmt: skip
-_RECORD_COLUMNS = (
-    "id", "job_id", "recipient_email", "recipient_name", "subject", "metadata", "queue_id",
-    "recipient_type", "sender_email", "type", "status", "attempts", "created_at", "bulk_id",
-    "tag", "template_id",
-)  # fmt: skip
 #: what COPY's text format would read as something else: backslash, tab, line breaks
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
@@ -141,10 +132,8 @@ async def copy_bulk(
 
     raw = await conn.get_raw_connection()
     pg: Any = raw.driver_connection
-    await pg.copy_to_table("email_jobs", source=jobs(), columns=_JOB_COLUMNS, format="text")
-    await pg.copy_to_table(
-        "email_records", source=records(), columns=_RECORD_COLUMNS, format="text"
-    )
+    await pg.copy_to_table("email_jobs", source=jobs(), columns=JOB_COLUMNS, format="text")
+    await pg.copy_to_table("email_records", source=records(), columns=RECORD_COLUMNS, format="text")
     await outbox.bulk_queued(conn, fixed.bulk_id, fixed.created_at)
     if fixed.scheduled_at <= fixed.created_at:
         await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(fixed.queue_id))))
