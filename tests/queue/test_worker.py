@@ -288,3 +288,33 @@ async def test_a_failed_email_keeps_its_original_scheduled_at(
     status = await postroom.status(result.id)
     assert (status.status, status.attempts) == ("failed", 2)
     assert status.scheduled_at == accepted == result.scheduled_at
+
+
+async def test_shutdown_lets_a_periodic_write_finish_rather_than_cancel_it(
+    postroom: Postroom,
+) -> None:
+    """A write cancelled half-way may leave its connection in the transaction; the
+    final write-back would wait on that lock (SQLite), so shutdown waits instead."""
+    await fake(postroom, [])
+    worker = postroom.worker()
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+    heartbeat = worker._heartbeat
+
+    async def slow_heartbeat() -> None:
+        await heartbeat()
+        started.set()
+        await release.wait()
+        finished.append("heartbeat")
+
+    worker._heartbeat = slow_heartbeat  # type: ignore[method-assign]
+    worker.lease_s = 0.15  # a heartbeat every 50 ms
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), timeout=5)
+    stop.set()
+    await asyncio.sleep(0.1)
+    assert not task.done()  # waiting for the heartbeat under way
+    release.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert finished == ["heartbeat"]

@@ -134,6 +134,9 @@ class Worker:
         self.lease_s = ws.lease_s
         self._tokens = (f"{self.id}#{n}" for n in itertools.count(1))
         self._inflight: dict[asyncio.Task[None], Job] = {}
+        #: periodic tasks inside their action, which shutdown lets finish (see _every)
+        self._periodic_busy: set[asyncio.Task[Any]] = set()
+        self._stopping = False
         self._wake = asyncio.Event()
         self._queue_limits: dict[uuid.UUID, _QueueLimits] = {}
         self._queues_loaded_at = 0.0
@@ -183,8 +186,10 @@ class Worker:
                 await self._idle(stop)
         finally:
             await self._shutdown()
+            self._stopping = True
             for task in background:
-                task.cancel()
+                if task not in self._periodic_busy:  # the others stop after their action
+                    task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self.flush(force=True)
             await self.aclose()
@@ -247,12 +252,21 @@ class Worker:
         await rollups.roll_closed(self.engine, self.clock.now())
 
     async def _every(self, period_s: float, action: Any) -> None:
-        while True:
+        """Run ``action`` every ``period_s`` until shutdown, which cancels this loop only
+        while it sleeps: a database write cancelled half-way can leave its driver
+        connection holding the transaction (SQLite's lock with it), and the final
+        write-back would then wait on it."""
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping:
             await asyncio.sleep(period_s)
+            self._periodic_busy.add(task)
             try:
                 await action()
             except Exception:  # keep the loop alive; the next period tries again
                 log.exception("worker %s: periodic %s failed", self.id, action.__name__)
+            finally:
+                self._periodic_busy.discard(task)
 
     # -- claiming ----------------------------------------------------------------------
 
