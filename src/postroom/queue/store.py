@@ -20,7 +20,7 @@ import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -203,14 +203,8 @@ async def enqueue_many(
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class BulkRows:
-    """One bulk send's jobs and records, one of each per recipient, pre-encoded.
-
-    What every row shares is given once; what differs is in parallel lists of
-    ready-made column text: ids as 32 hex digits, JSON as text. Building these
-    (rather than a ``NewJob`` and ``NewRecord`` each) is most of what makes a
-    100,000-recipient request cheap.
-    """
+class BulkFixed:
+    """What every job and record of one bulk send shares."""
 
     bulk_id: uuid.UUID
     #: the campaign tag and template every record carries (analytics count by them)
@@ -224,6 +218,22 @@ class BulkRows:
     created_at: datetime
     api_key_id: uuid.UUID | None
     sender_email: str
+
+    def columns(self) -> dict[str, Any]:
+        """The fields by name (shallow: ``asdict`` would copy every value)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BulkRows(BulkFixed):
+    """One bulk send's jobs and records, one of each per recipient, pre-encoded.
+
+    What every row shares is given once; what differs is in parallel lists of
+    ready-made column text: ids as 32 hex digits, JSON as text. Building these
+    (rather than a ``NewJob`` and ``NewRecord`` each) is most of what makes a
+    100,000-recipient request cheap.
+    """
+
     job_ids: Sequence[str]
     job_data: Sequence[str]
     record_ids: Sequence[str]

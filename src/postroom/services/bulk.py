@@ -109,7 +109,7 @@ class BulkSender:
             await s._check_provider(request.provider)
         queue = route.queue
         bulk_id = uuid.uuid4()
-        fixed = bulkcopy.Fixed(
+        fixed = store.BulkFixed(
             bulk_id=bulk_id,
             tag=request.tags[0] if request.tags else None,
             template_id=template_id,

@@ -10,17 +10,14 @@ pass and sent by the second ``COPY`` (their foreign key needs every job first).
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from postroom.events import outbox
-from postroom.queue.store import JOB_COLUMNS, NOTIFY_CHANNEL, RECORD_COLUMNS
+from postroom.queue.store import JOB_COLUMNS, NOTIFY_CHANNEL, RECORD_COLUMNS, BulkFixed
 from postroom.types import JobStatus, RecordStatus
 
 #: recipients a chunk: small enough that the first reaches the server soon, large
@@ -42,29 +39,8 @@ def copy_text(value: str | None) -> str:
     return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m[0]], value)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Fixed:
-    """What every job and record of one bulk send shares (``store.BulkRows`` less the
-    per-recipient lists)."""
-
-    bulk_id: uuid.UUID
-    tag: str | None
-    template_id: uuid.UUID | None
-    queue_id: uuid.UUID
-    type: str
-    priority: int
-    max_attempts: int
-    scheduled_at: datetime
-    created_at: datetime
-    api_key_id: uuid.UUID | None
-    sender_email: str
-
-    def columns(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 async def copy_bulk(
-    conn: AsyncConnection, fixed: Fixed, chunks: Iterable[dict[str, list[Any]]]
+    conn: AsyncConnection, fixed: BulkFixed, chunks: Iterable[dict[str, list[Any]]]
 ) -> None:
     """Insert the jobs and records of ``chunks`` (each ``store.BulkRows``' per-recipient
     lists for a slice of the recipients) in the caller's transaction, then the
