@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-import asyncpg
 import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.exc import DBAPIError
@@ -137,17 +136,21 @@ async def test_a_batch_with_webhook_subscribers_writes_its_events(
 async def test_a_terminated_connection_fails_the_batch_as_unavailable(
     postroom: Postroom, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = batching._suppressed_postgres
+    original = batching._screened
 
-    async def terminated(pg: asyncpg.Connection, screenings: Any) -> Any:
+    async def terminated(screenings: Any, lookup: Any) -> Any:
+        # every other backend of the test database: the batch's connection among them
         async with postroom.engine.connect() as other:
-            await other.exec_driver_sql(f"SELECT pg_terminate_backend({pg.get_server_pid()})")
-        return await original(pg, screenings)
+            await other.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        return await original(screenings, lookup)
 
-    monkeypatch.setattr(batching, "_suppressed_postgres", terminated)
+    monkeypatch.setattr(batching, "_screened", terminated)
     with pytest.raises(DBAPIError) as info:
         await postroom.send(email())
     failure = dbfailure.classify(info.value)
     assert failure is not None and failure.http_status == 503
-    monkeypatch.setattr(batching, "_suppressed_postgres", original)
+    monkeypatch.setattr(batching, "_screened", original)
     assert (await postroom.send(email())).status == "queued"  # a fresh connection

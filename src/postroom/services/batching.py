@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,36 +151,45 @@ class EnqueueBatcher:
 async def _write(conn: AsyncConnection, batch: Sequence[_Pending]) -> list[store.NewJob]:
     """Screen the batch's recipients, then insert it; the jobs as inserted."""
     screenings = [p.work for p in batch if isinstance(p.work, Screening)]
-    blocked = await _suppressed(conn, screenings) if screenings else ({}, {})
+
+    async def lookup(wanted: set[str], email_type: str, now: datetime) -> dict[str, str]:
+        return await suppressions.suppressed(conn, wanted, email_type, now)
+
+    applied = iter(await _screened(screenings, lookup))
     raw = [p.work for p in batch if p.screen and not isinstance(p.work, Screening)]
     screened = iter(await suppressions.screen(conn, raw) if raw else [])
     items: list[Item] = []
     for p in batch:
-        work = p.work
-        if isinstance(work, Screening):
-            found = blocked[work.email_type == EmailType.MARKETING]
-            addresses = (r.strip().lower() for r in work.recipients)
-            items.append(work.apply({a: found[a] for a in addresses if a in found}))
+        if isinstance(p.work, Screening):
+            items.append(next(applied))
         else:
-            items.append(next(screened) if p.screen else work)
+            items.append(next(screened) if p.screen else p.work)
     await store.enqueue_many(conn, items)
     return [job for job, _ in items]
 
 
-async def _suppressed(
-    conn: AsyncConnection, screenings: Sequence[Screening]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Suppressed addresses among the recipients: (for other mail, for marketing mail);
-    at most one query for each."""
+#: suppressed addresses among lower-case ``wanted`` for mail of a type at a time:
+#: lower-case address -> reason
+_Lookup = Callable[[set[str], str, datetime], Awaitable[dict[str, str]]]
+
+
+async def _screened(screenings: Sequence[Screening], lookup: _Lookup) -> list[Item]:
+    """Each screening's job and records without its suppressed recipients, with at most
+    one ``lookup`` for other mail and one for marketing mail."""
     found: tuple[dict[str, str], dict[str, str]] = ({}, {})
     for marketing in (False, True):
         group = [s for s in screenings if (s.email_type == EmailType.MARKETING) is marketing]
-        wanted = {address for s in group for address in s.recipients}
+        wanted = {address.strip().lower() for s in group for address in s.recipients}
         if wanted:
             now = max(s.now for s in group)
             email_type = EmailType.MARKETING if marketing else EmailType.TRANSACTIONAL
-            found[marketing].update(await suppressions.suppressed(conn, wanted, email_type, now))
-    return found
+            found[marketing].update(await lookup(wanted, email_type, now))
+    items: list[Item] = []
+    for work in screenings:
+        blocked = found[work.email_type == EmailType.MARKETING]
+        addresses = (r.strip().lower() for r in work.recipients)
+        items.append(work.apply({a: blocked[a] for a in addresses if a in blocked}))
+    return items
 
 
 # -- PostgreSQL, straight through asyncpg ----------------------------------------------
@@ -244,12 +253,13 @@ async def _write_postgres(conn: AsyncConnection, batch: Sequence[_Pending]) -> l
         async with pg.transaction():
             screenings = [p.work for p in batch if isinstance(p.work, Screening)]
             statement = _SUPPRESSED
-            blocked = await _suppressed_postgres(pg, screenings)
-            items: list[Item] = []
-            for work in screenings:
-                found = blocked[work.email_type == EmailType.MARKETING]
-                addresses = (r.strip().lower() for r in work.recipients)
-                items.append(work.apply({a: found[a] for a in addresses if a in found}))
+
+            async def lookup(wanted: set[str], email_type: str, now: datetime) -> dict[str, str]:
+                scopes = suppressions.scopes_for(email_type)
+                rows = await pg.fetch(_SUPPRESSED, list(wanted), scopes, now)
+                return {r["email"]: r["reason"] for r in rows}
+
+            items = await _screened(screenings, lookup)
             statement = _INSERT_JOBS
             await pg.executemany(statement, [_job_row(job) for job, _ in items])
             statement = _INSERT_RECORDS
@@ -267,22 +277,6 @@ async def _write_postgres(conn: AsyncConnection, batch: Sequence[_Pending]) -> l
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DBAPIError(statement, None, exc) from exc
     return [job for job, _ in items]
-
-
-async def _suppressed_postgres(
-    pg: asyncpg.Connection, screenings: Sequence[Screening]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """``_suppressed`` through asyncpg: the same query for each group of mail."""
-    found: tuple[dict[str, str], dict[str, str]] = ({}, {})
-    for marketing in (False, True):
-        group = [s for s in screenings if (s.email_type == EmailType.MARKETING) is marketing]
-        wanted = {address.strip().lower() for s in group for address in s.recipients}
-        if wanted:
-            now = max(s.now for s in group)
-            scopes = ["global", EmailType.MARKETING.value] if marketing else ["global"]
-            rows = await pg.fetch(_SUPPRESSED, list(wanted), scopes, now)
-            found[marketing].update((r["email"], r["reason"]) for r in rows)
-    return found
 
 
 def _job_row(job: store.NewJob) -> tuple[Any, ...]:

@@ -82,6 +82,11 @@ def _active(now: datetime) -> Any:
     return or_(suppressions_t.c.expires_at.is_(None), suppressions_t.c.expires_at > now)
 
 
+def scopes_for(email_type: str) -> list[str]:
+    """The suppression scopes that stop mail of ``email_type``."""
+    return ["global"] + (["marketing"] if email_type == EmailType.MARKETING else [])
+
+
 async def suppressed(
     conn: AsyncConnection, emails: Iterable[str], email_type: str, now: datetime
 ) -> dict[str, str]:
@@ -89,7 +94,7 @@ async def suppressed(
     wanted = {e.strip().lower() for e in emails}
     if not wanted:
         return {}
-    scopes = ["global"] + (["marketing"] if email_type == EmailType.MARKETING else [])
+    scopes = scopes_for(email_type)
     rows = await conn.execute(
         select(suppressions_t.c.email, suppressions_t.c.reason).where(
             suppressions_t.c.email.in_(wanted), suppressions_t.c.scope.in_(scopes), _active(now)
