@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -18,6 +21,17 @@ READ = text(
     "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
     " FROM pg_stat_xact_user_tables WHERE relname = 'email_jobs'"
 )
+
+
+@asynccontextmanager
+async def planned_driver(postroom: Postroom) -> AsyncIterator[Any]:
+    """The driver's connection in a transaction planned as the worker's statements are."""
+    async with postroom.engine.connect() as conn:
+        pg = (await conn.get_raw_connection()).driver_connection
+        assert pg is not None
+        async with pg.transaction():
+            await pg.execute(store.PG_CLAIM_PLAN)
+            yield pg
 
 
 async def fill_backlog(postroom: Postroom) -> None:
@@ -51,17 +65,10 @@ async def tuples_read_by_claim(postroom: Postroom, limit: int) -> tuple[int, int
 async def tuples_read_by_driver_claim(postroom: Postroom, limit: int) -> tuple[int, int]:
     """The statement ``store.claim`` runs on PostgreSQL, through the driver."""
     now = postroom.clock.now()
-    async with postroom.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        pg = raw.driver_connection
-        assert pg is not None
-        async with pg.transaction():
-            await pg.execute(store.PG_CLAIM_PLAN)
-            before = int(await pg.fetchval(str(READ)) or 0)
-            rows = await pg.fetch(
-                store.PG_CLAIM, "w#1", now + timedelta(seconds=30), now, limit, None
-            )
-            read = int(await pg.fetchval(str(READ)) or 0) - before
+    async with planned_driver(postroom) as pg:
+        before = int(await pg.fetchval(str(READ)) or 0)
+        rows = await pg.fetch(store.PG_CLAIM, "w#1", now + timedelta(seconds=30), now, limit, None)
+        read = int(await pg.fetchval(str(READ)) or 0) - before
     return len(rows), read
 
 
@@ -99,28 +106,23 @@ async def test_a_sent_batch_is_written_back_reading_only_its_jobs(postroom: Post
     await store.claim(postroom.engine, token="w#0", limit=5_000, now=now, lease_s=30)
     batch = await store.claim(postroom.engine, token="w#1", limit=10, now=now, lease_s=30)
     assert len(batch) == 10
-    async with postroom.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        pg = raw.driver_connection
-        assert pg is not None
-        async with pg.transaction():
-            await pg.execute(store.PG_CLAIM_PLAN)
-            before = int(await pg.fetchval(str(READ)) or 0)
-            n = len(batch)
-            rows = await pg.fetch(
-                store.PG_FINISH_SENT,
-                [j.id for j in batch],
-                [j.locked_by for j in batch],
-                [None] * n,
-                ["p"] * n,
-                ["<m@example.com>"] * n,
-                [now] * n,
-                [now] * n,
-                [j.attempts for j in batch],
-                [uuid.uuid4() for _ in batch],
-                [1.0] * n,
-                now,
-            )
-            read = int(await pg.fetchval(str(READ)) or 0) - before
+    async with planned_driver(postroom) as pg:
+        before = int(await pg.fetchval(str(READ)) or 0)
+        n = len(batch)
+        rows = await pg.fetch(
+            store.PG_FINISH_SENT,
+            [j.id for j in batch],
+            [j.locked_by for j in batch],
+            [None] * n,
+            ["p"] * n,
+            ["<m@example.com>"] * n,
+            [now] * n,
+            [now] * n,
+            [j.attempts for j in batch],
+            [uuid.uuid4() for _ in batch],
+            [1.0] * n,
+            now,
+        )
+        read = int(await pg.fetchval(str(READ)) or 0) - before
     assert len(rows) == 10
     assert read <= 20, read
