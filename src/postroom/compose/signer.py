@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import logging
 import os
@@ -53,6 +54,7 @@ class SignerUnavailable(Exception):
         self.gone = gone
 
 
+@functools.lru_cache(maxsize=64)  # the same key signs message after message
 def _key_frame(key: dkim.SigningKey) -> tuple[bytes, bytes]:
     """The key's id (a hash of everything that makes it) and its ``K`` payload."""
     spec = b"\0".join([key.domain.encode(), key.selector.encode(), key.private_key])

@@ -67,6 +67,12 @@ async def wanted(conn: AsyncConnection) -> frozenset[str]:
     return kinds
 
 
+def cached(engine: AsyncEngine) -> frozenset[str] | None:
+    """:func:`wanted` while its cached answer is fresh, else None: no connection needed."""
+    entry = _cache.get(engine.sync_engine.pool)
+    return entry.kinds if entry is not None and monotonic() < entry.expires else None
+
+
 def invalidate(engine: AsyncEngine) -> None:
     """Forget the cached set: this process changed an endpoint."""
     _cache.pop(engine.sync_engine.pool, None)

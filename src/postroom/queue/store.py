@@ -703,9 +703,12 @@ async def _finish_sent_pg(engine: AsyncEngine, results: Sequence[Result]) -> set
     """``finish`` for a batch of sent results without refused recipients, on PostgreSQL:
     one statement per chunk through the driver. None when an event endpoint wants
     ``sent`` events: the general path writes those."""
-    async with reader(engine).connect() as conn:
-        if "sent" in await subscriptions.wanted(conn):
-            return None
+    kinds = subscriptions.cached(engine)
+    if kinds is None:  # a refresh, at most every few seconds
+        async with reader(engine).connect() as conn:
+            kinds = await subscriptions.wanted(conn)
+    if "sent" in kinds:
+        return None
     written: set[uuid.UUID] = set()
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
