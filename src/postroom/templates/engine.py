@@ -231,22 +231,40 @@ def _plain_pieces(text: str, *, html: bool = False) -> tuple[tuple[bool, str], .
     return tuple(pieces)
 
 
+@functools.lru_cache(maxsize=512)
+def _slots_of(
+    pieces: tuple[tuple[bool, str], ...],
+) -> tuple[list[str], tuple[tuple[int, int], ...], tuple[str, ...]]:
+    """The pieces as a list of their literal text (a name's place empty), each name's
+    (place, index into the distinct names) and the distinct names: a render converts
+    each name once and fills a copy of the list (a bulk template repeats names)."""
+    names: dict[str, int] = {}
+    slots = []
+    for place, (is_name, text) in enumerate(pieces):
+        if is_name:
+            slots.append((place, names.setdefault(text, len(names))))
+    literal = ["" if is_name else text for is_name, text in pieces]
+    return literal, tuple(slots), tuple(names)
+
+
 def _join(
     pieces: tuple[tuple[bool, str], ...], data: Mapping[str, Any], *, html: bool = False
 ) -> str | None:
     """The pieces with each name's value, as Jinja would output it: a string escaped
     in HTML (markupsafe, as autoescape does), a number as ``str()``. None when a value
     is missing or of another kind: Jinja then renders (and raises what it raises)."""
-    out = []
-    for is_name, text in pieces:
-        if not is_name:
-            out.append(text)
-        elif isinstance(value := data.get(text), str):
-            out.append(escape(value) if html else value)
+    literal, slots, names = _slots_of(pieces)
+    values = []
+    for name in names:
+        if isinstance(value := data.get(name), str):
+            values.append(str(escape(value)) if html else value)
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            out.append(str(value))
+            values.append(str(value))
         else:
             return None
+    out = literal.copy()
+    for place, index in slots:
+        out[place] = values[index]
     return "".join(out)
 
 
