@@ -9,6 +9,7 @@ that version, so editing a template never changes mail already queued. DELETE ar
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -134,6 +135,9 @@ class TemplateStore:
         self.clock = clock
         #: versions never change, so the worker keeps the ones it rendered
         self._versions: dict[tuple[uuid.UUID, int], Version] = {}
+        #: reads under way: a bulk send's first claimed batch renders dozens of
+        #: messages at once, which wait for one read instead of a query each
+        self._reading: dict[tuple[uuid.UUID, int], asyncio.Future[Version]] = {}
 
     # -- reading -----------------------------------------------------------------------
 
@@ -222,6 +226,13 @@ class TemplateStore:
         key = (template_id, number)
         if (cached := self._versions.get(key)) is not None:
             return cached
+        if (reading := self._reading.get(key)) is None:
+            reading = self._reading[key] = asyncio.ensure_future(self._read(key))
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(reading)
+
+    async def _read(self, key: tuple[uuid.UUID, int]) -> Version:
+        template_id, number = key
         async with reader(self.db).connect() as conn:
             found = await self._version_row(conn, template_id, number)
         if found is None:
