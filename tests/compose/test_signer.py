@@ -3,6 +3,7 @@ signs itself whenever a helper cannot."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -118,5 +119,38 @@ async def test_a_helper_that_stops_answering_is_killed_and_the_worker_signs(
             assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
         assert signer.pids == []
         assert "did not answer within 0.2 s" in caplog.text
+    finally:
+        await signer.aclose()
+
+
+async def test_one_watch_covers_every_message_however_they_arrive(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One timer watches the oldest unanswered message: signing steadily for longer
+    than the timeout raises no false alarm, and after an idle spell a message to a
+    helper that stopped answering is still caught within the timeout."""
+    fixed_time(monkeypatch)
+    monkeypatch.setattr(signer_module, "SIGN_TIMEOUT_S", 0.3)
+    k = key()
+    expected = signing.sign(MESSAGE, k)
+    signer = Signer(1)
+    loop = asyncio.get_running_loop()
+    try:
+        await signer.start()
+        with caplog.at_level(logging.WARNING, logger="postroom.compose.signer"):
+            until = loop.time() + 0.8
+            while loop.time() < until:  # the helper's own clock sets t=
+                signed = await signer.sign(MESSAGE, k)
+                assert signed.startswith(b"DKIM-Signature: ") and signed.endswith(MESSAGE)
+                await asyncio.sleep(0.05)
+            assert len(signer.pids) == 1 and "did not answer" not in caplog.text
+            await asyncio.sleep(0.4)  # the watch fires with nothing waiting
+            (pid,) = signer.pids
+            os.kill(pid, signal.SIGSTOP)
+            started = loop.time()
+            assert await signer.sign(MESSAGE, k) == expected
+            assert loop.time() - started < 0.6
+        assert signer.pids == []
+        assert "did not answer within 0.3 s" in caplog.text
     finally:
         await signer.aclose()

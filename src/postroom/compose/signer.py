@@ -66,9 +66,10 @@ class _Child:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.keys: set[bytes] = set()
-        self.waiting: collections.deque[tuple[asyncio.Future[bytes], asyncio.TimerHandle]] = (
-            collections.deque()
-        )
+        #: each message sent and not answered yet: its future and when it is overdue
+        self.waiting: collections.deque[tuple[asyncio.Future[bytes], float]] = collections.deque()
+        #: one timer for the oldest message (not one per message: the worker's CPU)
+        self._watch: asyncio.TimerHandle | None = None
         self.alive = True
         self.reader = asyncio.create_task(self._read())
 
@@ -79,27 +80,40 @@ class _Child:
     async def _read(self) -> None:
         out = self.proc.stdout
         assert out is not None
+        buffer = b""
         try:
-            while True:
-                status, size = _HEAD.unpack(await out.readexactly(_HEAD.size))
-                payload = await out.readexactly(size)
-                future, timer = self.waiting.popleft()
-                timer.cancel()
-                if future.done():
-                    continue
-                if status == b"+":
-                    future.set_result(payload)
-                else:
-                    why = payload.decode("utf-8", "replace")
-                    future.set_exception(SignerUnavailable(why, gone=False))
-        except Exception as exc:  # EOF above all; anything else must not leave waiters
+            while data := await out.read(1 << 16):
+                # whatever answers have arrived, at once: one wake-up for several
+                buffer += data
+                at = 0
+                while len(buffer) - at >= _HEAD.size:
+                    status, size = _HEAD.unpack_from(buffer, at)
+                    end = at + _HEAD.size + size
+                    if len(buffer) < end:
+                        break
+                    self._answered(status, buffer[at + _HEAD.size : end])
+                    at = end
+                buffer = buffer[at:]
+            self._gone("the signer process stopped (end of its output)")
+        except Exception as exc:  # anything else must not leave waiters
             self._gone(f"the signer process stopped ({type(exc).__name__})")
+
+    def _answered(self, status: bytes, payload: bytes) -> None:
+        future, _ = self.waiting.popleft()
+        if future.done():
+            return
+        if status == b"+":
+            future.set_result(payload)
+        else:
+            why = payload.decode("utf-8", "replace")
+            future.set_exception(SignerUnavailable(why, gone=False))
 
     def _gone(self, why: str) -> None:
         self.alive = False
+        if self._watch is not None:
+            self._watch.cancel()
         while self.waiting:
-            future, timer = self.waiting.popleft()
-            timer.cancel()
+            future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(SignerUnavailable(why, gone=True))
 
@@ -113,15 +127,26 @@ class _Child:
         stdin.writelines([_HEAD.pack(b"M", len(key_id) + len(mime)), key_id, mime])
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
-        self.waiting.append((future, loop.call_later(SIGN_TIMEOUT_S, self._stuck)))
+        self.waiting.append((future, loop.time() + SIGN_TIMEOUT_S))
+        if self._watch is None:
+            self._watch = loop.call_later(SIGN_TIMEOUT_S, self._check)
         return future
 
-    def _stuck(self) -> None:
-        """A message waited too long: the child is killed and its messages signed here."""
-        if self.alive:
-            self._gone(f"a signer process did not answer within {SIGN_TIMEOUT_S:g} s")
-            if self.proc.returncode is None:
-                self.proc.kill()
+    def _check(self) -> None:
+        """The oldest message waited too long: the child is taken for stuck, killed,
+        and its messages are signed in the worker. Otherwise, look again when the
+        oldest one is due."""
+        self._watch = None
+        if not self.alive or not self.waiting:
+            return
+        loop = asyncio.get_running_loop()
+        overdue = self.waiting[0][1]
+        if loop.time() < overdue:
+            self._watch = loop.call_at(overdue, self._check)
+            return
+        self._gone(f"a signer process did not answer within {SIGN_TIMEOUT_S:g} s")
+        if self.proc.returncode is None:
+            self.proc.kill()
 
     async def close(self) -> None:
         stdin = self.proc.stdin
