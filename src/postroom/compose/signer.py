@@ -70,6 +70,8 @@ class _Child:
         self.waiting: collections.deque[tuple[asyncio.Future[bytes], float]] = collections.deque()
         #: one timer for the oldest message (not one per message: the worker's CPU)
         self._watch: asyncio.TimerHandle | None = None
+        #: frames not written yet: a batch of sends is one write and one wake-up
+        self._out: list[bytes] = []
         self.alive = True
         self.reader = asyncio.create_task(self._read())
 
@@ -121,16 +123,25 @@ class _Child:
         stdin = self.proc.stdin
         assert stdin is not None
         key_id, spec = _key_frame(key)
-        if key_id not in self.keys:
-            stdin.write(_frame(b"K", spec))
-            self.keys.add(key_id)
-        stdin.writelines([_HEAD.pack(b"M", len(key_id) + len(mime)), key_id, mime])
         loop = asyncio.get_running_loop()
+        if not self._out:  # the frames of one turn of the loop go in one write
+            loop.call_soon(self._flush)
+        if key_id not in self.keys:
+            self._out.append(_frame(b"K", spec))
+            self.keys.add(key_id)
+        self._out += [_HEAD.pack(b"M", len(key_id) + len(mime)), key_id, mime]
         future: asyncio.Future[bytes] = loop.create_future()
         self.waiting.append((future, loop.time() + SIGN_TIMEOUT_S))
         if self._watch is None:
             self._watch = loop.call_later(SIGN_TIMEOUT_S, self._check)
         return future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.open:
+            self.proc.stdin.writelines(out)  # type: ignore[union-attr]
+        else:  # closed meanwhile: these messages are signed in the worker at once
+            self._gone("the signer was closed")
 
     def _check(self) -> None:
         """The oldest message waited too long: the child is taken for stuck, killed,
