@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections import namedtuple
 from collections.abc import Sequence
@@ -177,14 +178,14 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
         if reason:
             data["machine"] = reason
         slots.append(len(out))
-        out.append(BadToken())  # replaced by the event id below
+        out.append(_NOT_STORED)  # replaced by the event id below
         events.append(
             NewEvent(
                 record_id=rec.id,
                 type=hit.kind,
                 timestamp=hit.at,
                 data=data,
-                event_id=uuid.uuid4().hex,
+                event_id=os.urandom(16).hex(),  # random: nothing to deduplicate
                 user_agent=hit.user_agent or None,
                 ip_address=hit.ip,
                 machine=reason is not None,
@@ -195,6 +196,10 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
         # a random event id cannot be a duplicate: None here is a lost write
         out[slot] = event_id if event_id is not None else RuntimeError("event not stored")
     return out
+
+
+#: the place of a hit's answer until its event is stored (every one is replaced)
+_NOT_STORED = RuntimeError("event not stored")
 
 
 def _key(hit: Hit) -> tuple[uuid.UUID, str]:
