@@ -234,16 +234,16 @@ def _plain_pieces(text: str, *, html: bool = False) -> tuple[tuple[bool, str], .
 @functools.lru_cache(maxsize=512)
 def _slots_of(
     pieces: tuple[tuple[bool, str], ...],
-) -> tuple[list[str], tuple[tuple[int, int], ...], tuple[str, ...]]:
-    """The pieces as a list of their literal text (a name's place empty), each name's
+) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...], tuple[str, ...]]:
+    """The pieces' literal text (a name's place empty), each name's
     (place, index into the distinct names) and the distinct names: a render converts
-    each name once and fills a copy of the list (a bulk template repeats names)."""
+    each name once and fills a list copy of them (a bulk template repeats names)."""
     names: dict[str, int] = {}
     slots = []
     for place, (is_name, text) in enumerate(pieces):
         if is_name:
             slots.append((place, names.setdefault(text, len(names))))
-    literal = ["" if is_name else text for is_name, text in pieces]
+    literal = tuple("" if is_name else text for is_name, text in pieces)
     return literal, tuple(slots), tuple(names)
 
 
@@ -262,7 +262,7 @@ def _join(
             values.append(str(value))
         else:
             return None
-    out = literal.copy()
+    out = list(literal)
     for place, index in slots:
         out[place] = values[index]
     return "".join(out)
