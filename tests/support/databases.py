@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -95,3 +95,16 @@ async def empty_tables(engine: AsyncEngine) -> None:
     names = ", ".join(t.name for t in Base.metadata.sorted_tables)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {names} CASCADE"))
+
+
+def statements_naming(engine: AsyncEngine, table: str) -> list[str]:
+    """A list that collects each statement ``engine`` runs from now on that names
+    ``table`` (for tests that count queries; the listener lives as long as the engine)."""
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if table in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", note)
+    return seen

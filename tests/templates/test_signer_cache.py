@@ -5,21 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import event
-
 from postroom.app import Postroom
 from postroom.templates.domains import DomainKeys
+from tests.support.databases import statements_naming
 
 
 def count_key_queries(postroom: Postroom) -> list[str]:
-    seen: list[str] = []
-
-    @event.listens_for(postroom.engine.sync_engine, "before_cursor_execute")
-    def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "email_dkim_keys" in statement:
-            seen.append(statement)
-
-    return seen
+    return statements_naming(postroom.engine, "email_dkim_keys")
 
 
 async def test_sends_that_miss_together_share_one_lookup(postroom: Postroom) -> None:

@@ -5,28 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from postroom.app import Postroom
 from postroom.errors import NotFound
 from postroom.schemas.templates import TemplateCreate
 from postroom.templates.versions import TemplateStore
+from tests.support.databases import statements_naming
 
 TEMPLATE = {"name": "hello", "subject": "Hi {{ name }}", "content": {"html": "<p>{{ name }}</p>"}}
 
 
 def version_queries(postroom: Postroom) -> list[str]:
-    seen: list[str] = []
-
-    @event.listens_for(postroom.engine.sync_engine, "before_cursor_execute")
-    def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "email_template_versions" in statement:
-            seen.append(statement)
-
-    return seen
+    return statements_naming(postroom.engine, "email_template_versions")
 
 
 async def test_renders_that_miss_together_share_one_read(postroom: Postroom) -> None:
