@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, text
 
 from postroom.app import Postroom
-from postroom.tracking.events import NewEvent, record_event
+from postroom.tracking.events import NewEvent, record_event, record_many, tracking_t
+from tests.support.databases import statements_naming
 from tests.tracking.conftest import API, record, send_and_drain
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -112,3 +115,65 @@ async def test_unknown_tracking_is_404_problem(client: httpx.AsyncClient) -> Non
     response = await client.get(f"{API}/tracking/{uuid.uuid4()}")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def _tracking_updates(conn: Any, seen: list[str]) -> int:
+    """Row updates of email_tracking in this transaction so far (PostgreSQL counts
+    them itself; on SQLite the UPDATE statements are counted)."""
+    if conn.dialect.name != "postgresql":
+        return len(seen)
+    stats = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'email_tracking'"
+    return int((await conn.execute(text(stats))).scalar_one())
+
+
+async def test_a_tracking_row_made_by_a_batch_starts_at_its_status(
+    client: httpx.AsyncClient, postroom: Postroom
+) -> None:
+    """A record's first events make its tracking row with the batch's strongest status
+    and that event's time (no second version of the new row); a row that existed is
+    moved as before."""
+    to = [{"email": f"r{i}@example.com"} for i in range(3)]
+    fresh_a, fresh_b, existing = await send_and_drain(client, postroom, to=to)
+    assert await put(postroom, existing.record_id, "delivered", 1)  # its row exists now
+    seen = statements_naming(postroom.engine, "UPDATE email_tracking")
+    events = [
+        NewEvent(record_id=uuid.UUID(fresh_a.record_id), type="delivered", timestamp=T0),
+        NewEvent(
+            record_id=uuid.UUID(fresh_a.record_id),
+            type="opened",
+            timestamp=T0 + timedelta(minutes=2),
+        ),
+        NewEvent(
+            record_id=uuid.UUID(fresh_b.record_id),
+            type="opened",
+            timestamp=T0 + timedelta(minutes=3),
+            machine=True,
+        ),
+        NewEvent(  # another kind, so that SQLite would move it in a statement of its own
+            record_id=uuid.UUID(existing.record_id),
+            type="clicked",
+            timestamp=T0 + timedelta(minutes=4),
+            data={"url": "https://example.com/"},
+        ),
+    ]
+    async with postroom.engine.begin() as conn:
+        assert all(await record_many(conn, events))
+        assert await _tracking_updates(conn, seen) == 1  # the existing row only
+    rows = {str(r.email_id): r for r in (await _all(postroom, select(tracking_t)))}
+    assert (rows[fresh_a.record_id].status, rows[fresh_a.record_id].updated_at) == (
+        "opened",
+        T0 + timedelta(minutes=2),
+    )
+    # a machine open moves nothing: the row starts as sent
+    assert rows[fresh_b.record_id].status == "sent"
+    assert (rows[existing.record_id].status, rows[existing.record_id].updated_at) == (
+        "clicked",
+        T0 + timedelta(minutes=4),
+    )
+    assert (await record(postroom, fresh_a.record_id)).status == "opened"
+    assert (await record(postroom, fresh_b.record_id)).opened_any_at == T0 + timedelta(minutes=3)
+
+
+async def _all(postroom: Postroom, stmt: Any) -> list[Any]:
+    async with postroom.engine.connect() as conn:
+        return list(await conn.execute(stmt))

@@ -16,7 +16,8 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -133,29 +134,39 @@ def record_rows(*where: Any) -> Any:
 
 
 async def _tracking_ids(
-    conn: AsyncConnection, records: Sequence[Any], now: datetime
-) -> dict[uuid.UUID, uuid.UUID]:
-    """Record id -> its ``email_tracking`` row's id; missing rows are made, all at once."""
+    conn: AsyncConnection,
+    records: Sequence[Any],
+    now: datetime,
+    moves: Mapping[uuid.UUID, NewEvent],
+) -> tuple[dict[uuid.UUID, uuid.UUID], set[uuid.UUID]]:
+    """Record id -> its ``email_tracking`` row's id; missing rows are made, all at once,
+    and the ids of the records whose row was made here. ``moves``: each record's
+    strongest status-moving event of the batch (:func:`_strongest`); a row made here
+    starts with the status and time it gives, rather than being made ``sent`` and
+    moved in the same transaction (a second version of each new row)."""
     found: dict[uuid.UUID, uuid.UUID] = {r.id: r.tracking_id for r in records if r.tracking_id}
     missing = [r for r in records if r.id not in found]
+    made: set[uuid.UUID] = set()
     if missing:
-        rows = [
-            {
-                "id": uuid.uuid4(),
-                "email_id": r.id,
-                "delivery_id": r.delivery_id or r.message_id or str(r.id),
-                "recipient_email": r.recipient_email,
-                "tracking_enabled": {"bounces": True, "complaints": True},
-                "status": EventType.SENT,
-                "events": [],
-                "created_at": now,
-                "updated_at": now,
-            }
-            for r in missing
-        ]
+        rows = []
+        for r in missing:
+            status, at = _initial_status(moves.get(r.id), now)
+            rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "email_id": r.id,
+                    "delivery_id": r.delivery_id or r.message_id or str(r.id),
+                    "recipient_email": r.recipient_email,
+                    "tracking_enabled": {"bounces": True, "complaints": True},
+                    "status": status,
+                    "events": [],
+                    "created_at": now,
+                    "updated_at": at,
+                }
+            )
         # the rows made come back; only those another transaction made first need a read
         if conn.dialect.name == "postgresql":
-            made = await _execute_pg(
+            made_rows = await _execute_pg(
                 conn,
                 _INSERT_TRACKING_PG,
                 {
@@ -163,23 +174,34 @@ async def _tracking_ids(
                     "email_id": [r["email_id"] for r in rows],
                     "delivery_id": [r["delivery_id"] for r in rows],
                     "recipient_email": [r["recipient_email"] for r in rows],
+                    "status": [r["status"] for r in rows],
+                    "updated_at": [r["updated_at"] for r in rows],
                     "enabled": json.dumps(rows[0]["tracking_enabled"]),
-                    "status": str(EventType.SENT),
                     "now": now,
                 },
                 fetch=True,
             )
-            found.update({r["email_id"]: r["id"] for r in made})
+            inserted = {r["email_id"]: r["id"] for r in made_rows}
         else:
             stmt = insert_ignore(conn, tracking_t).returning(tracking_t.c.email_id, tracking_t.c.id)
-            found.update({r.email_id: r.id for r in await conn.execute(stmt, rows)})
+            inserted = {r.email_id: r.id for r in await conn.execute(stmt, rows)}
+        found.update(inserted)
+        made.update(inserted)
         others = [r.id for r in missing if r.id not in found]
         if others:
             stmt = select(tracking_t.c.email_id, tracking_t.c.id).where(
                 one_of(conn, tracking_t.c.email_id, others)
             )
             found.update({r.email_id: r.id for r in await conn.execute(stmt)})
-    return found
+    return found, made
+
+
+def _initial_status(move: NewEvent | None, now: datetime) -> tuple[str, datetime]:
+    """A new tracking row's status and time: those of the batch's strongest moving
+    event, as the status update would set them, else ``sent`` at ``now``."""
+    if move is not None and _stronger(str(move.type), EventType.SENT):
+        return str(move.type), move.timestamp
+    return str(EventType.SENT), now
 
 
 #: the tracking rows :func:`_tracking_ids` makes, as arrays (PostgreSQL)
@@ -189,12 +211,12 @@ _INSERT_TRACKING_PG = text(
         (id, email_id, delivery_id, recipient_email, tracking_enabled, status, events,
          created_at, updated_at)
     SELECT u.id, u.email_id, u.delivery_id, u.recipient_email, CAST(:enabled AS jsonb),
-           CAST(:status AS text), CAST('[]' AS jsonb), CAST(:now AS timestamptz),
-           CAST(:now AS timestamptz)
+           u.status, CAST('[]' AS jsonb), CAST(:now AS timestamptz), u.updated_at
     FROM unnest(
         CAST(:id AS uuid[]), CAST(:email_id AS uuid[]), CAST(:delivery_id AS text[]),
-        CAST(:recipient_email AS text[])
-    ) AS u(id, email_id, delivery_id, recipient_email)
+        CAST(:recipient_email AS text[]), CAST(:status AS text[]),
+        CAST(:updated_at AS timestamptz[])
+    ) AS u(id, email_id, delivery_id, recipient_email, status, updated_at)
     ON CONFLICT DO NOTHING
     RETURNING email_id, id
     """
@@ -230,7 +252,9 @@ async def record_many(
     present = [records[i] for i in dict.fromkeys(e.record_id for e in events) if i in records]
     if not present:
         return [None] * len(events)
-    tracking = await _tracking_ids(conn, present, min(e.timestamp for e in events))
+    tracking, made = await _tracking_ids(
+        conn, present, min(e.timestamp for e in events), _strongest(events)
+    )
     rows: list[dict[str, Any]] = []
     slot: dict[str, int] = {}  # dedupe key -> index of its event
     for i, ev in enumerate(events):
@@ -261,7 +285,7 @@ async def record_many(
         for row in rows:
             out[slot[row["dedupe_key"]]] = row["id"]
         new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]
-        await _apply_status(conn, new, records, tracking, events=_event_params(conn, rows))
+        await _apply_status(conn, new, records, tracking, made, events=_event_params(conn, rows))
         await _outbox(conn, new)
         return out
     if conn.dialect.name == "postgresql":
@@ -273,7 +297,7 @@ async def record_many(
         if row["dedupe_key"] in stored:
             out[slot[row["dedupe_key"]]] = row["id"]
     new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]
-    await _apply_status(conn, new, records, tracking)
+    await _apply_status(conn, new, records, tracking, made)
     await _outbox(conn, new)
     return out
 
@@ -365,6 +389,27 @@ def _moves(ev: NewEvent) -> bool:
     return not ev.machine and ev.moves_status and str(ev.type) in PRECEDENCE
 
 
+def _strongest(events: Iterable[NewEvent]) -> dict[uuid.UUID, NewEvent]:
+    """Each record's strongest status-moving event (of several as strong, the first)."""
+    strongest: dict[uuid.UUID, NewEvent] = {}
+    for ev in events:
+        if _moves(ev):
+            best = strongest.get(ev.record_id)
+            if best is None or _stronger(str(ev.type), str(best.type)):
+                strongest[ev.record_id] = ev
+    return strongest
+
+
+def _tracking_moves(
+    record_id: uuid.UUID, kind: str, rec: Any, made: AbstractSet[uuid.UUID]
+) -> bool:
+    """Whether ``kind`` moves the record's tracking row as last read (a row this batch
+    made has the batch's strongest status already)."""
+    if record_id in made:
+        return False
+    return rec.tracking_status is None or _stronger(kind, rec.tracking_status)
+
+
 def _stronger(kind: str, than: str | None) -> bool:
     return than not in PRECEDENCE or PRECEDENCE.index(kind) < PRECEDENCE.index(str(than))
 
@@ -374,10 +419,12 @@ async def _apply_status(
     stored: Sequence[NewEvent],
     records: Mapping[uuid.UUID, Any],
     tracking: Mapping[uuid.UUID, uuid.UUID],
+    made: AbstractSet[uuid.UUID] = frozenset(),
     *,
     events: Mapping[str, Any] | None = None,
 ) -> None:
     """Move each record's status up to its strongest new event, and keep first times.
+    ``made``: the records whose tracking row this batch made, already with that status.
 
     Events are only ever added, so the strongest event and the earliest time of each
     kind do not depend on arrival order. Each update is conditional in SQL, so two
@@ -386,27 +433,20 @@ async def _apply_status(
     for the records whose status or time they change as last read (a status only
     moves up and a first time only earlier, so a skipped update stays a no-op).
     """
-    strongest: dict[uuid.UUID, NewEvent] = {}
+    strongest = _strongest(stored)
     first: dict[tuple[str, uuid.UUID], datetime] = {}
     for ev in stored:
         kind = str(ev.type)
-        any_column = _ANY_TIMESTAMP.get(kind)
-        if any_column is not None:  # machine-made too: analytics counts both
-            at = first.get((any_column, ev.record_id))
-            if at is None or ev.timestamp < at:
-                first[(any_column, ev.record_id)] = ev.timestamp
-        if not _moves(ev):
-            continue
-        best = strongest.get(ev.record_id)
-        if best is None or _stronger(kind, str(best.type)):
-            strongest[ev.record_id] = ev
-        column = _TIMESTAMP.get(kind)
-        if column is not None:
-            at = first.get((column, ev.record_id))
-            if at is None or ev.timestamp < at:
-                first[(column, ev.record_id)] = ev.timestamp
+        columns = [_ANY_TIMESTAMP.get(kind)]  # machine-made too: analytics counts both
+        if _moves(ev):
+            columns.append(_TIMESTAMP.get(kind))
+        for column in columns:
+            if column is not None:
+                at = first.get((column, ev.record_id))
+                if at is None or ev.timestamp < at:
+                    first[(column, ev.record_id)] = ev.timestamp
     if conn.dialect.name == "postgresql":
-        await _apply_status_pg(conn, strongest, first, records, tracking, events)
+        await _apply_status_pg(conn, strongest, first, records, tracking, made, events)
         return
     if events is not None:
         raise ValueError("events are inserted with the status moves on PostgreSQL only")
@@ -414,7 +454,7 @@ async def _apply_status(
     moves_record: dict[str, list[dict[str, Any]]] = {}
     for record_id, ev in strongest.items():
         kind, rec = str(ev.type), records[record_id]
-        if rec.tracking_status is None or _stronger(kind, rec.tracking_status):
+        if _tracking_moves(record_id, kind, rec, made):
             moves_tracking.setdefault(kind, []).append(
                 {"b_tid": tracking[record_id], "b_at": ev.timestamp}
             )
@@ -512,6 +552,7 @@ async def _apply_status_pg(
     first: Mapping[tuple[str, uuid.UUID], datetime],
     records: Mapping[uuid.UUID, Any],
     tracking: Mapping[uuid.UUID, uuid.UUID],
+    made: AbstractSet[uuid.UUID],
     events: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`_apply_status`'s writes on PostgreSQL: at most one statement, only for
@@ -523,7 +564,7 @@ async def _apply_status_pg(
     changes: dict[uuid.UUID, dict[str, Any]] = {}
     for record_id, ev in strongest.items():
         kind, rec = str(ev.type), records[record_id]
-        if rec.tracking_status is None or _stronger(kind, rec.tracking_status):
+        if _tracking_moves(record_id, kind, rec, made):
             t_ids.append(tracking[record_id])
             t_status.append(kind)
             t_at.append(ev.timestamp)
