@@ -6,7 +6,6 @@ itself is stored once in ``email_bulks``. Bulk rows never change, so they are ca
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import OrderedDict
 from typing import Any, cast
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from postroom.db.engine import reader
 from postroom.db.models import EmailBulk
 from postroom.errors import ComposeError
+from postroom.shared_reads import SharedReads
 
 bulks_t = cast(Table, EmailBulk.__table__)
 CACHE_SIZE = 64
@@ -26,18 +26,14 @@ class SharedRequests:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        #: reads under way: a bulk send's first claimed batch starts dozens of sends
-        #: at once, which wait for one read instead of each opening a connection
-        self._reading: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: a bulk send's first claimed batch starts dozens of sends at once: one read
+        self._reads: SharedReads[str, dict[str, Any]] = SharedReads()
 
     async def _shared(self, bulk_id: str) -> dict[str, Any]:
         if (found := self._cache.get(bulk_id)) is not None:
             self._cache.move_to_end(bulk_id)
             return found
-        if (reading := self._reading.get(bulk_id)) is None:
-            reading = self._reading[bulk_id] = asyncio.ensure_future(self._read(bulk_id))
-            reading.add_done_callback(lambda _: self._reading.pop(bulk_id, None))
-        return await asyncio.shield(reading)
+        return await self._reads.get(bulk_id, lambda: self._read(bulk_id))
 
     async def _read(self, bulk_id: str) -> dict[str, Any]:
         query = select(bulks_t.c.request).where(bulks_t.c.id == uuid.UUID(bulk_id))

@@ -10,7 +10,6 @@ resolver, so tests run without a network.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import importlib.util
 import re
@@ -32,6 +31,7 @@ from postroom.db.engine import reader
 from postroom.db.models import EmailDkimKey
 from postroom.errors import ConfigError, Conflict, MessageError, NotFound
 from postroom.schemas.base import PublicModel
+from postroom.shared_reads import SharedReads
 
 keys_t = cast(Table, EmailDkimKey.__table__)
 Algorithm = Literal["rsa", "ed25519"]
@@ -164,8 +164,8 @@ class DomainKeys:
         self.clock = clock
         self.resolver = resolver
         self._signers: dict[str, tuple[float, SigningKey | None]] = {}
-        #: lookups under way: the sends that miss the cache together share one query
-        self._loading: dict[str, asyncio.Future[SigningKey | None]] = {}
+        #: the sends that miss the cache together share one query
+        self._reads: SharedReads[str, SigningKey | None] = SharedReads()
 
     async def list_all(self) -> list[DomainPublic]:
         async with reader(self.engine).connect() as conn:
@@ -279,7 +279,7 @@ class DomainKeys:
     def _forget(self, domain: str) -> None:
         """Drop the cached key of ``domain``; a lookup under way is not joined again."""
         self._signers.pop(domain, None)
-        self._loading.pop(domain, None)
+        self._reads.forget(domain)
 
     async def signer(self, domain: str) -> SigningKey | None:
         """The active key of ``domain`` for signing, or None; cached for CACHE_TTL_S.
@@ -287,39 +287,10 @@ class DomainKeys:
         A worker claims a batch of messages at once, and every one of them would
         miss an empty or expired cache together: they wait for one query instead.
         """
-        while True:
-            cached = self._signers.get(domain)
-            if cached is not None and cached[0] > time.monotonic():
-                return cached[1]
-            loading = self._loading.get(domain)
-            if loading is None:
-                return await self._lead(domain)
-            try:
-                return await asyncio.shield(loading)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not loading.cancelled() or (task is not None and task.cancelling()):
-                    raise
-                # the send that was looking it up was cancelled, not this one: look again
-
-    async def _lead(self, domain: str) -> SigningKey | None:
-        """Look ``domain``'s key up for every send that asks meanwhile."""
-        loading: asyncio.Future[SigningKey | None] = asyncio.get_running_loop().create_future()
-        self._loading[domain] = loading
-        try:
-            key = await self._load_signer(domain)
-        except Exception as exc:
-            loading.set_exception(exc)
-            loading.exception()  # retrieved: there may be no one else waiting
-            raise
-        except BaseException:
-            loading.cancel()
-            raise
-        finally:
-            if self._loading.get(domain) is loading:
-                del self._loading[domain]
-        loading.set_result(key)
-        return key
+        cached = self._signers.get(domain)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return await self._reads.get(domain, lambda: self._load_signer(domain))
 
     async def _load_signer(self, domain: str) -> SigningKey | None:
         now = time.monotonic()

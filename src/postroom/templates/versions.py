@@ -9,7 +9,6 @@ that version, so editing a template never changes mail already queued. DELETE ar
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from postroom.db.lookup import as_uuid
 from postroom.db.models import EmailTemplate, EmailTemplateVersion
 from postroom.errors import ComposeError, Conflict, MessageError, NotFound, RequestInvalid
 from postroom.schemas import templates as schemas
+from postroom.shared_reads import SharedReads
 from postroom.templates import engine, variables
 
 templates_t = cast(Table, EmailTemplate.__table__)
@@ -135,9 +135,8 @@ class TemplateStore:
         self.clock = clock
         #: versions never change, so the worker keeps the ones it rendered
         self._versions: dict[tuple[uuid.UUID, int], Version] = {}
-        #: reads under way: a bulk send's first claimed batch renders dozens of
-        #: messages at once, which wait for one read instead of a query each
-        self._reading: dict[tuple[uuid.UUID, int], asyncio.Future[Version]] = {}
+        #: a bulk send's first claimed batch renders dozens of messages at once: one read
+        self._reads: SharedReads[tuple[uuid.UUID, int], Version] = SharedReads()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -226,10 +225,7 @@ class TemplateStore:
         key = (template_id, number)
         if (cached := self._versions.get(key)) is not None:
             return cached
-        if (reading := self._reading.get(key)) is None:
-            reading = self._reading[key] = asyncio.ensure_future(self._read(key))
-            reading.add_done_callback(lambda _: self._reading.pop(key, None))
-        return await asyncio.shield(reading)
+        return await self._reads.get(key, lambda: self._read(key))
 
     async def _read(self, key: tuple[uuid.UUID, int]) -> Version:
         template_id, number = key
