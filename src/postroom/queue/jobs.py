@@ -28,17 +28,20 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
+        """From a claimed ``email_jobs`` row: a SQLAlchemy row, or any mapping of its
+        columns (the driver's record)."""
+        m = getattr(row, "_mapping", row)
         return cls(
-            id=row.id,
-            queue_id=row.queue_id,
-            type=row.type,
-            priority=row.priority,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            data=row.data,
-            scheduled_at=row.scheduled_at,
-            locked_by=row.locked_by,
-            last_error=row.error,
+            id=m["id"],
+            queue_id=m["queue_id"],
+            type=m["type"],
+            priority=m["priority"],
+            attempts=m["attempts"],
+            max_attempts=m["max_attempts"],
+            data=m["data"],
+            scheduled_at=m["scheduled_at"],
+            locked_by=m["locked_by"],
+            last_error=m["error"],
         )
 
     @property
