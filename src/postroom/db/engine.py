@@ -9,7 +9,12 @@ from typing import Any
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from postroom.config import Settings
@@ -90,3 +95,9 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def asyncpg_connection(conn: AsyncConnection) -> Any:
+    """The driver's (asyncpg's) connection under ``conn``, for statements sent past the
+    SQL layer (PostgreSQL only; the caller owns any transaction on it)."""
+    return (await conn.get_raw_connection()).driver_connection

@@ -51,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from postroom.db.engine import reader
+from postroom.db.engine import asyncpg_connection, reader
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
 from postroom.events import outbox, subscriptions
@@ -468,8 +468,7 @@ async def _claim_pg(
     """The claim through asyncpg on a pooled connection (JSON decoded by the engine's
     codec), in its own transaction."""
     async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        pg: Any = raw.driver_connection
+        pg: Any = await asyncpg_connection(conn)
         async with pg.transaction():
             await pg.execute(PG_CLAIM_PLAN)
             rows = await pg.fetch(
@@ -480,21 +479,7 @@ async def _claim_pg(
                 limit,
                 None if queue_ids is None else list(queue_ids),
             )
-    return [
-        Job(
-            id=row[0],
-            queue_id=row[1],
-            type=row[2],
-            priority=row[3],
-            attempts=row[4],
-            max_attempts=row[5],
-            data=row[6],
-            scheduled_at=row[7],
-            locked_by=row[8],
-            last_error=row[9],
-        )
-        for row in rows
-    ]
+    return [Job.from_row(row) for row in rows]
 
 
 async def heartbeat(
@@ -711,8 +696,7 @@ async def _finish_sent_pg(engine: AsyncEngine, results: Sequence[Result]) -> set
         return None
     written: set[uuid.UUID] = set()
     async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        pg: Any = raw.driver_connection
+        pg: Any = await asyncpg_connection(conn)
         async with pg.transaction():
             await pg.execute(PG_CLAIM_PLAN)
             for start in range(0, len(results), FINISH_CHUNK):

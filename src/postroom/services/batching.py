@@ -35,7 +35,7 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from postroom.db.engine import json_dumps
+from postroom.db.engine import asyncpg_connection, json_dumps
 from postroom.events import subscriptions
 from postroom.queue import store
 from postroom.tracking import suppressions
@@ -245,7 +245,7 @@ async def _direct(conn: AsyncConnection, batch: Sequence[_Pending]) -> bool:
 async def _write_postgres(conn: AsyncConnection, batch: Sequence[_Pending]) -> list[store.NewJob]:
     """``_write`` for a batch of ``Screening`` work, in one asyncpg transaction; its
     errors come out as SQLAlchemy's (IntegrityError for a repeated idempotency key)."""
-    pg: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+    pg: asyncpg.Connection = await asyncpg_connection(conn)
     if pg.is_in_transaction():  # a transaction of ours would only be a savepoint in it
         raise RuntimeError("the connection is already in a transaction")
     statement = _INSERT_JOBS

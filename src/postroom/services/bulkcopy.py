@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from postroom.db.engine import asyncpg_connection
 from postroom.events import outbox
 from postroom.queue.store import JOB_COLUMNS, NOTIFY_CHANNEL, RECORD_COLUMNS, BulkFixed
 from postroom.types import JobStatus, RecordStatus
@@ -106,8 +107,7 @@ async def copy_bulk(
         for chunk in record_chunks:
             yield chunk
 
-    raw = await conn.get_raw_connection()
-    pg: Any = raw.driver_connection
+    pg: Any = await asyncpg_connection(conn)
     await pg.copy_to_table("email_jobs", source=jobs(), columns=JOB_COLUMNS, format="text")
     await pg.copy_to_table("email_records", source=records(), columns=RECORD_COLUMNS, format="text")
     await outbox.bulk_queued(conn, fixed.bulk_id, fixed.created_at)
