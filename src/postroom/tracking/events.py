@@ -59,6 +59,13 @@ _ANY_TIMESTAMP: dict[str, str] = {
     EventType.OPENED: "opened_any_at",
     EventType.CLICKED: "clicked_any_at",
 }
+#: every record time column an event may set, in the order of the status update's arrays
+TIME_COLUMNS: tuple[str, ...] = (*_TIMESTAMP.values(), *_ANY_TIMESTAMP.values())
+#: the record columns recording events reads (:func:`record_rows`, besides the tracking
+#: row's id and status)
+RECORD_ROW_COLUMNS: tuple[str, ...] = (
+    "id", "job_id", "recipient_email", "delivery_id", "message_id", "status", *TIME_COLUMNS,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,13 +125,7 @@ def record_rows(*where: Any) -> Any:
     nothing and so need not be sent."""
     return (
         select(
-            records_t.c.id,
-            records_t.c.job_id,
-            records_t.c.recipient_email,
-            records_t.c.delivery_id,
-            records_t.c.message_id,
-            records_t.c.status,
-            *(records_t.c[c] for c in (*_TIMESTAMP.values(), *_ANY_TIMESTAMP.values())),
+            *(records_t.c[c] for c in RECORD_ROW_COLUMNS),
             tracking_t.c.id.label("tracking_id"),
             tracking_t.c.status.label("tracking_status"),
         )
@@ -495,8 +496,6 @@ async def _apply_status(
         )
 
 
-#: every record time column an event may set, in the order of the arrays below
-_TIME_COLUMNS: tuple[str, ...] = (*_TIMESTAMP.values(), *_ANY_TIMESTAMP.values())
 _REPLACEABLE = (RecordStatus.QUEUED.value, RecordStatus.FAILED.value)
 
 # One UPDATE per table per batch (PostgreSQL), as arrays: the same conditions as the
@@ -520,11 +519,11 @@ _RECORDS_SQL = f"""
                 OR array_position(CAST(:precedence AS text[]), r.status::text)
                    > array_position(CAST(:precedence AS text[]), u.status))
             THEN u.status ELSE r.status END,
-        {", ".join(f"{c} = LEAST(r.{c}, u.{c})" for c in _TIME_COLUMNS)}
+        {", ".join(f"{c} = LEAST(r.{c}, u.{c})" for c in TIME_COLUMNS)}
     FROM unnest(
         CAST(:id AS uuid[]), CAST(:status AS text[]),
-        {", ".join(f"CAST(:{c} AS timestamptz[])" for c in _TIME_COLUMNS)}
-    ) AS u(id, status, {", ".join(_TIME_COLUMNS)})
+        {", ".join(f"CAST(:{c} AS timestamptz[])" for c in TIME_COLUMNS)}
+    ) AS u(id, status, {", ".join(TIME_COLUMNS)})
     WHERE r.id = u.id
 """
 #: by (tracking rows move, records change): both in one statement (a first open or
@@ -584,7 +583,7 @@ async def _apply_status_pg(
             status=[changes[i].get("status") for i in ids],
             replaceable=list(_REPLACEABLE),
         )
-        for column in _TIME_COLUMNS:
+        for column in TIME_COLUMNS:
             params[column] = [changes[i].get(column) for i in ids]
     which = (bool(t_ids), bool(changes))
     if events is not None:

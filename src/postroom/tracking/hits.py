@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from postroom.db.models import EmailTracking, EmailTrackingEvent
 from postroom.tracking import machines
 from postroom.tracking.events import (
-    _TIME_COLUMNS,
+    RECORD_ROW_COLUMNS,
     NewEvent,
     driver_connection,
     record_many,
@@ -63,23 +63,14 @@ class Hit:
 #: those emails' records to those addresses, narrowed by the keys in :func:`_records`),
 #: run on the driver's connection: one statement text, prepared once per connection,
 #: whose rows skip the SQL layer's result processing (the busiest read there is)
-_RECORD_COLUMNS = (
-    "id",
-    "job_id",
-    "recipient_email",
-    "delivery_id",
-    "message_id",
-    "status",
-    *_TIME_COLUMNS,
-)
 _RECORDS_PG = f"""
-    SELECT {", ".join(f"r.{c}" for c in _RECORD_COLUMNS)},
+    SELECT {", ".join(f"r.{c}" for c in RECORD_ROW_COLUMNS)},
            t.id AS tracking_id, t.status AS tracking_status
     FROM email_records AS r LEFT OUTER JOIN email_tracking AS t ON t.email_id = r.id
     WHERE r.job_id = ANY($1::uuid[]) AND lower(r.recipient_email) = ANY($2::text[])
 """
 #: a row of :data:`_RECORDS_PG`, read by attribute as :func:`record_rows` rows are
-_Record = namedtuple("_Record", [*_RECORD_COLUMNS, "tracking_id", "tracking_status"])  # type: ignore[misc]
+_Record = namedtuple("_Record", [*RECORD_ROW_COLUMNS, "tracking_id", "tracking_status"])  # type: ignore[misc]
 #: each tracking row's recent clicks by its own index entries: only the tracking id
 #: is inside the subquery, which OFFSET 0 keeps per row, so whatever the statistics
 #: the scan is the (tracking id) index, growing with the batch and those recipients'
