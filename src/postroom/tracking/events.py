@@ -242,8 +242,9 @@ async def record_many(
     earlier in ``events``, or no such record). ``records``: :func:`record_rows` rows
     by id, read in this transaction, when the caller has them already. ``new_keys``:
     the caller's event ids are fresh random ones, so no event can be a duplicate; on
-    PostgreSQL they are then written with binary COPY (no conflict check, nothing
-    returned), and a key that is there all the same fails the batch."""
+    PostgreSQL they are then inserted by the statement that moves the statuses (no
+    conflict check, nothing returned), and a key that is there all the same fails the
+    batch."""
     if not events:
         return []
     if records is None:
