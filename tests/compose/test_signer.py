@@ -53,21 +53,29 @@ async def test_the_helper_makes_the_workers_header_for_each_key(
     assert signer.pids == []
 
 
-async def test_a_helper_that_dies_is_replaced_by_signing_in_the_worker(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("sig", "why"),
+    [
+        (signal.SIGKILL, "the signer process stopped"),  # it dies
+        (signal.SIGSTOP, "did not answer within 0.2 s"),  # alive, never answering
+    ],
+)
+async def test_a_helper_that_dies_or_hangs_is_replaced_by_signing_in_the_worker(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, sig: int, why: str
 ) -> None:
     fixed_time(monkeypatch)
+    monkeypatch.setattr(signer_module, "SIGN_TIMEOUT_S", 0.2)
     k = key()
     signer = Signer(1)
     try:
         await signer.start()
         (pid,) = signer.pids
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         with caplog.at_level(logging.WARNING, logger="postroom.compose.signer"):
             for _ in range(3):
                 assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
         assert signer.pids == []
-        assert "made in the worker process" in caplog.text
+        assert "made in the worker process" in caplog.text and why in caplog.text
     finally:
         await signer.aclose()
 
@@ -101,26 +109,6 @@ async def test_no_helpers_signs_in_the_worker(monkeypatch: pytest.MonkeyPatch) -
     assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
     assert signer.pids == []
     await signer.aclose()
-
-
-async def test_a_helper_that_stops_answering_is_killed_and_the_worker_signs(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fixed_time(monkeypatch)
-    monkeypatch.setattr(signer_module, "SIGN_TIMEOUT_S", 0.2)
-    k = key()
-    signer = Signer(1)
-    try:
-        await signer.start()
-        (pid,) = signer.pids
-        os.kill(pid, signal.SIGSTOP)  # alive, never answering
-        with caplog.at_level(logging.WARNING, logger="postroom.compose.signer"):
-            assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
-            assert await signer.sign(MESSAGE, k) == signing.sign(MESSAGE, k)
-        assert signer.pids == []
-        assert "did not answer within 0.2 s" in caplog.text
-    finally:
-        await signer.aclose()
 
 
 async def test_one_watch_covers_every_message_however_they_arrive(

@@ -86,16 +86,9 @@ class _Child:
         try:
             while data := await out.read(1 << 16):
                 # whatever answers have arrived, at once: one wake-up for several
-                buffer += data
-                at = 0
-                while len(buffer) - at >= _HEAD.size:
-                    status, size = _HEAD.unpack_from(buffer, at)
-                    end = at + _HEAD.size + size
-                    if len(buffer) < end:
-                        break
-                    self._answered(status, buffer[at + _HEAD.size : end])
-                    at = end
-                buffer = buffer[at:]
+                frames, buffer = _frames(buffer + data)
+                for status, payload in frames:
+                    self._answered(status, payload)
             self._gone("the signer process stopped (end of its output)")
         except Exception as exc:  # anything else must not leave waiters
             self._gone(f"the signer process stopped ({type(exc).__name__})")
@@ -120,8 +113,6 @@ class _Child:
                 future.set_exception(SignerUnavailable(why, gone=True))
 
     def sign(self, key: dkim.SigningKey, mime: bytes) -> asyncio.Future[bytes]:
-        stdin = self.proc.stdin
-        assert stdin is not None
         key_id, spec = _key_frame(key)
         loop = asyncio.get_running_loop()
         if not self._out:  # the frames of one turn of the loop go in one write
@@ -138,8 +129,9 @@ class _Child:
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if self.open:
-            self.proc.stdin.writelines(out)  # type: ignore[union-attr]
+        stdin = self.proc.stdin
+        if self.alive and stdin is not None and not stdin.is_closing():
+            stdin.writelines(out)
         else:  # closed meanwhile: these messages are signed in the worker at once
             self._gone("the signer was closed")
 
@@ -258,6 +250,21 @@ def _frame(kind: bytes, payload: bytes) -> bytes:
     return _HEAD.pack(kind, len(payload)) + payload
 
 
+def _frames(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The whole frames at the start of ``data`` as (type, payload), and the rest (a
+    frame still arriving)."""
+    frames = []
+    at = 0
+    while len(data) - at >= _HEAD.size:
+        kind, size = _HEAD.unpack_from(data, at)
+        end = at + _HEAD.size + size
+        if len(data) < end:
+            break
+        frames.append((kind, data[at + _HEAD.size : end]))
+        at = end
+    return frames, data[at:]
+
+
 def _answer(keys: dict[bytes, dkim.SigningKey], payload: bytes) -> bytes:
     key = keys.get(payload[:32])
     if key is None:
@@ -287,21 +294,14 @@ def _serve(stdin: int, stdout: int) -> None:
         data = os.read(stdin, 1 << 18)
         if not data:
             return
-        pending += data
+        frames, pending = _frames(pending + data)
         answers: list[bytes] = []
-        at = 0
-        while len(pending) - at >= _HEAD.size:
-            op, size = _HEAD.unpack_from(pending, at)
-            start = at + _HEAD.size
-            if len(pending) - start < size:
-                break
-            payload, at = pending[start : start + size], start + size
+        for op, payload in frames:
             if op == b"K":
                 domain, selector, pem = payload[32:].split(b"\0", 2)
                 keys[payload[:32]] = dkim.SigningKey(domain.decode(), selector.decode(), "rsa", pem)
             else:
                 answers.append(_answer(keys, payload))
-        pending = pending[at:]
         out = memoryview(b"".join(answers))
         while out:
             out = out[os.write(stdout, out) :]
