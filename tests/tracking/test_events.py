@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -12,7 +12,13 @@ import pytest
 from sqlalchemy import select, text
 
 from postroom.app import Postroom
-from postroom.tracking.events import NewEvent, record_event, record_many, tracking_t
+from postroom.tracking.events import (
+    NewEvent,
+    events_t,
+    record_event,
+    record_many,
+    tracking_t,
+)
 from tests.support.databases import statements_naming
 from tests.tracking.conftest import API, record, send_and_drain
 
@@ -177,3 +183,51 @@ async def test_a_tracking_row_made_by_a_batch_starts_at_its_status(
 async def _all(postroom: Postroom, stmt: Any) -> list[Any]:
     async with postroom.engine.connect() as conn:
         return list(await conn.execute(stmt))
+
+
+@pytest.mark.parametrize("new_keys", [False, True], ids=["deduplicated", "new-keys"])
+async def test_every_column_of_an_event_is_stored_as_given(
+    client: httpx.AsyncClient, postroom: Postroom, new_keys: bool
+) -> None:
+    """What a batch of events says arrives in the table unchanged, in both ways of
+    storing one: an offset other than UTC, microseconds, text that needs escaping in
+    JSON, an IPv6 address, NULLs; events with new keys (opens and clicks) are stored
+    with no dedupe key, others with one."""
+    (sent,) = await send_and_drain(client, postroom)
+    at = datetime(2026, 11, 30, 14, 5, 6, 789012, tzinfo=timezone(timedelta(hours=7)))
+    data = {"url": 'https://example.com/?q="ünï"\\n', "n": [1, 2.5, None], "deep": {"x": True}}
+    events = [
+        NewEvent(
+            record_id=uuid.UUID(sent.record_id),
+            type="clicked",
+            timestamp=at,
+            data=data,
+            user_agent='Mozilla/5.0 "quoted" \u00e9\u4e2d',
+            ip_address="2001:db8::1",
+            machine=True,
+        ),
+        NewEvent(record_id=uuid.UUID(sent.record_id), type="opened", timestamp=at),
+    ]
+    async with postroom.engine.begin() as conn:
+        ids = await record_many(conn, events, new_keys=new_keys)
+    assert all(ids)
+    rows = {
+        r.id: r
+        for r in await _all(
+            postroom,
+            select(events_t).join(tracking_t, tracking_t.c.id == events_t.c.tracking_id),
+        )
+    }
+    click, opened = rows[ids[0]], rows[ids[1]]
+    assert click.timestamp == at and opened.timestamp == at
+    assert (click.type, click.data, click.machine) == ("clicked", data, True)
+    assert click.user_agent == 'Mozilla/5.0 "quoted" \u00e9\u4e2d'
+    assert str(click.ip_address) == "2001:db8::1"
+    assert (opened.data, opened.user_agent, opened.ip_address, opened.machine) == (
+        {},
+        None,
+        None,
+        False,
+    )
+    keys = [click.dedupe_key, opened.dedupe_key]
+    assert keys == [None, None] if new_keys else all(keys)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections import namedtuple
 from collections.abc import Sequence
@@ -176,7 +175,6 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
                 type=hit.kind,
                 timestamp=hit.at,
                 data=data,
-                event_id=os.urandom(16).hex(),  # random: nothing to deduplicate
                 user_agent=hit.user_agent or None,
                 ip_address=hit.ip,
                 machine=reason is not None,
@@ -184,7 +182,7 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
         )
     ids = await record_many(conn, events, {r.id: r for r in records.values()}, new_keys=True)
     for slot, event_id in zip(slots, ids, strict=True):
-        # a random event id cannot be a duplicate: None here is a lost write
+        # with new keys every event is stored: None here is a lost write
         out[slot] = event_id if event_id is not None else RuntimeError("event not stored")
     return out
 
