@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from postroom.errors import PostroomError
 
 #: open pixel, click redirect, unsubscribe
@@ -84,7 +86,7 @@ class Signer:
         if not hmac.compare_digest(mac, self._mac(kid, body)):
             raise BadToken()
         try:
-            doc = json.loads(_unb64(body))
+            doc = orjson.loads(_unb64(body))  # a pixel's busiest step after the HMAC
         except (binascii.Error, ValueError):
             raise BadToken() from None
         if not isinstance(doc, dict) or doc.get("k") != kind:
