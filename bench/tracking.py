@@ -385,7 +385,7 @@ async def served_row(
         warm, _ = wrk(port, script, paths_file, seconds=1, args=args)
         log(f"{name}: {args.seconds:g} s of wrk, {args.concurrency} connections")
         pids = process_tree(proc.pid)
-        if args.profile and kind == args.profile:
+        if args.profile and (kind or "bare") in (args.profile, "bare"):
             profiler = attach_profiler(pids[-1], db.root / f"{label}.txt", args.seconds)
         cpu, pg, commits = cpu_seconds(pids), await backend_cpu(pr), await xact_commits(pr)
         result, wrk_cpu = wrk(port, script, paths_file, seconds=args.seconds, args=args)
