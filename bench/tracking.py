@@ -560,7 +560,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile",
         choices=("opened", "clicked"),
-        help="py-spy flame graph of that row's (last) server process, in the run's directory",
+        help="py-spy collapsed stacks of that row's (last) server process and of the bare "
+        "handler's, in the run's directory",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and directory")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
