@@ -185,13 +185,13 @@ async def _all(postroom: Postroom, stmt: Any) -> list[Any]:
         return list(await conn.execute(stmt))
 
 
-@pytest.mark.parametrize("new_keys", [False, True], ids=["deduplicated", "new-keys"])
+@pytest.mark.parametrize("all_new", [False, True], ids=["deduplicated", "all-new"])
 async def test_every_column_of_an_event_is_stored_as_given(
-    client: httpx.AsyncClient, postroom: Postroom, new_keys: bool
+    client: httpx.AsyncClient, postroom: Postroom, all_new: bool
 ) -> None:
     """What a batch of events says arrives in the table unchanged, in both ways of
     storing one: an offset other than UTC, microseconds, text that needs escaping in
-    JSON, an IPv6 address, NULLs; events with new keys (opens and clicks) are stored
+    JSON, an IPv6 address, NULLs; events known to be new (opens and clicks) are stored
     with no dedupe key, others with one."""
     (sent,) = await send_and_drain(client, postroom)
     at = datetime(2026, 11, 30, 14, 5, 6, 789012, tzinfo=timezone(timedelta(hours=7)))
@@ -209,7 +209,7 @@ async def test_every_column_of_an_event_is_stored_as_given(
         NewEvent(record_id=uuid.UUID(sent.record_id), type="opened", timestamp=at),
     ]
     async with postroom.engine.begin() as conn:
-        ids = await record_many(conn, events, new_keys=new_keys)
+        ids = await record_many(conn, events, all_new=all_new)
     assert all(ids)
     rows = {
         r.id: r
@@ -230,4 +230,4 @@ async def test_every_column_of_an_event_is_stored_as_given(
         False,
     )
     keys = [click.dedupe_key, opened.dedupe_key]
-    assert keys == [None, None] if new_keys else all(keys)
+    assert keys == [None, None] if all_new else all(keys)

@@ -236,12 +236,12 @@ async def record_many(
     events: Sequence[NewEvent],
     records: Mapping[uuid.UUID, Any] | None = None,
     *,
-    new_keys: bool = False,
+    all_new: bool = False,
 ) -> list[uuid.UUID | None]:
     """Store ``events`` in the caller's transaction with a fixed number of statements
     whatever their number; per event its new id, or None (a duplicate, in the table or
     earlier in ``events``, or no such record). ``records``: :func:`record_rows` rows
-    by id, read in this transaction, when the caller has them already. ``new_keys``:
+    by id, read in this transaction, when the caller has them already. ``all_new``:
     each event is new whatever it says (an open or a click: every request is one), so
     there is nothing to deduplicate: they are stored without a dedupe key (no entry in
     its unique index, no key to hash) and without a conflict check, on PostgreSQL by
@@ -264,7 +264,7 @@ async def record_many(
     for i, ev in enumerate(events):
         if ev.record_id not in tracking:
             continue
-        key = None if new_keys else ev.dedupe_key()
+        key = None if all_new else ev.dedupe_key()
         if key is not None:
             if key in slot:
                 continue
@@ -282,11 +282,11 @@ async def record_many(
                 "machine": ev.machine,
             }
         )
-        if new_keys:
+        if all_new:
             out[i] = rows[-1]["id"]
     if not rows:
         return out
-    if new_keys:
+    if all_new:
         # nothing to deduplicate: on PostgreSQL the events and the status moves in one
         # statement
         new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]

@@ -180,9 +180,9 @@ async def write(conn: AsyncConnection, hits: Sequence[Hit]) -> list[uuid.UUID | 
                 machine=reason is not None,
             )
         )
-    ids = await record_many(conn, events, {r.id: r for r in records.values()}, new_keys=True)
+    ids = await record_many(conn, events, {r.id: r for r in records.values()}, all_new=True)
     for slot, event_id in zip(slots, ids, strict=True):
-        # with new keys every event is stored: None here is a lost write
+        # every event of an all-new batch is stored: None here is a lost write
         out[slot] = event_id if event_id is not None else RuntimeError("event not stored")
     return out
 
