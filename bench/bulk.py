@@ -51,6 +51,7 @@ from sink import Sink
 
 from postroom.api.app import create_app
 from postroom.app import Postroom
+from postroom.gcpause import quiet_collector
 from postroom.schemas.templates import TemplateCreate
 
 _ROWS = "".join(
@@ -169,6 +170,7 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
         await pr.send_bulk({"from": SENDER, **request})
         worker = pr.worker()
         await worker.signer.start()  # its start-up is not the messages' cost
+        quiet_collector()  # as `postroom worker` does once started
         signers = worker.signer.pids
         pg_before = await backend_cpu(pr)
         signer0 = cpu_seconds(signers)
