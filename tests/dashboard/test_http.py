@@ -54,6 +54,13 @@ async def test_sign_in_without_its_token_or_from_another_origin_is_refused(
     )
     assert elsewhere.status_code == 403
     assert "postroom_session" not in elsewhere.cookies
+    not_ascii = await web.post(
+        "/login",
+        data={"csrf_token": "\u00e9" * 8, "name": "ann", "password": PASSWORD},
+        headers={"Origin": "https://dash.test"},
+    )
+    assert not_ascii.status_code == 403
+    assert "postroom_session" not in not_ascii.cookies
 
 
 async def test_the_api_is_unchanged_beside_the_dashboard(web: httpx.AsyncClient) -> None:

@@ -316,6 +316,10 @@ async def test_a_post_without_the_csrf_token_changes_nothing(
     assert forged.status_code == 403 and "reload the page" in forged.text
     missing = await web.post(f"/webhooks/{ident}/delete", data={}, headers=ORIGIN)
     assert missing.status_code == 403
+    not_ascii = await web.post(
+        f"/webhooks/{ident}/delete", data={"csrf_token": "\u00e9" * 8}, headers=ORIGIN
+    )
+    assert not_ascii.status_code == 403
     elsewhere = await web.post(
         f"/webhooks/{ident}/rotate",
         data={"csrf_token": token},

@@ -116,6 +116,10 @@ async def test_tampered_forged_and_expired_tokens_record_nothing_and_never_redir
         f"/t/o/{kid}.{body}.{mac}.gif",  # a click token used as a pixel
         f"/t/u/{kid}.{body}.{mac}",  # ... or as an unsubscribe
         "/t/c/garbage",
+        f"/t/c/{kid}.{body}.{mac[:-2]}%C3%A9",  # a signature that is not ASCII
+        f"/t/o/{kid}.{body}.%C3%A9%C3%A9.gif",
+        f"/t/u/{kid}.%C3%A9.{mac}",  # ... a payload that is not
+        "/t/c/%C3%A9.x.y",  # ... a key id that is not
     ):
         response = await client.get(path)
         assert response.status_code in (400, 404), path

@@ -132,6 +132,11 @@ async def test_forged_requests_are_refused_and_write_nothing(
             _retimed(good_mg, signature=tampered_sig),
             json_ct,
         ),
+        "mailgun: a signature that is not ASCII": lambda: (
+            "mg",
+            _retimed(good_mg, signature="\u00e9" * 64),
+            json_ct,
+        ),
         "mailgun: timestamp changed after signing": lambda: (
             "mg",
             _retimed(good_mg, timestamp=str(now + 1)),

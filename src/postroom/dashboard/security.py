@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Annotated
@@ -26,6 +25,7 @@ from fastapi import Depends, Request
 from starlette.responses import Response
 
 from postroom.app import Postroom
+from postroom.constant_time import same_secret
 from postroom.errors import AuthError, ForbiddenError
 from postroom.services.users import Session
 
@@ -121,7 +121,7 @@ class Posted:
 
 def _checked(request: Request, session: Session, form: dict[str, str]) -> Posted:
     sent = request.headers.get("x-csrf-token") or form.get("csrf_token", "")
-    if not same_origin(request) or not hmac.compare_digest(sent, session.csrf_token):
+    if not same_origin(request) or not same_secret(sent, session.csrf_token):
         raise CsrfRefused()
     return Posted(session=session, form=form)
 
@@ -165,4 +165,4 @@ def new_login_token() -> str:
 def login_token_ok(request: Request, form: dict[str, str]) -> bool:
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     sent = form.get("csrf_token", "")
-    return bool(cookie) and same_origin(request) and hmac.compare_digest(cookie, sent)
+    return bool(cookie) and same_origin(request) and same_secret(sent, cookie)

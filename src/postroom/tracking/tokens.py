@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from postroom.constant_time import same_secret
 from postroom.errors import PostroomError
 
 #: open pixel, click redirect, unsubscribe
@@ -83,7 +84,7 @@ class Signer:
         body, _, mac = rest.partition(".")
         if kid not in self.keys or not body or not mac:
             raise BadToken()
-        if not hmac.compare_digest(mac, self._mac(kid, body)):
+        if not same_secret(mac, self._mac(kid, body)):
             raise BadToken()
         try:
             doc = orjson.loads(_unb64(body))  # a pixel's busiest step after the HMAC

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from postroom.constant_time import same_secret
 from postroom.errors import WebhookAuthError, WebhookPayloadError
 from postroom.tracking.bounces import classify
 from postroom.tracking.webhooks.base import (
@@ -55,7 +56,7 @@ def verify(
     if not all(isinstance(v, str | int) and str(v) for v in (stamp, token, given)):
         raise WebhookAuthError("the Mailgun signature lacks timestamp, token or signature")
     expected = hmac.new(key.encode(), f"{stamp}{token}".encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, str(given).lower()):
+    if not same_secret(str(given).lower(), expected):
         raise WebhookAuthError("the Mailgun signature does not match")
     check_age(stamp, now, max_age_s)
     return Verified(nonces=(f"mailgun:{token}",))

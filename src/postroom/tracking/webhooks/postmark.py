@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from postroom.constant_time import same_secret
 from postroom.errors import WebhookAuthError, WebhookPayloadError
 from postroom.tracking.bounces import classify
 from postroom.tracking.webhooks.base import ParsedEvent, Verified, json_body, secret
@@ -54,8 +54,8 @@ def verify(
         )
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise WebhookAuthError("the basic auth credentials are malformed") from None
-    ok_user = hmac.compare_digest(given_user.encode(), user.encode())
-    ok_password = hmac.compare_digest(given_password.encode(), password.encode())
+    ok_user = same_secret(given_user, user)
+    ok_password = same_secret(given_password, password)
     if not (ok_user and ok_password):
         raise WebhookAuthError("the Postmark webhook credentials do not match")
     return Verified()
