@@ -255,9 +255,8 @@ async def record_many(
     present = [records[i] for i in dict.fromkeys(e.record_id for e in events) if i in records]
     if not present:
         return [None] * len(events)
-    tracking, made = await _tracking_ids(
-        conn, present, min(e.timestamp for e in events), _strongest(events)
-    )
+    moves = _strongest(events)
+    tracking, made = await _tracking_ids(conn, present, min(e.timestamp for e in events), moves)
     rows: list[dict[str, Any]] = []
     slot: dict[str, int] = {}  # dedupe key -> index of its event
     out: list[uuid.UUID | None] = [None] * len(events)
@@ -290,13 +289,14 @@ async def record_many(
         # nothing to deduplicate: on PostgreSQL the events and the status moves in one
         # statement
         new = [ev for ev, event_id in zip(events, out, strict=True) if event_id]
+        # every event of a record with a tracking row is stored: the batch's moves
+        moved = {record_id: ev for record_id, ev in moves.items() if record_id in tracking}
         if conn.dialect.name == "postgresql":
-            await _apply_status(
-                conn, new, records, tracking, made, events=_event_params(conn, rows)
-            )
+            params = _event_params(conn, rows)
+            await _apply_status(conn, new, records, tracking, made, events=params, strongest=moved)
         else:
             await conn.execute(insert(events_t), rows)
-            await _apply_status(conn, new, records, tracking, made)
+            await _apply_status(conn, new, records, tracking, made, strongest=moved)
         await _outbox(conn, new)
         return out
     # ON CONFLICT DO NOTHING … RETURNING: the keys stored before (or by a concurrent
@@ -440,9 +440,11 @@ async def _apply_status(
     made: AbstractSet[uuid.UUID] = frozenset(),
     *,
     events: Mapping[str, Any] | None = None,
+    strongest: Mapping[uuid.UUID, NewEvent] | None = None,
 ) -> None:
     """Move each record's status up to its strongest new event, and keep first times.
-    ``made``: the records whose tracking row this batch made, already with that status.
+    ``made``: the records whose tracking row this batch made, already with that status;
+    ``strongest``: ``_strongest(stored)`` when the caller has it already.
 
     Events are only ever added, so the strongest event and the earliest time of each
     kind do not depend on arrival order. Each update is conditional in SQL, so two
@@ -451,7 +453,8 @@ async def _apply_status(
     for the records whose status or time they change as last read (a status only
     moves up and a first time only earlier, so a skipped update stays a no-op).
     """
-    strongest = _strongest(stored)
+    if strongest is None:
+        strongest = _strongest(stored)
     first: dict[tuple[str, uuid.UUID], datetime] = {}
     for ev in stored:
         kind = str(ev.type)
