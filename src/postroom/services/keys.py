@@ -6,8 +6,6 @@ stretching needed); the prefix finds the row, the digest is compared in constant
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import hmac
 import secrets
@@ -26,6 +24,7 @@ from postroom.db.engine import reader
 from postroom.db.lookup import by_name_or_id
 from postroom.db.models import ApiKey
 from postroom.errors import AuthError, Conflict, ForbiddenError, MessageError, NotFound
+from postroom.shared_reads import SharedReads
 from postroom.types import ApiScope
 
 keys_t = cast(Table, ApiKey.__table__)
@@ -83,8 +82,8 @@ class KeyStore:
         self._engine = engine
         self._clock = clock
         self._cache: dict[str, tuple[KeyInfo, float]] = {}
-        #: database checks under way, by digest
-        self._checks: dict[str, asyncio.Future[KeyInfo]] = {}
+        #: database checks under way, by digest: requests that arrive together share one
+        self._checks: SharedReads[str, KeyInfo] = SharedReads()
 
     async def create(self, name: str, scopes: Iterable[str]) -> tuple[str, KeyInfo]:
         """A new key; the plain key is returned here and never again."""
@@ -119,17 +118,7 @@ class KeyStore:
         cached = self._cache.get(digest)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        check = self._checks.get(digest)
-        if check is None:
-            check = asyncio.ensure_future(self._check(key, digest))
-            self._checks[digest] = check
-            check.add_done_callback(functools.partial(self._checked, digest))
-        return await asyncio.shield(check)
-
-    def _checked(self, digest: str, check: asyncio.Future[KeyInfo]) -> None:
-        self._checks.pop(digest, None)
-        if not check.cancelled():
-            check.exception()  # retrieved here too: every waiter may have gone
+        return await self._checks.get(digest, lambda: self._check(key, digest))
 
     async def _check(self, key: str, digest: str) -> KeyInfo:
         # pr_<8 hex>_<secret>; the secret itself may contain "_"
