@@ -9,7 +9,6 @@ a scheduled password reset still overtakes a marketing backlog when it is due.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from postroom.db.engine import reader
 from postroom.db.models import EmailQueue
 from postroom.errors import MessageError
+from postroom.shared_reads import SharedReads
 from postroom.types import EmailType
 
 queues_t = cast(Table, EmailQueue.__table__)
@@ -76,8 +76,8 @@ class QueueDirectory:
         self._ttl_s = ttl_s
         self._by_key: dict[str, QueueRef] = {}
         self._loaded = 0.0
-        #: the reload under way: requests arriving together share it
-        self._loading: asyncio.Future[None] | None = None
+        #: a load under way: the sends that find the cache stale together share it
+        self._loading: SharedReads[str, None] = SharedReads()
 
     async def _load(self) -> None:
         async with reader(self._engine).connect() as conn:
@@ -102,16 +102,8 @@ class QueueDirectory:
 
     async def get(self, key: str) -> QueueRef | None:
         if time.monotonic() - self._loaded > self._ttl_s or key not in self._by_key:
-            if self._loading is None:
-                self._loading = asyncio.ensure_future(self._load())
-                self._loading.add_done_callback(self._loaded_once)
-            await asyncio.shield(self._loading)
+            await self._loading.get("queues", self._load)
         return self._by_key.get(key)
-
-    def _loaded_once(self, loading: asyncio.Future[None]) -> None:
-        self._loading = None
-        if not loading.cancelled():
-            loading.exception()  # retrieved here too: every waiter may have gone
 
     async def for_request(
         self,
