@@ -3,8 +3,9 @@
 A worker claims a batch of jobs and starts their sends at once, and an API process
 takes many requests at once; on an empty or expired cache every one of them would
 run the same query (the shared part of a bulk send, a template version, a domain's
-DKIM key, an API key's check, the queues) and hold a pooled connection for it. Here the first caller starts the read as a task of its own and the others
-await the same task: a caller that is cancelled stops waiting, not the read.
+DKIM key, an API key's check, the queues) and hold a pooled connection for it.
+Here the first caller starts the read as a task of its own and the others await
+the same task: a caller that is cancelled stops waiting, not the read.
 """
 
 from __future__ import annotations
