@@ -11,10 +11,12 @@
    timed from the request to the 202, on a fresh SQLite and a fresh PostgreSQL.
 2. **delivered/s into smtp-sink**, one in-process worker, on a fresh database each:
    *plain* (the same message pre-rendered, no DKIM key, of the template's type, so
-   the same queue, tracking and List-Unsubscribe) against
-   *template + DKIM* (a ~3 KB HTML template with a ``<style>`` block and 5
-   variables, CSS inlined, text part derived, RSA-2048 signature). The cost is
-   ``1 - templated/plain``.
+   the same queue, tracking and List-Unsubscribe) against *template* (a ~3 KB HTML
+   template with a ``<style>`` block and 5 variables, CSS inlined, text part
+   derived; the sender's domain has no key) and *template + DKIM* (the same, signed
+   with RSA-2048). The cost is ``1 - row/plain``. ``--rounds`` pairs, in alternating
+   order, each on fresh databases; the table gives every round and the median, and
+   the run starts with what one RSA-2048 signature costs on this machine.
 3. **peer** (``--peers``): django-post_office's ``mail.send_many`` of N mails (its bulk
    enqueue) in ``bench/.venv`` (see README), on SQLite with the same settings.
 """
@@ -23,11 +25,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +149,40 @@ async def bulk_enqueue(server_url: str | None, n: int) -> dict[str, Any]:
         await db.drop()
 
 
-async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool) -> dict[str, Any]:
+#: the delivery rows: a pre-rendered message, the template, the template signed
+KINDS = ("plain", "template", "template + DKIM")
+#: ``--rsa-only``: the template signed by a helper that does only the RSA operation
+RSA_ONLY = "template + RSA only"
+
+
+@contextlib.contextmanager
+def rsa_only_signer() -> Iterator[None]:
+    """Workers started meanwhile get ``rsa_only_signer.py`` as their DKIM signer."""
+    real = asyncio.create_subprocess_exec
+
+    async def spawn(program: Any, *args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        if args == ("-m", "postroom.compose.signer"):
+            args = (str(BENCH_DIR / "rsa_only_signer.py"),)
+        return await real(program, *args, **kwargs)
+
+    asyncio.create_subprocess_exec = spawn  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        asyncio.create_subprocess_exec = real  # type: ignore[assignment]
+
+
+async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> dict[str, Any]:
     db = FreshDatabase(server_url)
     await db.create(smtp_config(sink.port, max_connections=20, max_messages=100))
     try:
         pr = Postroom(db.settings())
         await pr.start(migrate_schema=False)
         people = [recipient(i) for i in range(n)]
-        if templated:
+        if kind != "plain":
             await pr.sender.templates.create(TemplateCreate.model_validate(TEMPLATE))
-            await pr.domains.add("shop.example.com")
+            if kind in ("template + DKIM", RSA_ONLY):
+                await pr.domains.add("shop.example.com")
             request: dict[str, Any] = {"templateId": "shipped", "recipients": people}
         else:
             # the same message, rendered once: what a caller that renders itself sends,
@@ -169,7 +199,8 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
             }
         await pr.send_bulk({"from": SENDER, **request})
         worker = pr.worker()
-        await worker.signer.start()  # its start-up is not the messages' cost
+        with rsa_only_signer() if kind == RSA_ONLY else contextlib.nullcontext():
+            await worker.signer.start()  # its start-up is not the messages' cost
         quiet_collector()  # as `postroom worker` does once started
         signers = worker.signer.pids
         pg_before = await backend_cpu(pr)
@@ -189,7 +220,7 @@ async def delivered(server_url: str | None, n: int, sink: Sink, templated: bool)
         await pr.aclose()
         assert counts["completed"] == n, counts
         assert first is not None and last is not None
-        return {"db": db.kind, "templated": templated, "rate": n / max(last - first, 1e-9),
+        return {"db": db.kind, "kind": kind, "rate": n / max(last - first, 1e-9),
                 "cpu_us": cpu / n * 1e6, "db_cpu_us": spent / n * 1e6,
                 "signer_cpu_us": signer_cpu / n * 1e6, "signers": len(signers)}  # fmt: skip
     finally:
@@ -212,6 +243,68 @@ def post_office_send_many(n: int, port: int) -> dict[str, Any] | None:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def rsa_sign_us(rounds: int = 200) -> float:
+    """CPU µs of one RSA-2048 PKCS#1 v1.5 signature on this machine (the median of
+    ``rounds``), the part of DKIM no code of Postroom's can make cheaper."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    digest = bytes(32)
+    times = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        times.append(time.process_time() - t0)
+    return statistics.median(times) * 1e6
+
+
+def least_cost(plain: dict[str, Any], signed: dict[str, Any]) -> float:
+    """The cost ``signed`` would have if nothing were lost to scheduling: its rate
+    bounded by every CPU of the machine busy with its CPU a message (this process, the
+    signers, PostgreSQL; smtp-sink's not counted, so this is a lower bound) and by
+    its busiest process (the worker and each signer use one CPU at most)."""
+    total = signed["cpu_us"] + signed["signer_cpu_us"] + signed["db_cpu_us"]
+    busiest = max(signed["cpu_us"], signed["signer_cpu_us"] / max(1, signed["signers"]))
+    best = min((os.cpu_count() or 1) / total, 1 / busiest) * 1e6
+    return max(0.0, 1 - best / plain["rate"])
+
+
+def print_deliveries(deliveries: list[dict[str, Any]], kinds: tuple[str, ...]) -> None:
+    """A row per database and round, then the medians: each row's rate, its cost against
+    plain (and the least it could be on this machine, :func:`least_cost`), the CPU a
+    message of every process (this one, the DKIM signers, PostgreSQL) and of the
+    signers alone."""
+    signed = [k for k in kinds if k not in ("plain", "template")]
+    print("\n| database | round | " + " | ".join(f"{k} /s" for k in kinds)
+          + " | " + " | ".join(f"cost: {k}" for k in kinds[1:])
+          + " | least possible cost: template + DKIM"
+          + " | " + " | ".join(f"CPU µs: {k}" for k in kinds)
+          + " | " + " | ".join(f"of which signer: {k}" for k in signed) + " |")  # fmt: skip
+    print("| --- | --- |" + " ---: |" * (3 * len(kinds) + len(signed)))
+
+    def cpu(d: dict[str, Any]) -> float:
+        return float(d["cpu_us"] + d["signer_cpu_us"] + d["db_cpu_us"])
+
+    n = len(kinds)
+    for db in dict.fromkeys(d["db"] for d in deliveries):
+        rounds: list[list[float]] = []
+        for round_ in sorted({d["round"] for d in deliveries if d["db"] == db}):
+            by = {d["kind"]: d for d in deliveries if d["db"] == db and d["round"] == round_}
+            rounds.append([
+                *(by[k]["rate"] for k in kinds),
+                *(1 - by[k]["rate"] / by["plain"]["rate"] for k in kinds[1:]),
+                least_cost(by["plain"], by["template + DKIM"]),
+                *(cpu(by[k]) for k in kinds),
+                *(by[k]["signer_cpu_us"] for k in signed),
+            ])  # fmt: skip
+        median = [statistics.median(column) for column in zip(*rounds, strict=True)]
+        for label, row in [*((str(i + 1), r) for i, r in enumerate(rounds)), ("median", median)]:
+            cells = [f"{x:,.0f}" for x in row[:n]] + [f"{x:.0%}" for x in row[n : 2 * n]]
+            cells += [f"{x:,.0f}" for x in row[2 * n :]]
+            print(f"| {db} | {label} | " + " | ".join(cells) + " |")
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
@@ -225,10 +318,19 @@ async def main() -> int:
         default=None,
         help="DKIM signer processes of the worker (POSTROOM_WORKER__DKIM_SIGNERS; 0: none)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="delivery rounds (each row once) per database"
+    )
+    parser.add_argument(
+        "--rsa-only",
+        action="store_true",
+        help=f"a fourth delivery row, {RSA_ONLY!r}: what signing in a helper can reach here",
+    )
     parser.add_argument("--no-enqueue", action="store_true", help="only the delivery rows")
     parser.add_argument("--no-delivery", action="store_true", help="only the enqueue rows")
     args = parser.parse_args()
-    import os
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     if args.dkim_signers is not None:
         os.environ["POSTROOM_WORKER__DKIM_SIGNERS"] = str(args.dkim_signers)
@@ -243,17 +345,22 @@ async def main() -> int:
             f" CPU {r['cpu']:.1f} s here, {r['db_cpu']:.1f} s in PostgreSQL)"
         )
         rows.append(r)
-    deliveries = []
+    deliveries: list[dict[str, Any]] = []
+    kinds = (*KINDS, RSA_ONLY) if args.rsa_only else KINDS
+    if not args.no_delivery and servers:
+        log(f"one RSA-2048 signature here: {rsa_sign_us():,.0f} µs CPU (median of 200)")
     with Sink() as sink:
         for server in [] if args.no_delivery else servers:
-            for templated in (False, True):
-                what = "template + DKIM" if templated else "plain"
-                log(f"deliver {args.delivered} ({what}) on {'postgresql' if server else 'sqlite'}")
-                d = await delivered(server, args.delivered, sink, templated)
-                log(f"  {d['rate']:,.0f} delivered/s ({d['cpu_us']:,.0f} µs CPU a message here,"
-                    f" {d['signer_cpu_us']:,.0f} µs in {d['signers']} DKIM signer process(es),"
-                    f" {d['db_cpu_us']:,.0f} µs in PostgreSQL)")  # fmt: skip
-                deliveries.append(d)
+            for round_ in range(args.rounds):
+                # alternating order, so a drift of the machine's speed favours no row
+                for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+                    where = "postgresql" if server else "sqlite"
+                    log(f"round {round_ + 1}: deliver {args.delivered} ({kind}) on {where}")
+                    d = await delivered(server, args.delivered, sink, kind)
+                    log(f"  {d['rate']:,.0f} delivered/s ({d['cpu_us']:,.0f} µs CPU a message here,"
+                        f" {d['signer_cpu_us']:,.0f} µs in {d['signers']} DKIM signer process(es),"
+                        f" {d['db_cpu_us']:,.0f} µs in PostgreSQL)")  # fmt: skip
+                    deliveries.append({**d, "round": round_ + 1})
         peer = post_office_send_many(args.recipients, sink.port) if args.peers else None
     print("\n| database / peer | recipients | enqueue recipients/s | CPU µs/recipient"
           " (process) | CPU µs/recipient (PostgreSQL) |")  # fmt: skip
@@ -268,18 +375,8 @@ async def main() -> int:
         cpu_us = peer["cpu_seconds"] / n * 1e6
         print(f"| django-post_office send_many, sqlite | {n:,} | "
               f"{n / peer['seconds']:,.0f} | {cpu_us:,.0f} | - |")  # fmt: skip
-    print("\n| database | plain delivered/s | template + DKIM delivered/s | cost |"
-          " CPU µs/message plain | template + DKIM | of which signer | CPU cost |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for i in range(0, len(deliveries), 2):
-        plain, tpl = deliveries[i], deliveries[i + 1]
-        cost = 1 - tpl["rate"] / plain["rate"]
-        # CPU of every process per message: this one, the DKIM signers, PostgreSQL's backends
-        plain_cpu = plain["cpu_us"] + plain["signer_cpu_us"] + plain["db_cpu_us"]
-        tpl_cpu = tpl["cpu_us"] + tpl["signer_cpu_us"] + tpl["db_cpu_us"]
-        print(f"| {plain['db']} | {plain['rate']:,.0f} | {tpl['rate']:,.0f} | {cost:.0%} | "
-              f"{plain_cpu:,.0f} | {tpl_cpu:,.0f} | {tpl['signer_cpu_us']:,.0f} | "
-              f"{1 - plain_cpu / tpl_cpu:.0%} |")  # fmt: skip
+    if deliveries:
+        print_deliveries(deliveries, kinds)
     return 0
 
 
