@@ -14,9 +14,9 @@
    the same queue, tracking and List-Unsubscribe) against *template* (a ~3 KB HTML
    template with a ``<style>`` block and 5 variables, CSS inlined, text part
    derived; the sender's domain has no key) and *template + DKIM* (the same, signed
-   with RSA-2048). The cost is ``1 - row/plain``. ``--rounds`` pairs, in alternating
-   order, each on fresh databases; the table gives every round and the median, and
-   the run starts with what one RSA-2048 signature costs on this machine.
+   with RSA-2048). The cost is ``1 - row/plain``. ``--rounds`` rounds of every row,
+   in alternating order, each on a fresh database; the table gives every round and
+   the median, and the run starts with what one RSA-2048 signature costs here.
 3. **peer** (``--peers``): django-post_office's ``mail.send_many`` of N mails (its bulk
    enqueue) in ``bench/.venv`` (see README), on SQLite with the same settings.
 """
@@ -259,14 +259,18 @@ def rsa_sign_us(rounds: int = 200) -> float:
     return statistics.median(times) * 1e6
 
 
+def all_cpu_us(d: dict[str, Any]) -> float:
+    """CPU µs a message of every process: this one, the DKIM signers, PostgreSQL's."""
+    return float(d["cpu_us"] + d["signer_cpu_us"] + d["db_cpu_us"])
+
+
 def least_cost(plain: dict[str, Any], signed: dict[str, Any]) -> float:
     """The cost ``signed`` would have if nothing were lost to scheduling: its rate
     bounded by every CPU of the machine busy with its CPU a message (this process, the
     signers, PostgreSQL; smtp-sink's not counted, so this is a lower bound) and by
     its busiest process (the worker and each signer use one CPU at most)."""
-    total = signed["cpu_us"] + signed["signer_cpu_us"] + signed["db_cpu_us"]
     busiest = max(signed["cpu_us"], signed["signer_cpu_us"] / max(1, signed["signers"]))
-    best = min((os.cpu_count() or 1) / total, 1 / busiest) * 1e6
+    best = min((os.cpu_count() or 1) / all_cpu_us(signed), 1 / busiest) * 1e6
     return max(0.0, 1 - best / plain["rate"])
 
 
@@ -283,9 +287,6 @@ def print_deliveries(deliveries: list[dict[str, Any]], kinds: tuple[str, ...]) -
           + " | " + " | ".join(f"of which signer: {k}" for k in signed) + " |")  # fmt: skip
     print("| --- | --- |" + " ---: |" * (3 * len(kinds) + len(signed)))
 
-    def cpu(d: dict[str, Any]) -> float:
-        return float(d["cpu_us"] + d["signer_cpu_us"] + d["db_cpu_us"])
-
     n = len(kinds)
     for db in dict.fromkeys(d["db"] for d in deliveries):
         rounds: list[list[float]] = []
@@ -295,7 +296,7 @@ def print_deliveries(deliveries: list[dict[str, Any]], kinds: tuple[str, ...]) -
                 *(by[k]["rate"] for k in kinds),
                 *(1 - by[k]["rate"] / by["plain"]["rate"] for k in kinds[1:]),
                 least_cost(by["plain"], by["template + DKIM"]),
-                *(cpu(by[k]) for k in kinds),
+                *(all_cpu_us(by[k]) for k in kinds),
                 *(by[k]["signer_cpu_us"] for k in signed),
             ])  # fmt: skip
         median = [statistics.median(column) for column in zip(*rounds, strict=True)]
@@ -331,6 +332,10 @@ async def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.rsa_only and args.dkim_signers == 0:
+        parser.error(
+            "--rsa-only replaces the signer processes: it needs --dkim-signers of 1 or more"
+        )
 
     if args.dkim_signers is not None:
         os.environ["POSTROOM_WORKER__DKIM_SIGNERS"] = str(args.dkim_signers)
