@@ -46,11 +46,14 @@ from harness import (
     PG_ENV,
     FreshDatabase,
     backend_cpu,
+    cpu_idle,
     cpu_seconds,
     db_cpu,
     delivery_window,
+    idle_share,
     job_counts,
     log,
+    run_queue_seconds,
     smtp_config,
 )
 from sink import Sink
@@ -205,11 +208,14 @@ async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> di
         signers = worker.signer.pids
         pg_before = await backend_cpu(pr)
         signer0 = cpu_seconds(signers)
-        cpu0 = time.process_time()
+        idle0, waited0 = cpu_idle(), run_queue_seconds(os.getpid())
+        cpu0, t0 = time.process_time(), time.perf_counter()
         try:
             while await worker.drain():
                 pass
             signer_cpu = cpu_seconds(signers) - signer0
+            idle, waited = idle_share(idle0, cpu_idle()), run_queue_seconds(os.getpid())
+            wall = time.perf_counter() - t0
         finally:
             await worker.aclose()
         cpu = time.process_time() - cpu0
@@ -222,7 +228,9 @@ async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> di
         assert first is not None and last is not None
         return {"db": db.kind, "kind": kind, "rate": n / max(last - first, 1e-9),
                 "cpu_us": cpu / n * 1e6, "db_cpu_us": spent / n * 1e6,
-                "signer_cpu_us": signer_cpu / n * 1e6, "signers": len(signers)}  # fmt: skip
+                "signer_cpu_us": signer_cpu / n * 1e6, "signers": len(signers), "idle": idle,
+                "worker_waited": None if waited is None or waited0 is None
+                else (waited - waited0) / wall}  # fmt: skip
     finally:
         await db.drop()
 
@@ -362,9 +370,12 @@ async def main() -> int:
                     where = "postgresql" if server else "sqlite"
                     log(f"round {round_ + 1}: deliver {args.delivered} ({kind}) on {where}")
                     d = await delivered(server, args.delivered, sink, kind)
+                    waited = d["worker_waited"]
                     log(f"  {d['rate']:,.0f} delivered/s ({d['cpu_us']:,.0f} µs CPU a message here,"
                         f" {d['signer_cpu_us']:,.0f} µs in {d['signers']} DKIM signer process(es),"
-                        f" {d['db_cpu_us']:,.0f} µs in PostgreSQL)")  # fmt: skip
+                        f" {d['db_cpu_us']:,.0f} µs in PostgreSQL; the machine idle {d['idle']:.0%}"
+                        + ("" if waited is None else f", the worker waiting for a CPU {waited:.0%}")
+                        + " of the time)")  # fmt: skip
                     deliveries.append({**d, "round": round_ + 1})
         peer = post_office_send_many(args.recipients, sink.port) if args.peers else None
     print("\n| database / peer | recipients | enqueue recipients/s | CPU µs/recipient"

@@ -370,6 +370,27 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / ticks
 
 
+def cpu_idle() -> tuple[int, int]:
+    """Idle and all CPU ticks of the whole machine so far, every CPU (/proc/stat)."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    ticks = [int(x) for x in line.split()[1:9]]  # user .. steal (guest is inside user)
+    return ticks[3] + ticks[4], sum(ticks)  # idle + iowait
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time that was idle between two ``cpu_idle()``."""
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
+def run_queue_seconds(pid: int) -> float | None:
+    """How long ``pid``'s main thread has waited, runnable, for a CPU so far
+    (/proc/<pid>/schedstat; None where the kernel does not keep it)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def backend_cpu(pr: Postroom) -> dict[int, float]:
     """CPU seconds so far of each PostgreSQL backend serving this database (none on
     SQLite, which runs in this process and is counted in its CPU time)."""
