@@ -9,7 +9,9 @@
    own ``templateData`` (5 variables), through the ASGI app in this process (JSON
    parsing, validation, variable checks and the transaction included; no network),
    timed from the request to the 202, on a fresh SQLite and a fresh PostgreSQL.
-2. **delivered/s into smtp-sink**, one in-process worker, on a fresh database each:
+2. **delivered/s into smtp-sink**, one worker in this process running the loop of
+   ``postroom worker`` (``Worker.run``) until every job has an outcome, on a fresh
+   database each:
    *plain* (the same message pre-rendered, no DKIM key, of the template's type, so
    the same queue, tracking and List-Unsubscribe) against *template* (a ~3 KB HTML
    template with a ``<style>`` block and 5 variables, CSS inlined, text part
@@ -35,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 
@@ -61,6 +63,8 @@ from sink import Sink
 from postroom.api.app import create_app
 from postroom.app import Postroom
 from postroom.gcpause import quiet_collector
+from postroom.queue.jobs import Outcome
+from postroom.queue.worker import Worker
 from postroom.schemas.templates import TemplateCreate
 
 _ROWS = "".join(
@@ -175,6 +179,18 @@ def rsa_only_signer() -> Iterator[None]:
         asyncio.create_subprocess_exec = real  # type: ignore[assignment]
 
 
+async def until_recorded(worker: Worker, n: int, *, stalled_s: float = 60.0) -> None:
+    """Wait until ``worker`` has an outcome for ``n`` jobs (its counters, not the
+    database: polling that would add to what is measured)."""
+    last, since = -1, time.monotonic()
+    while (done := sum(worker.stats[o] for o in get_args(Outcome))) < n:
+        if done != last:
+            last, since = done, time.monotonic()
+        elif time.monotonic() - since > stalled_s:
+            raise RuntimeError(f"the worker stalled at {done:,} of {n:,} jobs")
+        await asyncio.sleep(0.01)
+
+
 async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> dict[str, Any]:
     db = FreshDatabase(server_url)
     await db.create(smtp_config(sink.port, max_connections=20, max_messages=100))
@@ -210,14 +226,16 @@ async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> di
         signer0 = cpu_seconds(signers)
         idle0, waited0 = cpu_idle(), run_queue_seconds(os.getpid())
         cpu0, t0 = time.process_time(), time.perf_counter()
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))  # the loop of `postroom worker`
         try:
-            while await worker.drain():
-                pass
+            await until_recorded(worker, n)
             signer_cpu = cpu_seconds(signers) - signer0
             idle, waited = idle_share(idle0, cpu_idle()), run_queue_seconds(os.getpid())
             wall = time.perf_counter() - t0
         finally:
-            await worker.aclose()
+            stop.set()
+            await running  # the last results written back, the signers and connections closed
         cpu = time.process_time() - cpu0
         pg_after = await backend_cpu(pr)
         spent = db_cpu(pg_before, pg_after)
