@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import literal, select, text
 from postroom.app import Postroom
 from postroom.config import Settings
 from postroom.db import migrate
-from postroom.db.engine import create_engine, reader
+from postroom.db.engine import create_engine, reader, write_turn
 from postroom.db.types import JSONType
 from tests.support.payloads import email
 
@@ -88,3 +89,38 @@ async def test_json_columns_keep_every_value_exactly(postroom: Postroom) -> None
         stored = (await conn.execute(select(literal(value, type_=JSONType)))).scalar()
     assert stored == value
     assert isinstance(stored["big"], int)
+
+
+async def test_write_turns_queue_this_process_s_sqlite_writers(tmp_path: Path) -> None:
+    """With no busy timeout at all, two overlapping write transactions of one process
+    both commit when they take turns: the second begins once the first has committed
+    (without the turn, its BEGIN IMMEDIATE fails at once with "database is locked")."""
+    engine = create_engine(Settings(data_dir=tmp_path, sqlite_busy_timeout_ms=0))
+    order: list[str] = []
+
+    async def write(name: str) -> None:
+        async with write_turn(engine), engine.begin() as conn:
+            order.append(f"{name} begins")
+            await conn.execute(text("INSERT INTO t (name) VALUES (:name)"), {"name": name})
+            await asyncio.sleep(0.05)  # the other writer arrives meanwhile
+            order.append(f"{name} commits")
+
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (name TEXT)"))
+        await asyncio.gather(write("a"), write("b"))
+        async with reader(engine).connect() as conn:
+            names = (await conn.execute(text("SELECT name FROM t ORDER BY name"))).scalars()
+            assert list(names) == ["a", "b"]
+        assert order == ["a begins", "a commits", "b begins", "b commits"]
+    finally:
+        await engine.dispose()
+
+
+async def test_write_turns_are_sqlite_only(postroom: Postroom, backend: str) -> None:
+    """One lock per SQLite database (its pool), whichever engine object reaches it;
+    none on PostgreSQL, whose writers lock rows, not the database."""
+    turn = write_turn(postroom.engine)
+    assert isinstance(turn, asyncio.Lock) == (backend == "sqlite")
+    if backend == "sqlite":
+        assert write_turn(reader(postroom.engine)) is turn

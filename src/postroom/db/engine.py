@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
+import weakref
 from typing import Any
 
 import orjson
@@ -15,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from postroom.config import Settings
 
@@ -81,6 +84,28 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_WRITE_TURNS: weakref.WeakKeyDictionary[Pool, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Held around a frequent write transaction (a claim, a write-back, a group commit).
+
+    On SQLite this process's writers then take turns in an asyncio lock, the next one
+    resuming as soon as the previous one is done, instead of in SQLite's busy handler,
+    which sleeps 1, 2, 5, 10, ... ms between tries (a worker's claims kept meeting its
+    own write-backs there: one worker on SQLite delivered 15 % less). Writers in
+    other processes still queue behind the busy timeout. Nothing on PostgreSQL,
+    whose writers lock rows.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    pool = engine.sync_engine.pool
+    turn = _WRITE_TURNS.get(pool)
+    if turn is None:
+        turn = _WRITE_TURNS[pool] = asyncio.Lock()
+    return turn
 
 
 @functools.lru_cache(maxsize=32)

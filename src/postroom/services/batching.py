@@ -35,7 +35,7 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from postroom.db.engine import asyncpg_connection, json_dumps
+from postroom.db.engine import asyncpg_connection, json_dumps, write_turn
 from postroom.events import subscriptions
 from postroom.queue import store
 from postroom.tracking import suppressions
@@ -127,7 +127,7 @@ class EnqueueBatcher:
             if self._postgres and await _direct(conn, batch):
                 jobs = await _write_postgres(conn, batch)
             else:
-                async with conn.begin():
+                async with write_turn(self._engine), conn.begin():
                     jobs = await _write(conn, batch)
         except IntegrityError as exc:
             if len(batch) == 1:
@@ -139,7 +139,7 @@ class EnqueueBatcher:
         done: list[_Outcome] = []
         for p in batch:
             try:
-                async with conn.begin():
+                async with write_turn(self._engine), conn.begin():
                     (job,) = await _write(conn, [p])
             except Exception as exc:
                 done.append((p, exc))
