@@ -97,18 +97,30 @@ async def test_write_turns_queue_this_process_s_sqlite_writers(tmp_path: Path) -
     (without the turn, its BEGIN IMMEDIATE fails at once with "database is locked")."""
     engine = create_engine(Settings(data_dir=tmp_path, sqlite_busy_timeout_ms=0))
     order: list[str] = []
+    began, arrived = asyncio.Event(), asyncio.Event()
 
-    async def write(name: str) -> None:
+    async def first() -> None:
         async with write_turn(engine), engine.begin() as conn:
-            order.append(f"{name} begins")
-            await conn.execute(text("INSERT INTO t (name) VALUES (:name)"), {"name": name})
-            await asyncio.sleep(0.05)  # the other writer arrives meanwhile
-            order.append(f"{name} commits")
+            order.append("a begins")
+            await conn.execute(text("INSERT INTO t (name) VALUES ('a')"))
+            began.set()
+            await arrived.wait()
+            # time for the second writer to reach its BEGIN (or, taking turns, to queue)
+            await asyncio.sleep(0.05)
+            order.append("a commits")
+
+    async def second() -> None:
+        await began.wait()
+        arrived.set()
+        async with write_turn(engine), engine.begin() as conn:
+            order.append("b begins")
+            await conn.execute(text("INSERT INTO t (name) VALUES ('b')"))
+        order.append("b commits")
 
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (name TEXT)"))
-        await asyncio.gather(write("a"), write("b"))
+        await asyncio.gather(first(), second())
         async with reader(engine).connect() as conn:
             names = (await conn.execute(text("SELECT name FROM t ORDER BY name"))).scalars()
             assert list(names) == ["a", "b"]
