@@ -136,3 +136,33 @@ async def test_write_turns_are_sqlite_only(postroom: Postroom, backend: str) -> 
     assert isinstance(turn, asyncio.Lock) == (backend == "sqlite")
     if backend == "sqlite":
         assert write_turn(reader(postroom.engine)) is turn
+
+
+def test_write_turns_follow_the_event_loop(tmp_path: Path) -> None:
+    """An engine used from one event loop after another (a CLI command's second
+    ``asyncio.run``) gets a lock of the loop it runs in: an asyncio lock that had a
+    writer wait in the first loop cannot be waited on in the next."""
+    engine = create_engine(Settings(data_dir=tmp_path, sqlite_busy_timeout_ms=0))
+
+    async def create() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+
+    async def overlapping_writes() -> None:
+        async def write(n: int) -> None:
+            async with write_turn(engine), engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+                await asyncio.sleep(0.01)  # the others queue for their turn meanwhile
+
+        await asyncio.gather(*(write(n) for n in range(3)))
+
+    async def count() -> int:
+        async with reader(engine).connect() as conn:
+            total = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+        await engine.dispose()
+        return int(total)
+
+    asyncio.run(create())
+    asyncio.run(overlapping_writes())
+    asyncio.run(overlapping_writes())
+    assert asyncio.run(count()) == 6

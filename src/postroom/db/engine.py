@@ -86,7 +86,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-_WRITE_TURNS: weakref.WeakKeyDictionary[Pool, asyncio.Lock] = weakref.WeakKeyDictionary()
+#: each SQLite pool's lock, with the event loop it serves (a lock is bound to one)
+_WRITE_TURNS: weakref.WeakKeyDictionary[Pool, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def write_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -101,11 +104,11 @@ def write_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[An
     """
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    pool = engine.sync_engine.pool
-    turn = _WRITE_TURNS.get(pool)
-    if turn is None:
-        turn = _WRITE_TURNS[pool] = asyncio.Lock()
-    return turn
+    pool, loop = engine.sync_engine.pool, asyncio.get_running_loop()
+    held = _WRITE_TURNS.get(pool)
+    if held is None or held[0] is not loop:
+        held = _WRITE_TURNS[pool] = (loop, asyncio.Lock())
+    return held[1]
 
 
 @functools.lru_cache(maxsize=32)
