@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import literal, select, text
+from sqlalchemy import event, literal, select, text
 
 from postroom.app import Postroom
 from postroom.config import Settings
@@ -166,3 +170,43 @@ def test_write_turns_follow_the_event_loop(tmp_path: Path) -> None:
     asyncio.run(overlapping_writes())
     asyncio.run(overlapping_writes())
     assert asyncio.run(count()) == 6
+
+
+async def test_a_write_cancelled_mid_statement_leaves_sqlite_unlocked(tmp_path: Path) -> None:
+    """A task cancelled while its statement runs (as a worker's shutdown cancels its
+    webhook dispatcher) gives SQLite's write lock back: the next writer does not wait
+    out the busy timeout and fail with "database is locked"."""
+    engine = create_engine(Settings(data_dir=tmp_path, sqlite_busy_timeout_ms=200))
+    running = threading.Event()
+
+    def slow(seconds: float) -> int:
+        running.set()
+        time.sleep(seconds)
+        return 1
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _functions(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.create_function("slow", 1, slow)
+
+    async def write(value: int, *, then_slow: bool = False) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+            if then_slow:
+                await conn.execute(text("SELECT slow(0.3)"))
+
+    gc.disable()  # the collector would free the lock too, but only when it happens to run
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        task = asyncio.create_task(write(1, then_slow=True))
+        while not running.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await write(2)  # "database is locked" after 200 ms without the rollback
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT v FROM t"))).scalars().all() == [2]
+    finally:
+        gc.enable()
+        await engine.dispose()

@@ -85,6 +85,20 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+    @event.listens_for(engine.sync_engine.pool, "invalidate")
+    def _on_invalidate(dbapi_conn: Any, _record: ConnectionPoolEntry, _exc: Any) -> None:
+        """End the transaction of a connection given up mid-statement (a task cancelled
+        while its statement ran), before the pool closes it.
+
+        Closed with a statement still referenced (by the cancelled task's traceback,
+        until the garbage collector frees it), a SQLite connection stays open as a
+        "zombie", and its transaction, SQLite's write lock included, with it: every
+        other writer waited out its busy timeout and failed with "database is locked".
+        The rollback runs on the driver's thread after that statement.
+        """
+        with contextlib.suppress(Exception):  # already broken: closing is all that is left
+            dbapi_conn.rollback()
+
 
 #: each SQLite pool's lock, with the event loop it serves (a lock is bound to one)
 _WRITE_TURNS: weakref.WeakKeyDictionary[Pool, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
