@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, insert, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroom.db.engine import reader
+from postroom.db.engine import reader, write_turn
 from postroom.db.models import (
     EmailProvider,
     EmailRecord,
@@ -131,7 +131,7 @@ async def fan_out(engine: AsyncEngine, *, now: datetime, limit: int) -> int:
     oldest = (
         select(outbox_t.c.id).order_by(outbox_t.c.id).limit(limit).with_for_update(skip_locked=True)
     )
-    async with engine.begin() as conn:
+    async with write_turn(engine), engine.begin() as conn:
         taken = (
             await conn.execute(
                 delete(outbox_t)
@@ -210,7 +210,7 @@ async def claim(
         )
         .returning(d.id, d.endpoint_id, d.payload, d.attempts, d.max_attempts, d.locked_by)
     )
-    async with engine.begin() as conn:
+    async with write_turn(engine), engine.begin() as conn:
         rows = (await conn.execute(stmt)).all()
     return [
         Claimed(
@@ -225,12 +225,39 @@ async def claim(
     ]
 
 
+_FINISH = (
+    update(deliveries_t)
+    .where(deliveries_t.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        locked_by=None,
+        locked_until=None,
+        next_attempt_at=bindparam("b_next"),
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        finished_at=bindparam("b_finished"),
+    )
+)
+
+
+def _finished(o: Outcome, now: datetime) -> dict[str, Any]:
+    status = {"delivered": DELIVERED, "failed": FAILED}.get(o.outcome, PENDING)
+    return {
+        "b_id": o.delivery.id,
+        "b_status": status,
+        "b_next": o.next_attempt_at or now,
+        "b_code": o.status_code,
+        "b_error": o.error,
+        "b_finished": now if status in (DELIVERED, FAILED) else None,
+    }
+
+
 async def finish(engine: AsyncEngine, outcomes: Sequence[Outcome], *, now: datetime) -> int:
     """Write POST outcomes back in one transaction, fenced on the lease token."""
     if not outcomes:
         return 0
     d = deliveries_t.c
-    async with engine.begin() as conn:
+    async with write_turn(engine), engine.begin() as conn:
         mine = set(
             (
                 await conn.execute(
@@ -244,22 +271,9 @@ async def finish(engine: AsyncEngine, outcomes: Sequence[Outcome], *, now: datet
             ).scalars()
         )
         written = [o for o in outcomes if o.delivery.id in mine]
-        for o in written:
-            status = {"delivered": DELIVERED, "failed": FAILED}.get(o.outcome, PENDING)
-            await conn.execute(
-                update(deliveries_t)
-                .where(d.id == o.delivery.id)
-                .values(
-                    status=status,
-                    locked_by=None,
-                    locked_until=None,
-                    next_attempt_at=o.next_attempt_at or now,
-                    last_status_code=o.status_code,
-                    last_error=o.error,
-                    finished_at=now if status in (DELIVERED, FAILED) else None,
-                )
-            )
         if written:
+            # one statement for the batch (an executemany), not one execution per row
+            await conn.execute(_FINISH, [_finished(o, now) for o in written])
             await conn.execute(
                 insert(attempts_t),
                 [
@@ -287,7 +301,7 @@ async def reap(engine: AsyncEngine, *, now: datetime) -> int:
     """
     d = deliveries_t.c
     expired = and_(d.status == DELIVERING, d.locked_until < now)
-    async with engine.begin() as conn:
+    async with write_turn(engine), engine.begin() as conn:
         spent = await conn.execute(
             update(deliveries_t)
             .where(expired, d.attempts >= d.max_attempts)
@@ -316,7 +330,7 @@ async def prune(engine: AsyncEngine, *, before: datetime, batch: int = 500) -> i
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    async with engine.begin() as conn:
+    async with write_turn(engine), engine.begin() as conn:
         gone = await conn.execute(delete(deliveries_t).where(d.id.in_(old.scalar_subquery())))
     return int(gone.rowcount or 0)
 
