@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import httpx
 
@@ -57,14 +57,13 @@ from harness import (
     log,
     run_queue_seconds,
     smtp_config,
+    until_recorded,
 )
 from sink import Sink
 
 from postroom.api.app import create_app
 from postroom.app import Postroom
 from postroom.gcpause import quiet_collector
-from postroom.queue.jobs import Outcome
-from postroom.queue.worker import Worker
 from postroom.schemas.templates import TemplateCreate
 
 _ROWS = "".join(
@@ -177,18 +176,6 @@ def rsa_only_signer() -> Iterator[None]:
         yield
     finally:
         asyncio.create_subprocess_exec = real  # type: ignore[assignment]
-
-
-async def until_recorded(worker: Worker, n: int, *, stalled_s: float = 60.0) -> None:
-    """Wait until ``worker`` has an outcome for ``n`` jobs (its counters, not the
-    database: polling that would add to what is measured)."""
-    last, since = -1, time.monotonic()
-    while (done := sum(worker.stats[o] for o in get_args(Outcome))) < n:
-        if done != last:
-            last, since = done, time.monotonic()
-        elif time.monotonic() - since > stalled_s:
-            raise RuntimeError(f"the worker stalled at {done:,} of {n:,} jobs")
-        await asyncio.sleep(0.01)
 
 
 async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.engine import make_url
@@ -33,6 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from postroom.app import Postroom
 from postroom.config import Settings
 from postroom.db.models import EmailJob, EmailProvider
+from postroom.queue.jobs import Outcome
+from postroom.queue.worker import Worker
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: the PostgreSQL server the test suite uses; a benchmark uses it when no URL is given
@@ -290,6 +292,18 @@ async def job_counts(engine: AsyncEngine) -> Counter[str]:
             await conn.execute(select(jobs_t.c.status, func.count()).group_by(jobs_t.c.status))
         ).all()
     return Counter({str(status): int(n) for status, n in rows})
+
+
+async def until_recorded(worker: Worker, n: int, *, stalled_s: float = 60.0) -> None:
+    """Wait until ``worker`` has an outcome for ``n`` jobs (its counters, not the
+    database: polling that would add to what is measured)."""
+    last, since = -1, time.monotonic()
+    while (done := sum(worker.stats[o] for o in get_args(Outcome))) < n:
+        if done != last:
+            last, since = done, time.monotonic()
+        elif time.monotonic() - since > stalled_s:
+            raise RuntimeError(f"the worker stalled at {done:,} of {n:,} jobs")
+        await asyncio.sleep(0.01)
 
 
 async def delivery_window(engine: AsyncEngine) -> tuple[float | None, float | None]:

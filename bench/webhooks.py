@@ -1,0 +1,277 @@
+"""Outgoing event webhooks: what an endpoint subscribed to ``sent`` costs delivery.
+
+::
+
+    .venv/bin/python bench/webhooks.py --messages 3000 --rounds 3 \\
+        --database-url postgresql://postgres@127.0.0.1:5432/test
+
+One worker in this process runs the loop of ``postroom worker`` (``Worker.run``,
+which also runs the webhook dispatcher) on a fresh database each row, delivering N
+queued messages (a short text message each) into smtp-sink:
+
+- *no endpoint*: nothing subscribes, so no event is written.
+- *endpoint (sent)*: one endpoint subscribed to ``sent`` on a local receiver (a
+  process that answers every POST with 204 and counts them), so every message makes
+  an outbox event, a delivery and a signed POST.
+
+Columns: mail delivered/s (first claim to last completion, from the job rows), the
+time until the receiver had all N POSTs (webhooks/s, from the worker's start), and
+the CPU a message of this process (the worker, its dispatcher, and SQLite's work)
+and of PostgreSQL's backends. ``--rounds`` rounds in alternating order, each on a
+fresh database; the table gives every round and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    PG_ENV,
+    FreshDatabase,
+    backend_cpu,
+    db_cpu,
+    delivery_window,
+    job_counts,
+    log,
+    smtp_config,
+    until_recorded,
+)
+from sink import Sink
+
+from postroom.app import Postroom
+from postroom.gcpause import quiet_collector
+
+KINDS = ("no endpoint", "endpoint (sent)")
+SENDER = {"email": "app@example.com", "name": "Example App"}
+
+
+# -- the receiver ------------------------------------------------------------------
+
+
+async def _answer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Synchronized[int]
+) -> None:
+    """HTTP/1.1 with keep-alive: read each request's head and body, answer 204."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if length:
+                await reader.readexactly(length)
+            with count.get_lock():
+                count.value += 1
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def _receive(port: Synchronized[int], count: Synchronized[int]) -> None:
+    async def serve() -> None:
+        server = await asyncio.start_server(
+            lambda r, w: _answer(r, w, count), "127.0.0.1", 0, backlog=256
+        )
+        port.value = server.sockets[0].getsockname()[1]
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+class Receiver:
+    """A process on a free port of 127.0.0.1 that counts the POSTs it answers."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._port: Synchronized[int] = context.Value("i", 0)
+        self._count: Synchronized[int] = context.Value("i", 0)
+        self._process = context.Process(target=_receive, args=(self._port, self._count))
+
+    def __enter__(self) -> Receiver:
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while not self._port.value:
+            if time.monotonic() > deadline or not self._process.is_alive():
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._process.kill()
+        self._process.join()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port.value}/hooks"
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+    def reset(self) -> None:
+        with self._count.get_lock():
+            self._count.value = 0
+
+
+# -- one row -----------------------------------------------------------------------
+
+
+async def until_received(receiver: Receiver, n: int, *, stalled_s: float = 60.0) -> None:
+    last, since = -1, time.monotonic()
+    while (got := receiver.count) < n:
+        if got != last:
+            last, since = got, time.monotonic()
+        elif time.monotonic() - since > stalled_s:
+            raise RuntimeError(f"the receiver stalled at {got:,} of {n:,} POSTs")
+        await asyncio.sleep(0.01)
+
+
+async def delivered(
+    server_url: str | None, n: int, sink: Sink, receiver: Receiver, kind: str
+) -> dict[str, Any]:
+    db = FreshDatabase(server_url)
+    await db.create(smtp_config(sink.port, max_connections=20, max_messages=100))
+    try:
+        pr = Postroom(db.settings())
+        await pr.start(migrate_schema=False)
+        hooks = kind != "no endpoint"
+        if hooks:
+            await pr.webhooks.create(
+                url=receiver.url, event_types=["sent"], allow_networks=["127.0.0.0/8"]
+            )
+        await pr.send_bulk(
+            {
+                "from": SENDER,
+                "type": "transactional",
+                "subject": "Your sign-in code",
+                "content": {"text": "Your code is 123456. It expires in ten minutes."},
+                "recipients": [{"email": f"user{i}@example.net"} for i in range(n)],
+            }
+        )
+        receiver.reset()
+        worker = pr.worker()
+        quiet_collector()  # as `postroom worker` does once started
+        pg_before = await backend_cpu(pr)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))  # the loop of `postroom worker`
+        try:
+            await until_recorded(worker, n)
+            mail_done = time.perf_counter() - t0
+            if hooks:
+                await until_received(receiver, n)
+            all_done = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+        finally:
+            stop.set()
+            await running
+        spent = db_cpu(pg_before, await backend_cpu(pr))
+        counts = await job_counts(pr.engine)
+        first, last = await delivery_window(pr.engine)
+        await pr.aclose()
+        assert counts["completed"] == n, counts
+        assert first is not None and last is not None
+        return {
+            "db": db.kind,
+            "kind": kind,
+            "rate": n / max(last - first, 1e-9),
+            "hook_rate": n / all_done if hooks else None,
+            "mail_s": mail_done,
+            "cpu_us": cpu / n * 1e6,
+            "db_cpu_us": spent / n * 1e6,
+            "posts": receiver.count,
+        }
+    finally:
+        await db.drop()
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\n| database | round | mail /s: no endpoint | mail /s: endpoint (sent) "
+        "| webhooks /s | mail cost of the endpoint | CPU µs a message: no endpoint "
+        "| CPU µs a message: endpoint (sent) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for db in dict.fromkeys(r["db"] for r in rows):
+        mine = [r for r in rows if r["db"] == db]
+        rounds = sorted({r["round"] for r in mine})
+        lines: list[tuple[str, dict[str, dict[str, Any]]]] = [
+            (str(n), {r["kind"]: r for r in mine if r["round"] == n}) for n in rounds
+        ]
+        if len(rounds) > 1:
+            median = {
+                kind: {
+                    key: statistics.median(r[key] for r in mine if r["kind"] == kind)
+                    for key in ("rate", "cpu_us", "db_cpu_us")
+                }
+                for kind in KINDS
+            }
+            median[KINDS[1]]["hook_rate"] = statistics.median(
+                r["hook_rate"] for r in mine if r["kind"] == KINDS[1]
+            )
+            lines.append(("median", median))
+        for label, by in lines:
+            plain, hooked = by[KINDS[0]], by[KINDS[1]]
+            cost = 1 - hooked["rate"] / plain["rate"]
+            print(
+                f"| {db} | {label} | {plain['rate']:,.0f} | {hooked['rate']:,.0f} "
+                f"| {hooked['hook_rate']:,.0f} | {cost:.0%} | {_cpu(plain)} | {_cpu(hooked)} |"
+            )
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    here, db = row["cpu_us"], row["db_cpu_us"]
+    return f"{here:,.0f}" + (f" + {db:,.0f}" if db else "")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database-url", default=None, help=f"PostgreSQL (default: ${PG_ENV})")
+    parser.add_argument("--no-sqlite", action="store_true")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.messages < 1:
+        parser.error("--rounds and --messages must be at least 1")
+    pg = args.database_url or os.environ.get(PG_ENV)
+    servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
+    if not servers:
+        parser.error("--no-sqlite needs --database-url")
+    rows: list[dict[str, Any]] = []
+    with Sink() as sink, Receiver() as receiver:
+        for server in servers:
+            for round_ in range(args.rounds):
+                for kind in KINDS if round_ % 2 == 0 else KINDS[::-1]:
+                    where = "postgresql" if server else "sqlite"
+                    log(f"round {round_ + 1}: {args.messages} messages ({kind}) on {where}")
+                    r = await delivered(server, args.messages, sink, receiver, kind)
+                    hooks = "" if r["hook_rate"] is None else (
+                        f", all {r['posts']:,} POSTs received at {r['hook_rate']:,.0f}/s"
+                    )  # fmt: skip
+                    log(f"  {r['rate']:,.0f} delivered/s (mail done in {r['mail_s']:.1f} s"
+                        f"{hooks}; {r['cpu_us']:,.0f} µs CPU a message here,"
+                        f" {r['db_cpu_us']:,.0f} µs in PostgreSQL)")  # fmt: skip
+                    rows.append({**r, "round": round_ + 1})
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
