@@ -71,6 +71,27 @@ async def test_each_sent_message_posts_a_signed_sent_event(
     assert all(d["attemptLog"][0]["statusCode"] == 204 for d in log)
 
 
+async def test_posts_in_flight_each_keep_a_connection_for_the_next(
+    client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer, receiver: Receiver
+) -> None:
+    """A POST takes an idle client of its endpoint (or makes one) and gives it back:
+    two rounds of deliveries, ten at a time, open no more connections than ten."""
+    created = await create_endpoint(client, receiver.url, eventTypes=["email.sent"])
+    worker = postroom.worker()
+    try:
+        for round_ in range(2):
+            for n in range(30):
+                to = [{"email": f"r{round_}-{n}@example.com"}]
+                assert (await client.post(SEND, json=email(to=to))).status_code == 202
+            assert await drain_mail(postroom) == 30
+            assert await worker.webhooks.drain() == 30
+    finally:
+        await worker.aclose()
+    assert len(receiver.requests) == 60
+    assert all(verify(created["secret"], r)["type"] == "email.sent" for r in receiver.requests)
+    assert 1 <= len({r.peer for r in receiver.requests}) <= 10
+
+
 async def test_event_type_filter_and_disabled_endpoint(
     client: httpx.AsyncClient, postroom: Postroom, smtp: SMTPServer, receiver: Receiver
 ) -> None:

@@ -43,6 +43,8 @@ class Recorded:
     #: lower-cased header names
     headers: dict[str, str]
     body: bytes
+    #: the client's (address, port): one per connection
+    peer: tuple[str, int] | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -254,6 +256,7 @@ class FakeESP:
             query=scope["query_string"].decode("latin-1"),
             headers=headers,
             body=body,
+            peer=tuple(scope["client"]) if scope.get("client") else None,
         )
         with self._lock:
             self.requests.append(recorded)

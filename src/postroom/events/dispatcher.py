@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 import uuid
 from datetime import timedelta
@@ -77,8 +78,15 @@ class Dispatcher:
         self._resolver = resolver
         self._limit = asyncio.Semaphore(concurrency)
         self._tokens = (f"{worker_id}#w{n}" for n in itertools.count(1))
-        #: one client per endpoint and address policy, reused across POSTs
-        self._clients: dict[tuple[uuid.UUID, tuple[str, ...]], httpx.AsyncClient] = {}
+        #: per endpoint and address policy, the clients no POST is using: each POST in
+        #: flight has a client (and so a connection pool) of its own, reused by the
+        #: next one. httpcore checks every connection of a pool at each request: ten
+        #: POSTs at once through one pool cost 70 % more CPU each (2.45 against
+        #: 1.45 ms on a slow machine) than through ten pools of one connection.
+        self._idle: dict[tuple[uuid.UUID, tuple[str, ...]], list[httpx.AsyncClient]] = {}
+        self._clients: list[httpx.AsyncClient] = []
+        #: one TLS context for all of them (loading the CA bundle costs tens of ms)
+        self._tls: ssl.SSLContext | None = None
         self._next_prune = time.monotonic() + PRUNE_FIRST_S
 
     async def run(self) -> None:
@@ -122,7 +130,7 @@ class Dispatcher:
         return fanned + await self._deliver_due()
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients, self._idle = self._clients, [], {}
         for client in clients:
             await client.aclose()
 
@@ -157,9 +165,12 @@ class Dispatcher:
                     secret, f"msg_{delivery.id.hex}", int(started.timestamp()), body
                 )
                 headers["user-agent"] = "Postroom-Webhooks"
-                response = await self._client(endpoint).post(
-                    endpoint.url, content=body, headers=headers
-                )
+                idle = self._idle.setdefault(_client_key(endpoint), [])
+                client = idle.pop() if idle else self._client(endpoint)
+                try:
+                    response = await client.post(endpoint.url, content=body, headers=headers)
+                finally:
+                    idle.append(client)
                 code = response.status_code
                 error = None if 200 <= code < 300 else _refusal(response)
             except PostroomError as exc:  # the SSRF guard's refusal among them
@@ -194,23 +205,28 @@ class Dispatcher:
             ) from None
 
     def _client(self, endpoint: Any) -> httpx.AsyncClient:
-        allow = tuple(str(n) for n in endpoint.allow_networks or ())
-        key = (endpoint.id, allow)
-        client = self._clients.get(key)
-        if client is None:
-            guard = AddressGuard(
-                provider="webhook endpoint",
-                allow=parse_networks(list(allow)),
-                resolver=self._resolver,
-            )
-            client = httpx.AsyncClient(
-                transport=GuardedTransport(guard),
-                timeout=self.timeout_s,
-                follow_redirects=False,
-                trust_env=False,
-            )
-            self._clients[key] = client
+        """A new client for ``endpoint``, guarded by its address policy."""
+        if self._tls is None:
+            # trust_env reads only SSL_CERT_FILE / SSL_CERT_DIR, as the transport would
+            self._tls = httpx.create_ssl_context(trust_env=True)
+        guard = AddressGuard(
+            provider="webhook endpoint",
+            allow=parse_networks(list(_client_key(endpoint)[1])),
+            resolver=self._resolver,
+        )
+        client = httpx.AsyncClient(
+            transport=GuardedTransport(guard, verify=self._tls),
+            timeout=self.timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._clients.append(client)
         return client
+
+
+def _client_key(endpoint: Any) -> tuple[uuid.UUID, tuple[str, ...]]:
+    """What a client is made for: the endpoint and the networks it may reach."""
+    return endpoint.id, tuple(str(n) for n in endpoint.allow_networks or ())
 
 
 def _refusal(response: httpx.Response) -> str:
