@@ -4,6 +4,7 @@ loopback, private, link-local, unique-local and IPv4-mapped addresses unless its
 
 from __future__ import annotations
 
+import asyncio
 import importlib.abc
 import ipaddress
 import re
@@ -17,7 +18,13 @@ import pytest
 from postroom.errors import ProviderRejected
 from postroom.providers import registry
 from postroom.providers.base import OutgoingMessage, ProviderSpec
-from postroom.providers.egress import AddressGuard, GuardedTransport, IPAddress, parse_networks
+from postroom.providers.egress import (
+    AddressGuard,
+    ClientPerRequest,
+    GuardedTransport,
+    IPAddress,
+    parse_networks,
+)
 from postroom.providers.http import HTTPProvider
 from postroom.providers.registry import ProviderContext
 from tests.providers.fake_esp import LOOPBACK, FakeESP
@@ -231,3 +238,27 @@ async def test_a_request_asks_the_import_system_for_nothing(custom_esp: FakeESP)
         finally:
             sys.meta_path.remove(lookups)
     assert lookups.names == []
+
+
+async def test_requests_in_flight_each_have_a_connection_the_next_one_reuses(
+    custom_esp: FakeESP,
+) -> None:
+    """``ClientPerRequest``: ten requests at once make ten clients, one connection
+    each, and later requests take them again instead of opening new ones."""
+    guard = AddressGuard(provider="test", allow=parse_networks(["127.0.0.0/8", "::1/128"]))
+    clients = ClientPerRequest(guard, timeout=5.0)
+    url = custom_esp.base_url + "/hooks/postroom"
+    at_once = asyncio.Semaphore(10)
+
+    async def post() -> None:
+        async with at_once:
+            with clients.client() as client:
+                await client.post(url, content=b"{}")  # refused unsigned: any answer will do
+
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(post() for _ in range(20)))
+    finally:
+        await clients.aclose()
+    assert len(custom_esp.requests) == 60
+    assert 1 <= len({r.peer for r in custom_esp.requests}) <= 10

@@ -21,10 +21,11 @@ so a URL pointing at loopback, the private network or the cloud metadata service
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ import httpx
 from postroom.errors import ConfigError, ProviderRejected, ProviderTransientError
 
 __all__ = [
+    "ClientPerRequest",
     "GuardedTransport",
     "IPAddress",
     "IPNetwork",
@@ -200,6 +202,58 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
+
+
+class ClientPerRequest:
+    """Guarded httpx clients, one per request in flight: a request takes an idle one
+    (or a new one) and gives it back for the next request when it is done.
+
+    httpcore scans every connection of a client's pool at each request and at the end
+    of each response: ten requests at once through one pool cost 70 % more CPU each
+    (2.45 against 1.45 ms on a slow machine) than through ten clients of one
+    connection each. There are never more clients than requests were in flight at
+    once (a provider's connection slots, the dispatcher's concurrency); they share one
+    TLS context, made at the first client (loading the CA bundle costs tens of ms).
+    """
+
+    def __init__(
+        self, guard: AddressGuard, *, verify: ssl.SSLContext | bool = True, **client: Any
+    ) -> None:
+        self.guard = guard
+        self._verify = verify
+        self._tls = verify if isinstance(verify, ssl.SSLContext) else None
+        self._options = client
+        self._idle: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+        self._closed = False
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[httpx.AsyncClient]:
+        client = self._idle.pop() if self._idle else self._new()
+        try:
+            yield client
+        finally:
+            if not self._closed:
+                self._idle.append(client)
+
+    def _new(self) -> httpx.AsyncClient:
+        if self._tls is None:
+            # trust_env reads only SSL_CERT_FILE / SSL_CERT_DIR, as the transport would
+            self._tls = httpx.create_ssl_context(verify=self._verify, trust_env=True)
+        client = httpx.AsyncClient(
+            transport=GuardedTransport(self.guard, verify=self._tls),
+            # an environment proxy would connect to a name the guard did not check
+            trust_env=False,
+            **self._options,
+        )
+        self._all.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        self._closed = True
+        clients, self._all, self._idle = self._all, [], []
+        for client in clients:
+            await client.aclose()
 
 
 def parse_url(value: Any, field: str) -> httpx.URL:

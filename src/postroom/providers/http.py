@@ -1,7 +1,8 @@
 """The shared base of the HTTP provider adapters.
 
-Each ESP adapter owns one long-lived ``httpx.AsyncClient`` (a keep-alive connection
-pool with connect and socket timeouts) and sends every request through
+Each ESP adapter owns long-lived ``httpx.AsyncClient`` s with connect and socket
+timeouts, one per request in flight (``egress.ClientPerRequest``: each a keep-alive
+connection the next request reuses), and sends every request through
 :meth:`HTTPProvider.request`, so vendor errors are translated in exactly one place:
 a connection that cannot be opened becomes :class:`ProviderUnavailable` (nothing was
 sent), other timeouts :class:`ProviderTimeout`, dropped connections
@@ -39,7 +40,7 @@ from postroom.providers.base import HealthResult, ProviderSpec
 from postroom.providers.classify import classify_http
 from postroom.providers.egress import (
     AddressGuard,
-    GuardedTransport,
+    ClientPerRequest,
     IPNetwork,
     Resolver,
     parse_networks,
@@ -99,12 +100,6 @@ class HTTPOptions:
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.socket_timeout_s, connect=self.connect_timeout_s)
 
-    def limits(self) -> httpx.Limits:
-        return httpx.Limits(
-            max_connections=self.max_connections,
-            max_keepalive_connections=self.max_connections,
-        )
-
 
 class HTTPProvider:
     """Base of the HTTP adapters: client lifecycle, error translation, health probes."""
@@ -128,19 +123,20 @@ class HTTPProvider:
         #: requests in flight at most (the router's connection slots)
         self.pool_size = options.max_connections
         self.guard = AddressGuard(provider=name, allow=options.allow_networks, resolver=resolver)
-        self._client = httpx.AsyncClient(
+        #: at most ``pool_size`` requests are in flight (the router's slots), so at
+        #: most that many clients, one connection each
+        self._clients = ClientPerRequest(
+            self.guard,
+            verify=verify,
             base_url=self.base_url,
             headers={"User-Agent": "postroom", **(headers or {})},
             auth=auth,
             timeout=options.timeout(),
-            transport=GuardedTransport(self.guard, verify=verify, limits=options.limits()),
             follow_redirects=False,
-            # an environment proxy would connect to a name the guard did not check
-            trust_env=False,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     @contextmanager
     def translate_errors(self, action: str) -> Iterator[None]:
@@ -168,8 +164,9 @@ class HTTPProvider:
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send one request; a non-2xx answer raises what :meth:`classify` returns."""
         # the query is left out of messages: a custom URL may carry a token there
-        with self.translate_errors(f"{method} {url.partition('?')[0]}"):
-            response = await self._client.request(method, url, **kwargs)
+        action = f"{method} {url.partition('?')[0]}"
+        with self.translate_errors(action), self._clients.client() as client:
+            response = await client.request(method, url, **kwargs)
         if not response.is_success:
             raise self.classify(response)
         return response
