@@ -1,0 +1,167 @@
+"""Delivery through an HTTP provider: messages/s and CPU a message of one worker.
+
+::
+
+    .venv/bin/python bench/esp.py --messages 3000 --rounds 3 \\
+        --database-url postgresql://postgres@127.0.0.1:5432/test
+
+One worker in this process runs the loop of ``postroom worker`` (``Worker.run``) on a
+fresh database each round, delivering N queued short text messages through a
+``custom`` HTTP provider (a signed JSON POST per message, ``maxConnections`` 10 by
+default) to a local receiver that answers 204 (``receiver.py``). The HTTP path every
+ESP adapter shares (httpx, the SSRF guard, error translation) is what is measured;
+the ESPs' own payloads differ only in their JSON. Columns: delivered/s (first claim
+to last completion, from the job rows) and the CPU a message of this process and of
+PostgreSQL's backends. The table gives every round and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    PG_ENV,
+    FreshDatabase,
+    backend_cpu,
+    db_cpu,
+    delivery_window,
+    job_counts,
+    log,
+    providers_t,
+    until_recorded,
+)
+from receiver import Receiver
+from sqlalchemy import insert, update
+
+from postroom.app import Postroom
+from postroom.gcpause import quiet_collector
+from postroom.providers import credentials
+
+
+async def use_custom_provider(pr: Postroom, url: str, connections: int) -> None:
+    """Disable the development file provider and add a custom HTTP provider row."""
+    now = pr.clock.now()
+    async with pr.engine.begin() as conn:
+        await conn.execute(
+            update(providers_t).where(providers_t.c.type == "file").values(enabled=False)
+        )
+        await conn.execute(
+            insert(providers_t).values(
+                id=uuid.uuid4(),
+                name="bench receiver",
+                type="custom",
+                enabled=True,
+                priority=100,
+                config={
+                    "url": url,
+                    "allowNetworks": ["127.0.0.0/8"],
+                    "maxConnections": connections,
+                },
+                authentication=credentials.encrypt(pr.fernet, {"secret": "bench-secret"}),
+                limits={},
+                encryption={},
+                monitoring={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def delivered(
+    server_url: str | None, n: int, receiver: Receiver, connections: int
+) -> dict[str, Any]:
+    db = FreshDatabase(server_url)
+    await db.create()
+    try:
+        pr = Postroom(db.settings())
+        await pr.start(migrate_schema=False)
+        await use_custom_provider(pr, receiver.url, connections)
+        await pr.send_bulk(
+            {
+                "from": {"email": "app@example.com"},
+                "type": "transactional",
+                "subject": "Your sign-in code",
+                "content": {"text": "Your code is 123456. It expires in ten minutes."},
+                "recipients": [{"email": f"user{i}@example.net"} for i in range(n)],
+            }
+        )
+        receiver.reset()
+        worker = pr.worker()
+        quiet_collector()  # as `postroom worker` does once started
+        pg_before = await backend_cpu(pr)
+        cpu0 = time.process_time()
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))  # the loop of `postroom worker`
+        try:
+            await until_recorded(worker, n)
+            cpu = time.process_time() - cpu0
+        finally:
+            stop.set()
+            await running
+        spent = db_cpu(pg_before, await backend_cpu(pr))
+        counts = await job_counts(pr.engine)
+        first, last = await delivery_window(pr.engine)
+        await pr.aclose()
+        assert counts["completed"] == n and receiver.count == n, (counts, receiver.count)
+        assert first is not None and last is not None
+        return {
+            "db": db.kind,
+            "rate": n / max(last - first, 1e-9),
+            "cpu_us": cpu / n * 1e6,
+            "db_cpu_us": spent / n * 1e6,
+        }
+    finally:
+        await db.drop()
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=10, help="maxConnections")
+    parser.add_argument("--database-url", default=None, help=f"PostgreSQL (default: ${PG_ENV})")
+    parser.add_argument("--no-sqlite", action="store_true")
+    args = parser.parse_args()
+    if min(args.rounds, args.messages, args.connections) < 1:
+        parser.error("--rounds, --messages and --connections must be at least 1")
+    pg = args.database_url or os.environ.get(PG_ENV)
+    servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
+    if not servers:
+        parser.error("--no-sqlite needs --database-url")
+    rows: list[dict[str, Any]] = []
+    with Receiver() as receiver:
+        for server in servers:
+            for round_ in range(args.rounds):
+                where = "postgresql" if server else "sqlite"
+                log(f"round {round_ + 1}: {args.messages} messages on {where}")
+                r = await delivered(server, args.messages, receiver, args.connections)
+                log(f"  {r['rate']:,.0f} delivered/s ({r['cpu_us']:,.0f} µs CPU a message here,"
+                    f" {r['db_cpu_us']:,.0f} µs in PostgreSQL)")  # fmt: skip
+                rows.append({**r, "round": str(round_ + 1)})
+    print("\n| database | round | delivered /s | CPU µs a message (process + PostgreSQL) |")
+    print("| --- | --- | ---: | ---: |")
+    for db in dict.fromkeys(r["db"] for r in rows):
+        mine = [r for r in rows if r["db"] == db]
+        if len(mine) > 1:
+            keys = ("rate", "cpu_us", "db_cpu_us")
+            mine.append(
+                {"round": "median", **{k: statistics.median(r[k] for r in mine) for k in keys}}
+            )
+        for r in mine:
+            pg_cpu = f" + {r['db_cpu_us']:,.0f}" if r["db_cpu_us"] else ""
+            print(f"| {db} | {r['round']} | {r['rate']:,.0f} | {r['cpu_us']:,.0f}{pg_cpu} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
