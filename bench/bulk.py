@@ -56,6 +56,7 @@ from harness import (
     job_counts,
     log,
     run_queue_seconds,
+    running,
     smtp_config,
     until_recorded,
 )
@@ -213,16 +214,11 @@ async def delivered(server_url: str | None, n: int, sink: Sink, kind: str) -> di
         signer0 = cpu_seconds(signers)
         idle0, waited0 = cpu_idle(), run_queue_seconds(os.getpid())
         cpu0, t0 = time.process_time(), time.perf_counter()
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run(stop))  # the loop of `postroom worker`
-        try:
+        async with running(worker):  # the loop of `postroom worker`
             await until_recorded(worker, n)
             signer_cpu = cpu_seconds(signers) - signer0
             idle, waited = idle_share(idle0, cpu_idle()), run_queue_seconds(os.getpid())
             wall = time.perf_counter() - t0
-        finally:
-            stop.set()
-            await running  # the last results written back, the signers and connections closed
         cpu = time.process_time() - cpu0
         pg_after = await backend_cpu(pr)
         spent = db_cpu(pg_before, pg_after)

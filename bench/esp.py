@@ -19,62 +19,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    PG_ENV,
     FreshDatabase,
+    add_database_args,
     backend_cpu,
+    databases,
     db_cpu,
     delivery_window,
     job_counts,
     log,
-    providers_t,
+    running,
+    short_messages,
     until_recorded,
+    use_provider,
 )
 from receiver import Receiver
-from sqlalchemy import insert, update
 
 from postroom.app import Postroom
 from postroom.gcpause import quiet_collector
 from postroom.providers import credentials
 
-
-async def use_custom_provider(pr: Postroom, url: str, connections: int) -> None:
-    """Disable the development file provider and add a custom HTTP provider row."""
-    now = pr.clock.now()
-    async with pr.engine.begin() as conn:
-        await conn.execute(
-            update(providers_t).where(providers_t.c.type == "file").values(enabled=False)
-        )
-        await conn.execute(
-            insert(providers_t).values(
-                id=uuid.uuid4(),
-                name="bench receiver",
-                type="custom",
-                enabled=True,
-                priority=100,
-                config={
-                    "url": url,
-                    "allowNetworks": ["127.0.0.0/8"],
-                    "maxConnections": connections,
-                },
-                authentication=credentials.encrypt(pr.fernet, {"secret": "bench-secret"}),
-                limits={},
-                encryption={},
-                monitoring={},
-                created_at=now,
-                updated_at=now,
-            )
-        )
+LOOPBACK = ["127.0.0.0/8"]
 
 
 async def delivered(
@@ -85,29 +58,21 @@ async def delivered(
     try:
         pr = Postroom(db.settings())
         await pr.start(migrate_schema=False)
-        await use_custom_provider(pr, receiver.url, connections)
-        await pr.send_bulk(
-            {
-                "from": {"email": "app@example.com"},
-                "type": "transactional",
-                "subject": "Your sign-in code",
-                "content": {"text": "Your code is 123456. It expires in ten minutes."},
-                "recipients": [{"email": f"user{i}@example.net"} for i in range(n)],
-            }
+        await use_provider(
+            pr.engine,
+            type="custom",
+            config={"url": receiver.url, "allowNetworks": LOOPBACK, "maxConnections": connections},
+            authentication=credentials.encrypt(pr.fernet, {"secret": "bench-secret"}),
         )
+        await pr.send_bulk(short_messages(n))
         receiver.reset()
         worker = pr.worker()
         quiet_collector()  # as `postroom worker` does once started
         pg_before = await backend_cpu(pr)
         cpu0 = time.process_time()
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run(stop))  # the loop of `postroom worker`
-        try:
+        async with running(worker):
             await until_recorded(worker, n)
             cpu = time.process_time() - cpu0
-        finally:
-            stop.set()
-            await running
         spent = db_cpu(pg_before, await backend_cpu(pr))
         counts = await job_counts(pr.engine)
         first, last = await delivery_window(pr.engine)
@@ -129,15 +94,11 @@ async def main() -> int:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=10, help="maxConnections")
-    parser.add_argument("--database-url", default=None, help=f"PostgreSQL (default: ${PG_ENV})")
-    parser.add_argument("--no-sqlite", action="store_true")
+    add_database_args(parser)
     args = parser.parse_args()
     if min(args.rounds, args.messages, args.connections) < 1:
         parser.error("--rounds, --messages and --connections must be at least 1")
-    pg = args.database_url or os.environ.get(PG_ENV)
-    servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
-    if not servers:
-        parser.error("--no-sqlite needs --database-url")
+    servers = databases(parser, args)
     rows: list[dict[str, Any]] = []
     with Receiver() as receiver:
         for server in servers:

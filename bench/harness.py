@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -21,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -263,6 +265,18 @@ def smtp_config(port: int, *, max_connections: int, max_messages: int) -> dict[s
 
 async def use_smtp_provider(engine: AsyncEngine, config: dict[str, Any]) -> None:
     """Disable the development file provider and add an SMTP provider row."""
+    await use_provider(engine, type="smtp", config=config)
+
+
+async def use_provider(
+    engine: AsyncEngine,
+    *,
+    type: str,
+    config: dict[str, Any],
+    authentication: dict[str, Any] | None = None,
+) -> None:
+    """Disable the development file provider and add a provider row (``authentication``
+    as stored: encrypted with the instance's key where it holds secrets)."""
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         await conn.execute(
@@ -271,12 +285,12 @@ async def use_smtp_provider(engine: AsyncEngine, config: dict[str, Any]) -> None
         await conn.execute(
             insert(providers_t).values(
                 id=uuid.uuid4(),
-                name="bench sink",
-                type="smtp",
+                name=f"bench {type}",
+                type=type,
                 enabled=True,
                 priority=100,
                 config=config,
-                authentication={},
+                authentication=authentication or {},
                 limits={},
                 encryption={},
                 monitoring={},
@@ -294,16 +308,59 @@ async def job_counts(engine: AsyncEngine) -> Counter[str]:
     return Counter({str(status): int(n) for status, n in rows})
 
 
-async def until_recorded(worker: Worker, n: int, *, stalled_s: float = 60.0) -> None:
-    """Wait until ``worker`` has an outcome for ``n`` jobs (its counters, not the
-    database: polling that would add to what is measured)."""
+async def until(count: Callable[[], int], n: int, what: str, *, stalled_s: float = 60.0) -> None:
+    """Wait until ``count()`` reaches ``n``; fail when it stops moving for ``stalled_s``."""
     last, since = -1, time.monotonic()
-    while (done := sum(worker.stats[o] for o in get_args(Outcome))) < n:
+    while (done := count()) < n:
         if done != last:
             last, since = done, time.monotonic()
         elif time.monotonic() - since > stalled_s:
-            raise RuntimeError(f"the worker stalled at {done:,} of {n:,} jobs")
+            raise RuntimeError(f"{what} stalled at {done:,} of {n:,}")
         await asyncio.sleep(0.01)
+
+
+async def until_recorded(worker: Worker, n: int) -> None:
+    """Wait until ``worker`` has an outcome for ``n`` jobs (its counters, not the
+    database: polling that would add to what is measured)."""
+    await until(lambda: sum(worker.stats[o] for o in get_args(Outcome)), n, "the worker's jobs")
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    """``worker.run()``, the loop of ``postroom worker``, for the duration of the block;
+    at its end the worker stops gracefully (last results written back)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def short_messages(n: int) -> dict[str, Any]:
+    """A ``POST /bulk`` of ``n`` recipients of one short transactional text message."""
+    return {
+        "from": {"email": "app@example.com", "name": "Example App"},
+        "type": "transactional",
+        "subject": "Your sign-in code",
+        "content": {"text": "Your code is 123456. It expires in ten minutes."},
+        "recipients": [{"email": f"user{i}@example.net"} for i in range(n)],
+    }
+
+
+def add_database_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default=None, help=f"PostgreSQL (default: ${PG_ENV})")
+    parser.add_argument("--no-sqlite", action="store_true")
+
+
+def databases(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str | None]:
+    """The servers to run on: None for SQLite, then the PostgreSQL URL if any."""
+    pg = args.database_url or os.environ.get(PG_ENV)
+    servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
+    if not servers:
+        parser.error("--no-sqlite needs --database-url")
+    return servers
 
 
 async def delivery_window(engine: AsyncEngine) -> tuple[float | None, float | None]:

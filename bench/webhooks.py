@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -35,14 +34,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    PG_ENV,
     FreshDatabase,
+    add_database_args,
     backend_cpu,
+    databases,
     db_cpu,
     delivery_window,
     job_counts,
     log,
+    running,
+    short_messages,
     smtp_config,
+    until,
     until_recorded,
 )
 from receiver import Receiver
@@ -52,20 +55,9 @@ from postroom.app import Postroom
 from postroom.gcpause import quiet_collector
 
 KINDS = ("no endpoint", "endpoint (sent)")
-SENDER = {"email": "app@example.com", "name": "Example App"}
 
 
 # -- one row -----------------------------------------------------------------------
-
-
-async def until_received(receiver: Receiver, n: int, *, stalled_s: float = 60.0) -> None:
-    last, since = -1, time.monotonic()
-    while (got := receiver.count) < n:
-        if got != last:
-            last, since = got, time.monotonic()
-        elif time.monotonic() - since > stalled_s:
-            raise RuntimeError(f"the receiver stalled at {got:,} of {n:,} POSTs")
-        await asyncio.sleep(0.01)
 
 
 async def delivered(
@@ -81,32 +73,19 @@ async def delivered(
             await pr.webhooks.create(
                 url=receiver.url, event_types=["sent"], allow_networks=["127.0.0.0/8"]
             )
-        await pr.send_bulk(
-            {
-                "from": SENDER,
-                "type": "transactional",
-                "subject": "Your sign-in code",
-                "content": {"text": "Your code is 123456. It expires in ten minutes."},
-                "recipients": [{"email": f"user{i}@example.net"} for i in range(n)],
-            }
-        )
+        await pr.send_bulk(short_messages(n))
         receiver.reset()
         worker = pr.worker()
         quiet_collector()  # as `postroom worker` does once started
         pg_before = await backend_cpu(pr)
         cpu0, t0 = time.process_time(), time.perf_counter()
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run(stop))  # the loop of `postroom worker`
-        try:
+        async with running(worker):
             await until_recorded(worker, n)
             mail_done = time.perf_counter() - t0
             if hooks:
-                await until_received(receiver, n)
+                await until(lambda: receiver.count, n, "the receiver's POSTs")
             all_done = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-        finally:
-            stop.set()
-            await running
         spent = db_cpu(pg_before, await backend_cpu(pr))
         counts = await job_counts(pr.engine)
         first, last = await delivery_window(pr.engine)
@@ -170,15 +149,11 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database-url", default=None, help=f"PostgreSQL (default: ${PG_ENV})")
-    parser.add_argument("--no-sqlite", action="store_true")
+    add_database_args(parser)
     args = parser.parse_args()
     if args.rounds < 1 or args.messages < 1:
         parser.error("--rounds and --messages must be at least 1")
-    pg = args.database_url or os.environ.get(PG_ENV)
-    servers: list[str | None] = ([] if args.no_sqlite else [None]) + ([pg] if pg else [])
-    if not servers:
-        parser.error("--no-sqlite needs --database-url")
+    servers = databases(parser, args)
     rows: list[dict[str, Any]] = []
     with Sink() as sink, Receiver() as receiver:
         for server in servers:
