@@ -253,9 +253,8 @@ class Worker:
 
     async def _every(self, period_s: float, action: Any) -> None:
         """Run ``action`` every ``period_s`` until shutdown, which cancels this loop only
-        while it sleeps: a database write cancelled half-way can leave its driver
-        connection holding the transaction (SQLite's lock with it), and the final
-        write-back would then wait on it."""
+        while it sleeps: an action cancelled half-way loses its work (its transaction
+        is rolled back; on SQLite the engine does it, see ``db.engine``)."""
         task = asyncio.current_task()
         assert task is not None
         while not self._stopping:
