@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     FreshDatabase,
     add_database_args,
-    backend_cpu,
     databases,
-    db_cpu,
-    delivery_window,
-    job_counts,
     log,
-    running,
+    measure_delivery,
     short_messages,
-    until_recorded,
     use_provider,
 )
 from receiver import Receiver
 
 from postroom.app import Postroom
-from postroom.gcpause import quiet_collector
 from postroom.providers import credentials
 
 LOOPBACK = ["127.0.0.0/8"]
@@ -66,25 +59,9 @@ async def delivered(
         )
         await pr.send_bulk(short_messages(n))
         receiver.reset()
-        worker = pr.worker()
-        quiet_collector()  # as `postroom worker` does once started
-        pg_before = await backend_cpu(pr)
-        cpu0 = time.process_time()
-        async with running(worker):
-            await until_recorded(worker, n)
-            cpu = time.process_time() - cpu0
-        spent = db_cpu(pg_before, await backend_cpu(pr))
-        counts = await job_counts(pr.engine)
-        first, last = await delivery_window(pr.engine)
-        await pr.aclose()
-        assert counts["completed"] == n and receiver.count == n, (counts, receiver.count)
-        assert first is not None and last is not None
-        return {
-            "db": db.kind,
-            "rate": n / max(last - first, 1e-9),
-            "cpu_us": cpu / n * 1e6,
-            "db_cpu_us": spent / n * 1e6,
-        }
+        measured = await measure_delivery(pr, n)
+        assert receiver.count == n, receiver.count
+        return {"db": db.kind, **measured}
     finally:
         await db.drop()
 

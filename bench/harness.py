@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from postroom.app import Postroom
 from postroom.config import Settings
 from postroom.db.models import EmailJob, EmailProvider
+from postroom.gcpause import quiet_collector
 from postroom.queue.jobs import Outcome
 from postroom.queue.worker import Worker
 
@@ -336,6 +337,43 @@ async def running(worker: Worker) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+
+
+async def measure_delivery(
+    pr: Postroom, n: int, *, then: Callable[[], Awaitable[None]] | None = None
+) -> dict[str, Any]:
+    """A worker of ``pr`` running the loop of ``postroom worker`` until it has an outcome
+    for ``n`` queued jobs, then ``then()`` (the worker still running); closes ``pr``.
+
+    Returns ``rate`` (delivered/s, first claim to last completion, from the job rows),
+    ``mail_s`` and ``all_s`` (from the start to the outcomes, and to the end of
+    ``then``) and the CPU a message of this process (``cpu_us``, SQLite's work
+    included) and of PostgreSQL's backends (``db_cpu_us``), to the end of ``then``.
+    """
+    worker = pr.worker()
+    quiet_collector()  # as `postroom worker` does once started
+    pg_before = await backend_cpu(pr)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    async with running(worker):
+        await until_recorded(worker, n)
+        mail_s = time.perf_counter() - t0
+        if then is not None:
+            await then()
+        all_s = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    spent = db_cpu(pg_before, await backend_cpu(pr))
+    counts = await job_counts(pr.engine)
+    first, last = await delivery_window(pr.engine)
+    await pr.aclose()
+    assert counts["completed"] == n, counts
+    assert first is not None and last is not None
+    return {
+        "rate": n / max(last - first, 1e-9),
+        "mail_s": mail_s,
+        "all_s": all_s,
+        "cpu_us": cpu / n * 1e6,
+        "db_cpu_us": spent / n * 1e6,
+    }
 
 
 def short_messages(n: int) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     FreshDatabase,
     add_database_args,
-    backend_cpu,
     databases,
-    db_cpu,
-    delivery_window,
-    job_counts,
     log,
-    running,
+    measure_delivery,
     short_messages,
     smtp_config,
     until,
-    until_recorded,
 )
 from receiver import Receiver
 from sink import Sink
 
 from postroom.app import Postroom
-from postroom.gcpause import quiet_collector
 
 KINDS = ("no endpoint", "endpoint (sent)")
 
@@ -75,31 +68,17 @@ async def delivered(
             )
         await pr.send_bulk(short_messages(n))
         receiver.reset()
-        worker = pr.worker()
-        quiet_collector()  # as `postroom worker` does once started
-        pg_before = await backend_cpu(pr)
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        async with running(worker):
-            await until_recorded(worker, n)
-            mail_done = time.perf_counter() - t0
+
+        async def posted() -> None:
             if hooks:
                 await until(lambda: receiver.count, n, "the receiver's POSTs")
-            all_done = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
-        spent = db_cpu(pg_before, await backend_cpu(pr))
-        counts = await job_counts(pr.engine)
-        first, last = await delivery_window(pr.engine)
-        await pr.aclose()
-        assert counts["completed"] == n, counts
-        assert first is not None and last is not None
+
+        measured = await measure_delivery(pr, n, then=posted)
         return {
             "db": db.kind,
             "kind": kind,
-            "rate": n / max(last - first, 1e-9),
-            "hook_rate": n / all_done if hooks else None,
-            "mail_s": mail_done,
-            "cpu_us": cpu / n * 1e6,
-            "db_cpu_us": spent / n * 1e6,
+            **measured,
+            "hook_rate": n / measured["all_s"] if hooks else None,
             "posts": receiver.count,
         }
     finally:
