@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -123,6 +124,14 @@ def write_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[An
     if held is None or held[0] is not loop:
         held = _WRITE_TURNS[pool] = (loop, asyncio.Lock())
     return held[1]
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` inside this process's write turn (:func:`write_turn`): the
+    transaction of a frequent writer (claims, write-backs, webhook deliveries)."""
+    async with write_turn(engine), engine.begin() as conn:
+        yield conn
 
 
 @functools.lru_cache(maxsize=32)

@@ -28,7 +28,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroom.db.engine import reader, write_turn
+from postroom.db.engine import reader, write_transaction
 from postroom.db.models import (
     EmailProvider,
     EmailRecord,
@@ -131,7 +131,7 @@ async def fan_out(engine: AsyncEngine, *, now: datetime, limit: int) -> int:
     oldest = (
         select(outbox_t.c.id).order_by(outbox_t.c.id).limit(limit).with_for_update(skip_locked=True)
     )
-    async with write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         taken = (
             await conn.execute(
                 delete(outbox_t)
@@ -210,7 +210,7 @@ async def claim(
         )
         .returning(d.id, d.endpoint_id, d.payload, d.attempts, d.max_attempts, d.locked_by)
     )
-    async with write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         rows = (await conn.execute(stmt)).all()
     return [
         Claimed(
@@ -257,7 +257,7 @@ async def finish(engine: AsyncEngine, outcomes: Sequence[Outcome], *, now: datet
     if not outcomes:
         return 0
     d = deliveries_t.c
-    async with write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         mine = set(
             (
                 await conn.execute(
@@ -301,7 +301,7 @@ async def reap(engine: AsyncEngine, *, now: datetime) -> int:
     """
     d = deliveries_t.c
     expired = and_(d.status == DELIVERING, d.locked_until < now)
-    async with write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         spent = await conn.execute(
             update(deliveries_t)
             .where(expired, d.attempts >= d.max_attempts)
@@ -330,7 +330,7 @@ async def prune(engine: AsyncEngine, *, before: datetime, batch: int = 500) -> i
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    async with write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         gone = await conn.execute(delete(deliveries_t).where(d.id.in_(old.scalar_subquery())))
     return int(gone.rowcount or 0)
 

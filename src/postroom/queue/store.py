@@ -51,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from postroom.db.engine import asyncpg_connection, reader, write_turn
+from postroom.db.engine import asyncpg_connection, reader, write_transaction
 from postroom.db.models import EmailJob, EmailJobAttempt, EmailProvider, EmailQueue, EmailRecord
 from postroom.db.types import JSONType
 from postroom.events import outbox, subscriptions
@@ -425,7 +425,7 @@ async def claim(
             lease_s=lease_s,
             queue_ids=queue_ids,
         )
-        async with write_turn(engine), engine.begin() as conn:
+        async with write_transaction(engine) as conn:
             rows = (await conn.execute(stmt)).all()
         claimed = [Job.from_row(row) for row in rows]
     claimed.sort(key=lambda j: (-j.priority, j.scheduled_at, j.id))
@@ -626,7 +626,7 @@ async def finish(engine: AsyncEngine, results: Sequence[Result]) -> set[uuid.UUI
         if fast is not None:
             return fast
     written: set[uuid.UUID] = set()
-    async with write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         for start in range(0, len(results), FINISH_CHUNK):
             chunk = await _without_deleted_providers(conn, results[start : start + FINISH_CHUNK])
             by_outcome: dict[str, list[Result]] = defaultdict(list)
